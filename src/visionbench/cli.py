@@ -1,0 +1,307 @@
+"""The command line: train, eval, runs, data, demo. Errors print as one readable message."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import VisionbenchError, did_you_mean
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train, evaluate and report image classifiers, fast and reproducibly.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: download, inspect.")
+app.add_typer(data_app, name="data")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+STATE = {"debug": False}
+
+
+def friendly(fn):
+    """VisionbenchError -> one readable message and a non-zero exit; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VisionbenchError as e:
+            if STATE["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            raise typer.Exit(getattr(e, "exit_code", 2)) from None
+
+    return wrapper
+
+
+@app.callback()
+def main_options(debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False):
+    STATE["debug"] = debug
+
+
+RunsDir = Annotated[
+    Optional[Path], typer.Option("--runs-dir", help="Runs folder [default: $VISIONBENCH_RUNS or ./runs].")
+]
+DataDir = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Data root [default: $VISIONBENCH_DATA or ~/.cache/visionbench/data]."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+TRAIN_OPTIONS = [
+    "--data",
+    "--model",
+    "--epochs",
+    "--lr",
+    "--batch-size",
+    "--seed",
+    "--device",
+    "--name",
+    "--data-dir",
+    "--config",
+    "--runs-dir",
+    "--resume",
+    "--quiet",
+    "--help-config",
+    "--json",
+]
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Option(help="Dataset: digits, mnist, cifar10, folder:PATH.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name (see `visionbench models`).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N, mps.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run id [default: <time>-<data>-<model>].")] = None,
+    data_dir: DataDir = None,
+    config: Annotated[
+        Optional[list[Path]], typer.Option(help="YAML config file(s), merged in order.")
+    ] = None,
+    runs_dir: RunsDir = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue an unfinished run (id or folder).")] = None,
+    quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
+    help_config: Annotated[bool, typer.Option(help="List every config key with its default.")] = False,
+    as_json: AsJson = False,
+):
+    """Train a model; extra KEY=VALUE arguments set any config key (e.g. optim.lr=0.05)."""
+    from .config import RunConfig, config_keys, resolve_config
+
+    if help_config:
+        defaults = RunConfig().model_dump()
+        for key in config_keys():
+            value = defaults
+            for part in key.split("."):
+                value = value[part]
+            out.print(f"{key} = {value!r}")
+        return
+    for arg in ctx.args:
+        if arg.startswith("-"):
+            opt = arg.split("=")[0]
+            raise VisionbenchError(
+                f"unknown option '{opt}'.{did_you_mean(opt, TRAIN_OPTIONS)}",
+                fix="`visionbench train --help` lists the options",
+            )
+    cli = {
+        "data": {"name": data, "dir": str(data_dir) if data_dir else None},
+        "model": {"name": model},
+        "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
+        "optim": {"lr": lr},
+        "seed": seed,
+        "name": name,
+    }
+    cli = prune(cli)
+    from .fit import train as fit
+
+    if resume:
+        if ctx.args or cli:
+            raise VisionbenchError(
+                "--resume continues a run with its saved config; other settings conflict",
+                fix="leave out the other options, or start a new run",
+            )
+        run = fit(None, runs_dir, resume=resume, quiet=quiet or as_json)
+    else:
+        cfg = resolve_config(config or [], ctx.args, cli)
+        run = fit(cfg, runs_dir, quiet=quiet or as_json)
+    if as_json:
+        print(json.dumps({"run": str(run.path), **run.read_json("summary.json")}))
+
+
+def prune(tree: dict) -> dict:
+    """Drop unset (None) options, so they do not override config files."""
+    pruned = {k: prune(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    return {k: v for k, v in pruned.items() if v is not None and v != {}}
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Re-evaluate a run on its test split: top-1, top-5, per-class accuracy, confusion matrix."""
+    from .fit import evaluate_run
+
+    if weights not in ("last", "best"):
+        raise VisionbenchError(f"unknown weights '{weights}'", fix="use --weights last or --weights best")
+    rep = evaluate_run(run, runs_dir, weights, device)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    out.print(
+        f"[bold]{rep['run']}[/] ({weights} weights) on {rep['n']:,} test images: "
+        f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}  loss {rep['loss']:.4f}"
+    )
+    table = Table("class", "accuracy", "n")
+    for (cls, acc), row in zip(rep["per_class_acc"].items(), rep["confusion"]):
+        table.add_row(cls, f"{acc:.2%}", str(sum(row)))
+    out.print(table)
+
+
+@app.command()
+@friendly
+def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
+    """List runs, newest first."""
+    from .runs import list_runs, runs_root
+
+    root = runs_root(runs_dir)
+    rows = list_runs(root)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        out.print(f"no runs in {root}")
+        return
+    table = Table("id", "status", "data", "model", "epochs", "val acc", "test acc", "seconds")
+    pct = lambda v: f"{v:.2%}" if v is not None else "-"
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["status"],
+            r["data"] or "-",
+            r["model"] or "-",
+            r["epochs"],
+            pct(r["val_acc"]),
+            pct(r["test_acc"]),
+            f"{r['seconds']:.1f}" if r["seconds"] else "-",
+        )
+    out.print(table)
+
+
+@app.command()
+@friendly
+def models(pattern: Annotated[str, typer.Argument(help="Substring filter.")] = "", as_json: AsJson = False):
+    """List registered models."""
+    from .models import MODELS
+
+    names = sorted(n for n in MODELS if pattern in n)
+    if as_json:
+        print(json.dumps(names))
+    else:
+        for n in names:
+            out.print(
+                f"{n:<12} {(MODELS[n].__doc__ or '').strip().splitlines()[0] if MODELS[n].__doc__ else ''}"
+            )
+
+
+@data_app.command("download")
+@friendly
+def data_download(
+    name: str,
+    data_dir: DataDir = None,
+    mirror: Annotated[Optional[str], typer.Option(help="Base URL of a mirror.")] = None,
+):
+    """Download a dataset's official files, verified by md5."""
+    from .data import download_dataset
+
+    for p in download_dataset(name, data_dir, mirror):
+        out.print(f"ok  {p}")
+
+
+@data_app.command("info")
+@friendly
+def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
+    """Classes, counts per split, image shape, source and cache state of a dataset."""
+    import numpy as np
+
+    from .data import load_dataset
+
+    ds = load_dataset(name, data_dir)
+    info = {
+        "name": name,
+        "source": ds.source,
+        "classes": ds.classes,
+        "shape": list(ds.shape),
+        "splits": {
+            s: {"n": len(v), "per_class": np.bincount(v.labels, minlength=len(ds.classes)).tolist()}
+            for s, v in ds.splits.items()
+        },
+        "skipped": ds.skipped,
+        "notes": ds.notes,
+        "fingerprint": ds.fingerprint,
+    }
+    if as_json:
+        print(json.dumps(info))
+        return
+    out.print(
+        f"[bold]{name}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
+    )
+    out.print(f"source: {ds.source}")
+    table = Table("class", *ds.splits)
+    for i, c in enumerate(ds.classes):
+        table.add_row(c, *(f"{info['splits'][s]['per_class'][i]:,}" for s in ds.splits))
+    table.add_row("[bold]total", *(f"[bold]{len(v):,}" for v in ds.splits.values()))
+    out.print(table)
+    for note in ds.notes:
+        out.print(f"note: {note}")
+    if ds.skipped:
+        out.print(
+            f"[yellow]{len(ds.skipped)} files skipped[/]: "
+            + "; ".join(f"{s['file']} ({s['reason']})" for s in ds.skipped[:10])
+        )
+
+
+DEMO = [
+    "data.name=digits",
+    "model.name=small_cnn",
+    "train.epochs=12",
+    "train.batch_size=64",
+    "optim.lr=0.2",
+    "train.label_smoothing=0.1",
+    "aug.crop_padding=1",
+]
+
+
+@app.command()
+@friendly
+def demo(runs_dir: RunsDir = None, epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None):
+    """Train a small CNN on the embedded digits dataset (about a minute on 2 CPU cores)."""
+    from .config import resolve_config
+    from .fit import train as fit
+
+    cfg = resolve_config([], DEMO + ([f"train.epochs={epochs}"] if epochs else []))
+    run = fit(cfg, runs_dir)
+    out.print(
+        f"next: visionbench eval {run.id} --runs-dir {run.path.parent}   |   visionbench runs --runs-dir {run.path.parent}"
+    )
+
+
+def main() -> None:
+    sys.exit(app())

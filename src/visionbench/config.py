@@ -1,0 +1,177 @@
+"""The typed run config: defaults live here; YAML files and key=value overrides feed it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import VisionbenchError, did_you_mean
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: str = "digits"
+    dir: str | None = None  # data root; else $VISIONBENCH_DATA, else the user cache dir
+    val_fraction: float = 0.1  # carved from train, stratified, with data.split_seed
+    split_seed: int = 0
+    img_size: int | None = None  # square size for folders of varied images
+
+
+class AugConfig(Section):
+    crop_padding: int = 0  # random crop after reflect-padding by this many pixels (0: off)
+    flip: bool = False  # random horizontal flip (off for digits: a flipped 2 is not a 2)
+
+
+class ModelConfig(Section):
+    name: str = "simple_cnn"
+    pretrained: bool = False
+    small_stem: bool = True  # ResNets: 3x3 stride-1 stem, no max-pool, for 28-64 px inputs
+    dropout: float = 0.0
+    kwargs: dict[str, Any] = {}  # builder-specific, e.g. {width: 24} for small_cnn
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedConfig(Section):
+    name: Literal["onecycle", "cosine", "step", "constant"] = "onecycle"
+    warmup_epochs: float = 0.0  # cosine/step: linear warmup length
+    pct_start: float = 0.25  # onecycle: fraction of steps spent rising
+    step_epochs: int = 10  # step: decay every this many epochs ...
+    gamma: float = 0.1  # ... by this factor
+
+
+class TrainConfig(Section):
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global grad norm
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # bf16 autocast on CUDA (never on CPU, where it is slower)
+    channels_last: bool = True  # on CUDA only
+    deterministic: bool = True  # deterministic kernels: a resumed run equals an uninterrupted one
+    threads: int | None = None  # CPU threads; default: all cores
+
+
+class RunConfig(Section):
+    name: str | None = None  # run id; default: <time>-<data>-<model>
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    aug: AugConfig = AugConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    sched: SchedConfig = SchedConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts, e.g. 'optim.lr'."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += config_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['optim.lr=0.05', 'aug.flip=true'] -> nested dict; values parsed as YAML scalars."""
+    valid = config_keys()
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise VisionbenchError(
+                f"cannot read '{item}': expected key=value", fix="write e.g. optim.lr=0.05"
+            )
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in valid:
+            raise VisionbenchError(
+                f"unknown config key '{key}'.{did_you_mean(key, valid)}",
+                fix="`visionbench train --help-config` lists every key",
+            )
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+    return tree
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _check_keys(tree: dict, source: str, model: type[BaseModel] = RunConfig, prefix: str = ""):
+    """Unknown keys get the nearest valid name, before pydantic's generic message."""
+    for key, value in tree.items():
+        fields = model.model_fields
+        if key not in fields:
+            valid = [prefix + k for k in fields]
+            raise VisionbenchError(
+                f"unknown config key '{prefix}{key}'.{did_you_mean(prefix + key, valid)}",
+                where=source,
+            )
+        sub = fields[key].annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            _check_keys(value, source, sub, f"{prefix}{key}.")
+
+
+def build_config(tree: dict, source: str = "config") -> RunConfig:
+    _check_keys(tree, source)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise VisionbenchError(
+            f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})", where=source
+        ) from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise VisionbenchError(f"config file not found: {path}", fix="check the path")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise VisionbenchError(f"cannot parse YAML: {e}", where=str(path)) from None
+    if not isinstance(tree, dict):
+        raise VisionbenchError("a config file must hold a mapping of keys", where=str(path))
+    return tree
+
+
+def resolve_config(
+    files: list[str | Path] = (), overrides: list[str] = (), cli: dict | None = None
+) -> RunConfig:
+    """Defaults <- YAML files (in order) <- CLI options <- key=value overrides."""
+    tree: dict = {}
+    for f in files:
+        tree = deep_merge(tree, load_yaml(f))
+        _check_keys(tree, str(f))
+    tree = deep_merge(tree, cli or {})
+    tree = deep_merge(tree, parse_overrides(list(overrides)))
+    return build_config(tree)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,117 @@
+"""Decode once: datasets become uint8 arrays on disk, memory-mapped on every later run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CACHE_VERSION = 1  # bump when the decoded bytes of any source would change
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    """A decoded dataset: official splits as uint8 arrays, plus what was read and skipped."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    source: str = ""  # the file or folder it was read from
+    fingerprint: str = ""  # sha256 of the decoded arrays: identical data, identical hash
+    skipped: list[dict] = field(default_factory=list)  # [{"file": ..., "reason": ...}]
+    notes: list[str] = field(default_factory=list)  # e.g. how a test split was carved
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.splits["train"].images.shape[1:])
+
+
+def cache_root() -> Path:
+    env = os.environ.get("VISIONBENCH_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "visionbench" / "arrays"
+
+
+def source_key(name: str, path: Path, options: dict) -> str:
+    """Identity of what would be decoded: source name, files (path, size, mtime), options."""
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    blob = json.dumps([CACHE_VERSION, name, str(path.resolve()), stats, options], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def fingerprint(ds: Dataset) -> str:
+    h = hashlib.sha256(json.dumps(ds.classes).encode())
+    for split in sorted(ds.splits):
+        s = ds.splits[split]
+        h.update(split.encode())
+        h.update(np.ascontiguousarray(s.images).data)
+        h.update(np.ascontiguousarray(s.labels).data)
+    return h.hexdigest()
+
+
+def save(ds: Dataset, folder: Path) -> None:
+    """Write arrays + meta.json into a temp folder, then rename: a cache is whole or absent."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    try:
+        for split, s in ds.splits.items():
+            np.save(tmp / f"{split}_images.npy", np.ascontiguousarray(s.images))
+            np.save(tmp / f"{split}_labels.npy", s.labels.astype(np.int64))
+        meta = dict(
+            name=ds.name,
+            classes=ds.classes,
+            splits=sorted(ds.splits),
+            source=ds.source,
+            fingerprint=ds.fingerprint,
+            skipped=ds.skipped,
+            notes=ds.notes,
+        )
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same cache first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(folder: Path) -> Dataset | None:
+    meta_file = folder / "meta.json"
+    if not meta_file.is_file():
+        return None
+    meta = json.loads(meta_file.read_text())
+    splits = {
+        s: Split(
+            np.load(folder / f"{s}_images.npy", mmap_mode="r"),
+            np.load(folder / f"{s}_labels.npy"),
+        )
+        for s in meta["splits"]
+    }
+    return Dataset(
+        meta["name"],
+        meta["classes"],
+        splits,
+        meta["source"],
+        meta["fingerprint"],
+        meta["skipped"],
+        meta["notes"],
+    )

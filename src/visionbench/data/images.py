@@ -1,0 +1,185 @@
+"""Image folders (a directory or a .tar*/.zip archive) decoded into uint8 arrays."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import VisionbenchError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _hidden(parts: tuple[str, ...]) -> bool:
+    # .DS_Store, ._resource forks, .ipynb_checkpoints, Thumbs.db: never images, never classes
+    return any(p.startswith(".") or p == "Thumbs.db" or p == "__MACOSX" for p in parts)
+
+
+def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
+    """(relative path parts, bytes) of every candidate image file, in a directory or archive.
+
+    Archives are read in place, never extracted, so a member named ../x cannot escape;
+    links and other non-regular members are ignored. Directory symlinks are not followed.
+    """
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = Path(dirpath, fn)
+                parts = full.relative_to(path).parts
+                if full.suffix.lower() in IMAGE_EXTS and not _hidden(parts) and full.is_file():
+                    try:
+                        yield parts, full.read_bytes()
+                    except OSError:
+                        continue  # deleted between listing and reading
+    elif path.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(path) as zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                parts = PurePosixPath(info.filename).parts
+                if info.is_dir() or ".." in parts or info.filename.startswith("/"):
+                    continue
+                if PurePosixPath(info.filename).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
+                    yield parts, zf.read(info)
+    else:
+        with tarfile.open(path) as tf:
+            for m in tf:  # streaming: one pass through the compressed file
+                parts = PurePosixPath(m.name).parts
+                if not m.isfile() or ".." in parts or m.name.startswith("/"):
+                    continue
+                if PurePosixPath(m.name).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
+                    yield parts, tf.extractfile(m).read()
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: scale, never saturate
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray((arr / (65535.0 if arr.max() > 255 else 255.0) * 255).round().astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def fit_size(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Shorter side to the target, then center crop (the usual eval-time policy)."""
+    if img.size == (size[1], size[0]):
+        return img
+    return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)
+
+
+def decode(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
+    """HWC uint8 array, or the reason the bytes are not a usable image."""
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            img.load()  # truncated files fail here, not later
+            img = to_rgb(img)
+            if size is not None:
+                img = fit_size(img, size)
+            return np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError:
+        return "image too large (decompression bomb guard)"
+    except Exception as e:  # PIL raises many types for bad bytes
+        return f"not a readable image ({type(e).__name__}: {e})"
+
+
+def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None]) -> list:
+    blobs, size = args
+    return [decode(b, size) for b in blobs]
+
+
+def decode_all(blobs: list[bytes], size: tuple[int, int] | None) -> list:
+    """Decode on every core: the one-time cost of building a cache."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(blobs) < 2000 or workers == 1:
+        return _decode_chunk((blobs, size))
+    chunk = max(256, len(blobs) // (workers * 8))
+    jobs = [(blobs[i : i + chunk], size) for i in range(0, len(blobs), chunk)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [a for part in pool.map(_decode_chunk, jobs) for a in part]
+
+
+def read_image_folder(path: Path, img_size: int | None = None):
+    """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
+
+    Returns (classes, {split: (images NCHW, labels)}, skipped). Labels follow the sorted
+    class names of the training split; a class found only outside train is an error.
+    """
+    entries = [(parts, blob) for parts, blob in iter_files(path)]
+    if not entries:
+        raise VisionbenchError(
+            "no images found",
+            where=str(path),
+            fix="expected <split>/<class>/<image> or <class>/<image> image files",
+        )
+    # strip a common wrapper folder (e.g. cifar10-jpg/) shared by every file
+    while len({p[0] for p, _ in entries}) == 1 and min(len(p) for p, _ in entries) > 2:
+        entries = [(p[1:], b) for p, b in entries]
+    has_splits = all(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p, _ in entries)
+    rows = []  # (split, class, file, blob)
+    for parts, blob in entries:
+        if has_splits:
+            rows.append((SPLIT_NAMES[parts[0].lower()], parts[1], "/".join(parts), blob))
+        elif len(parts) >= 2:
+            rows.append(("train", parts[-2], "/".join(parts), blob))
+    train_classes = sorted({c for s, c, _, _ in rows if s == "train"})
+    if not train_classes:
+        raise VisionbenchError(
+            "no training images (expected a train/ folder or class folders)", where=str(path)
+        )
+    extra = sorted({c for s, c, _, _ in rows if s != "train"} - set(train_classes))
+    if extra:
+        raise VisionbenchError(
+            f"classes found outside train but not in train: {', '.join(extra)}",
+            where=str(path),
+            fix="every class needs training images; rename or remove those folders",
+        )
+    index = {c: i for i, c in enumerate(train_classes)}
+    size = (img_size, img_size) if img_size else None
+    if size is None:  # one size for all: that of the first image that decodes
+        for _, _, _, blob in rows:
+            first = decode(blob, None)
+            if isinstance(first, np.ndarray):
+                size = first.shape[:2]
+                break
+    arrays = decode_all([r[3] for r in rows], size)
+    splits: dict[str, tuple[list, list]] = {}
+    skipped = []
+    for (split, cls, name, _), arr in zip(rows, arrays):
+        if isinstance(arr, str):
+            skipped.append({"file": name, "reason": arr})
+            continue
+        imgs, labels = splits.setdefault(split, ([], []))
+        imgs.append(arr)
+        labels.append(index[cls])
+    out = {
+        s: (np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64))
+        for s, (imgs, labels) in splits.items()
+    }
+    return train_classes, out, skipped

@@ -1,0 +1,123 @@
+"""The tensor-resident loader: uint8 images live on the run's device and are batched and
+augmented there, per sample and vectorised (the airbench approach) -- no per-image Python."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) sorted indices; each class gives round(fraction * its count), at least 1."""
+    if fraction <= 0:
+        return np.arange(len(labels)), np.arange(0)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        held.append(rng.permutation(idx)[:n])
+    held = np.sort(np.concatenate(held))
+    kept = np.setdiff1d(np.arange(len(labels)), held)
+    return kept, held
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, from (a sample of) uint8 NCHW images."""
+    sample = np.asarray(images[:: max(1, len(images) // 10000)], dtype=np.float32) / 255
+    return sample.mean(axis=(0, 2, 3)).tolist(), (sample.std(axis=(0, 2, 3)) + 1e-6).tolist()
+
+
+class TensorLoader:
+    """Batches from a uint8 (N, C, H, W) array held on `device`.
+
+    Each epoch's order and augmentation parameters are drawn up front from a generator
+    seeded by (seed, epoch): any batch of any epoch can be reproduced, so a run resumed
+    at a batch boundary sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        *,
+        device: torch.device | str = "cpu",
+        mean=None,
+        std=None,
+        train: bool = False,
+        crop_padding: int = 0,
+        flip: bool = False,
+        seed: int = 0,
+        channels_last: bool = False,
+    ):
+        self.device = torch.device(device)
+        # a private, writable copy: the cache's memory map is read-only and must stay untouched
+        self.images = torch.from_numpy(np.array(images, dtype=np.uint8, order="C")).to(self.device)
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.crop_padding, self.flip = crop_padding if train else 0, flip and train
+        self.channels_last = channels_last
+        c = self.images.shape[1]
+        mean = torch.tensor(mean if mean is not None else [0.5] * c, dtype=torch.float32)
+        std = torch.tensor(std if std is not None else [0.5] * c, dtype=torch.float32)
+        # (x/255 - mean)/std folded into one multiply-add on the uint8 values
+        self.scale = (1 / (255 * std)).view(1, c, 1, 1).to(self.device)
+        self.shift = (-mean / std).view(1, c, 1, 1).to(self.device)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        # training drops the last partial batch: every step sees a full batch (BatchNorm)
+        return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+    def _epoch_plan(self, epoch: int) -> dict[str, torch.Tensor]:
+        n = len(self.labels)
+        if not self.train:
+            return {"order": torch.arange(n, device=self.device)}
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        plan = {"order": torch.randperm(n, generator=g)}
+        if self.flip:
+            plan["flip"] = torch.rand(n, generator=g) < 0.5
+        if self.crop_padding:
+            p = self.crop_padding
+            plan["shift"] = torch.randint(-p, p + 1, (n, 2), generator=g)
+        return {k: v.to(self.device) for k, v in plan.items()}
+
+    def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        plan = self._epoch_plan(epoch)
+        order = plan["order"]
+        for b in range(start_batch, len(self)):
+            sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order[sel]
+            x = self.images[idx].float()
+            if "shift" in plan:
+                x = translate(x, plan["shift"][sel], self.crop_padding)
+            if "flip" in plan:
+                x = torch.where(plan["flip"][sel].view(-1, 1, 1, 1), x.flip(3), x)
+            x = x * self.scale + self.shift
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[idx]
+
+    def __iter__(self):
+        return self.epoch(0)
+
+
+def translate(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
+    """Per-sample random crop: reflect-pad by `pad`, then read each image at its own (dy, dx),
+    as one gather for the whole batch."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    rows = torch.arange(h, device=x.device) + pad + shift[:, :1]  # (B, H)
+    cols = torch.arange(w, device=x.device) + pad + shift[:, 1:]  # (B, W)
+    bi = torch.arange(b, device=x.device).view(b, 1, 1, 1)
+    ci = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return xp[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]

@@ -1,0 +1,329 @@
+"""The dataset registry: each source finds its official layout under a data root and decodes it."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import VisionbenchError, unknown_name
+from . import cache
+from .cache import Dataset, Split
+from .download import Remote, download
+from .images import is_archive, read_image_folder
+
+
+@dataclass
+class Source:
+    """How to find one dataset under a data root and decode it."""
+
+    name: str
+    candidates: Callable[[Path], list[Path]]  # where it may live under a root, best first
+    read: Callable[[Path], Dataset]
+    remotes: list[Remote] = field(default_factory=list)  # official files, for `data download`
+    download_dir: Callable[[Path], Path] = lambda root: root
+    hint: str = ""  # what to place where, for the not-found message
+
+
+SOURCES: dict[str, Source] = {}
+
+
+def register(source: Source) -> Source:
+    SOURCES[source.name] = source
+    return source
+
+
+def data_roots(data_dir: str | Path | None = None) -> list[Path]:
+    """--data-dir, then $VISIONBENCH_DATA, then the user cache dir: the first given wins."""
+    if data_dir:
+        return [Path(data_dir).expanduser()]
+    if os.environ.get("VISIONBENCH_DATA"):
+        return [Path(os.environ["VISIONBENCH_DATA"]).expanduser()]
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return [Path(xdg) / "visionbench" / "data"]
+
+
+def get_source(name: str) -> Source:
+    if name.startswith("folder:"):
+        path = Path(name.split(":", 1)[1]).expanduser()
+        return Source(
+            name,
+            lambda root: [path],
+            lambda p: read_folder(name, p),
+            hint="a folder or archive of <split>/<class>/<image> files",
+        )
+    if name not in SOURCES:
+        raise unknown_name("dataset", name, list(SOURCES) + ["folder:PATH"])
+    return SOURCES[name]
+
+
+def locate(source: Source, data_dir: str | Path | None = None) -> Path:
+    looked = []
+    for root in data_roots(data_dir):
+        for cand in source.candidates(root):
+            if cand.exists():
+                return cand
+            looked.append(str(cand))
+    fix = f"place {source.hint} there, or pass --data-dir DIR / set VISIONBENCH_DATA"
+    if source.remotes:
+        fix += f", or run `visionbench data download {source.name}`"
+    raise VisionbenchError(
+        f"dataset '{source.name}' not found", where="looked in: " + ", ".join(looked), fix=fix
+    )
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Dataset:
+    """Find, decode once into the array cache, and return the dataset (memory-mapped)."""
+    source = get_source(name)
+    path = locate(source, data_dir)
+    folder = (
+        cache.cache_root()
+        / f"{name.replace(':', '_').replace('/', '_')[:40]}-{cache.source_key(name, path, options)}"
+    )
+    ds = cache.load(folder)
+    if ds is None:
+        ds = source.read(path, **options) if options else source.read(path)
+        ds.source = str(path)
+        ds.fingerprint = cache.fingerprint(ds)
+        cache.save(ds, folder)
+    return ds
+
+
+# --- digits: scikit-learn's bundled 8x8 digits, the embedded default --------------------------
+def read_digits(_: Path) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    labels = bunch.target.astype(np.int64)
+    # no official test split: a fixed, stratified 20% (seed 0), the same on every machine
+    from .loader import stratified_split
+
+    train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
+    splits = {
+        "train": Split(images[train_idx], labels[train_idx]),
+        "test": Split(images[test_idx], labels[test_idx]),
+    }
+    return Dataset(
+        "digits",
+        [str(i) for i in range(10)],
+        splits,
+        notes=["test split: stratified 20% of scikit-learn's 1,797 digits, seed 0"],
+    )
+
+
+def _sklearn_path(_: Path) -> list[Path]:
+    import sklearn.datasets
+
+    return [Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"]
+
+
+register(Source("digits", _sklearn_path, read_digits, hint="scikit-learn (pip install scikit-learn)"))
+
+
+# --- MNIST-style IDX files --------------------------------------------------------------------
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip or raw) as a uint8 array: magic 0x0801 labels, 0x0803 images."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise VisionbenchError(
+            f"cannot read IDX file: {e}",
+            where=str(path),
+            fix="the file is truncated or not gzip; download it again",
+        ) from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise VisionbenchError("not an unsigned-byte IDX file (bad magic number)", where=str(path))
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise VisionbenchError(f"IDX file holds {body.size} bytes, header says {dims}", where=str(path))
+    return body.reshape(dims)
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _pick(folder: Path, stem: str) -> Path:
+    gz = folder / f"{stem}.gz"
+    return gz if gz.exists() else folder / stem
+
+
+def idx_source(name: str, folder: str, classes: list[str], base_url: str, md5s: dict) -> Source:
+    stems = [s for pair in IDX_FILES.values() for s in pair]
+
+    def candidates(root: Path) -> list[Path]:
+        # torchvision's <root>/<Folder>/raw layout first, then <root>/<name>, then root itself;
+        # each file may be gzipped (as distributed) or not
+        dirs = [root / folder / "raw", root / name, root]
+        found = [d for d in dirs if all(_pick(d, s).exists() for s in stems)]
+        return found or [d / f"{stems[0]}.gz" for d in dirs]
+
+    def read(path: Path) -> Dataset:
+        splits = {}
+        for split, (img_stem, lbl_stem) in IDX_FILES.items():
+            images, labels = read_idx(_pick(path, img_stem)), read_idx(_pick(path, lbl_stem))
+            if len(images) != len(labels):
+                raise VisionbenchError(f"{len(images)} images but {len(labels)} labels", where=str(path))
+            splits[split] = Split(images[:, None].copy(), labels.astype(np.int64))
+        return Dataset(name, classes, splits)
+
+    remotes = [Remote(base_url + f"{s}.gz", f"{s}.gz", md5s[s]) for s in stems]
+    return Source(
+        name,
+        candidates,
+        read,
+        remotes,
+        lambda root: root / folder / "raw",
+        hint=f"{folder}/raw/*-ubyte.gz (the four official IDX files)",
+    )
+
+
+register(
+    idx_source(
+        "mnist",
+        "MNIST",
+        [str(i) for i in range(10)],
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        {
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    )
+)
+
+
+# --- CIFAR-10: the official python pickles (tarball or extracted), or an ImageFolder copy -----
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles; allow only what they contain, so no code can run."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name} from a data file")
+
+
+def read_cifar_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    import io
+
+    try:
+        d = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as e:
+        raise VisionbenchError(f"not a CIFAR batch file: {e}", where=where) from None
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    labels = np.asarray(d.get("labels", d.get("fine_labels")), dtype=np.int64)
+    return data, labels
+
+
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_cifar10(path: Path) -> Dataset:
+    if path.is_dir() and (path / "data_batch_1").exists():
+        blobs = {f: (path / f).read_bytes() for fs in CIFAR10_BATCHES.values() for f in fs}
+    elif path.name.endswith("cifar-10-python.tar.gz"):
+        with tarfile.open(path) as tf:
+            blobs = {
+                Path(m.name).name: tf.extractfile(m).read()
+                for m in tf
+                if m.isfile() and Path(m.name).name in sum(CIFAR10_BATCHES.values(), [])
+            }
+    else:  # an ImageFolder tree (e.g. the JPEG copy), folder or archive
+        ds = read_folder("cifar10", path)
+        if ds.classes != CIFAR10_CLASSES:
+            raise VisionbenchError(f"expected the 10 CIFAR-10 classes, found {ds.classes}", where=str(path))
+        return ds
+    splits = {}
+    for split, files in CIFAR10_BATCHES.items():
+        missing = [f for f in files if f not in blobs]
+        if missing:
+            raise VisionbenchError(f"missing CIFAR-10 batches: {missing}", where=str(path))
+        parts = [read_cifar_batch(blobs[f], f"{path}:{f}") for f in files]
+        splits[split] = Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return Dataset("cifar10", CIFAR10_CLASSES, splits)
+
+
+register(
+    Source(
+        "cifar10",
+        lambda root: [
+            root / "cifar-10-batches-py",
+            root / "cifar-10-python.tar.gz",
+            root / "cifar10-jpg",
+            root / "cifar10-jpg.tar.gz",
+            root / "cifar10",
+        ],
+        read_cifar10,
+        [
+            Remote(
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a",
+            )
+        ],
+        hint="cifar-10-batches-py/ or cifar-10-python.tar.gz (official), or cifar10-jpg[.tar.gz] (ImageFolder)",
+    )
+)
+
+
+# --- any ImageFolder tree ----------------------------------------------------------------------
+def read_folder(name: str, path: Path, img_size: int | None = None) -> Dataset:
+    if not (path.is_dir() or is_archive(path)):
+        raise VisionbenchError("not a folder or a .zip/.tar archive", where=str(path))
+    classes, arrays, skipped = read_image_folder(path, img_size)
+    splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
+    notes = []
+    if "test" not in splits:  # one folder: carve a fixed, stratified test split
+        from .loader import stratified_split
+
+        train = splits.pop("train")
+        tr, te = stratified_split(train.labels, 0.2, seed=0)
+        splits = {
+            "train": Split(train.images[tr], train.labels[tr]),
+            "test": Split(train.images[te], train.labels[te]),
+            **splits,
+        }
+        notes.append("no test/ folder: test split is a stratified 20% of the images, seed 0")
+    return Dataset(name, classes, splits, skipped=skipped, notes=notes)
+
+
+def download_dataset(name: str, data_dir: str | Path | None = None, mirror: str | None = None) -> list[Path]:
+    """Fetch the official files of a dataset into the data root, each checked by md5."""
+    source = get_source(name)
+    if not source.remotes:
+        raise VisionbenchError(
+            f"dataset '{name}' has nothing to download", fix="it is bundled or read from a path you give"
+        )
+    dest = source.download_dir(data_roots(data_dir)[0])
+    return [
+        download(r, dest, url=f"{mirror.rstrip('/')}/{r.filename}" if mirror else None)
+        for r in source.remotes
+    ]

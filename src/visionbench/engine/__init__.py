@@ -1,0 +1,1 @@
+"""Engine: the training loop, optimizers and schedules, checkpoints."""

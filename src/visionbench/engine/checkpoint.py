@@ -1,0 +1,113 @@
+"""Checkpoints that are whole or absent: temp file, fsync, rename, previous one kept, hash checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VisionbenchError
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Serialise, then: keep the current file as <name>.prev, write the new one atomically,
+    and record its sha256 in <name>.sha256 (written last: the commit marker)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    prev = path.with_name(path.name + ".prev")
+    digest = path.with_name(path.name + ".sha256")
+    if path.exists() and digest.exists():
+        os.replace(path, prev)
+        os.replace(digest, prev.with_name(prev.name + ".sha256"))
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(digest, hashlib.sha256(data).hexdigest().encode())
+
+
+def _read_verified(path: Path) -> dict | None:
+    digest = path.with_name(path.name + ".sha256")
+    if not path.is_file() or not digest.is_file():
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest.read_text().strip():
+        return None
+    import io
+
+    # weights_only: a checkpoint can never run code, whoever wrote it
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The newest whole checkpoint; falls back to the previous one if the last is corrupt."""
+    state = _read_verified(path)
+    if state is not None:
+        return state
+    prev = path.with_name(path.name + ".prev")
+    state = _read_verified(prev)
+    if state is None:
+        raise VisionbenchError(
+            "no intact checkpoint to resume from (missing or corrupt)",
+            where=str(path),
+            fix="start the run again without --resume",
+        )
+    import warnings
+
+    warnings.warn(
+        f"{path} is corrupt or incomplete; resuming from the previous checkpoint {prev}", stacklevel=2
+    )
+    return state
+
+
+def describe(state: dict) -> str:
+    return json.dumps({k: state[k] for k in ("epoch", "step") if k in state})

@@ -1,0 +1,334 @@
+"""Fit a run end to end: data -> model -> engine -> run record -> figures."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+from rich.console import Console
+
+from .analysis.metrics import classification_report
+from .analysis.plots import plot_confusion, plot_curves
+from .config import RunConfig, build_config, dump_config
+from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
+from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
+from .engine.optim import create_optimizer, create_scheduler
+from .errors import VisionbenchError
+from .models import count_params, create_model
+from .runs import Run, default_run_id, environment, runs_root
+
+
+class Interrupted(VisionbenchError):
+    """Training stopped by a signal after saving a checkpoint; exit code 128 + signal."""
+
+    def __init__(self, run: Run, signum: int):
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"stopped by signal {signum}; checkpoint saved",
+            where=str(run.path),
+            fix=f"continue with: visionbench train --resume {run.id} --runs-dir {run.path.parent}",
+        )
+
+
+@dataclass
+class Prepared:
+    """Everything a run trains and evaluates on, built from its config."""
+
+    dataset: Dataset
+    train: TensorLoader
+    val: TensorLoader | None
+    test: TensorLoader
+    stats: dict
+
+
+def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
+    ds = load_dataset(
+        cfg.data.name,
+        cfg.data.dir,
+        **(
+            {"img_size": cfg.data.img_size}
+            if cfg.data.name.startswith("folder:") and cfg.data.img_size
+            else {}
+        ),
+    )
+    train = ds.splits["train"]
+    keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
+    mean, std = channel_stats(train.images[keep] if len(held) else train.images)
+    cl = cfg.train.channels_last
+    common = dict(device=device, mean=mean, std=std, channels_last=cl)
+    tr = TensorLoader(
+        train.images[keep],
+        train.labels[keep],
+        cfg.train.batch_size,
+        train=True,
+        crop_padding=cfg.aug.crop_padding,
+        flip=cfg.aug.flip,
+        seed=cfg.seed,
+        **common,
+    )
+    val = (
+        TensorLoader(train.images[held], train.labels[held], cfg.train.eval_batch_size, **common)
+        if len(held)
+        else None
+    )
+    test_split = ds.splits["test"]
+    test = TensorLoader(test_split.images, test_split.labels, cfg.train.eval_batch_size, **common)
+    stats = {
+        "train": len(keep),
+        "val": len(held),
+        "test": len(test_split),
+        "mean": mean,
+        "std": std,
+        "val_split": f"stratified {cfg.data.val_fraction:.0%} of train, seed {cfg.data.split_seed}",
+    }
+    return Prepared(ds, tr, val, test, stats)
+
+
+def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
+    c, h, _ = ds.shape
+    model = create_model(
+        cfg.model.name,
+        num_classes=len(ds.classes),
+        in_chans=c,
+        img_size=h,
+        pretrained=cfg.model.pretrained,
+        small_stem=cfg.model.small_stem,
+        dropout=cfg.model.dropout,
+        **cfg.model.kwargs,
+    )
+    model = model.to(device)
+    if cfg.train.channels_last:  # measured 1.5x faster on 2 CPU cores for small_cnn, and on GPUs
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@contextmanager
+def stop_on_signals():
+    """SIGINT/SIGTERM set a flag instead of killing: the loop saves a checkpoint and stops."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, lambda signum, _: setattr(flag, "signum", signum))
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def train(
+    cfg: RunConfig, runs_dir: str | Path | None = None, resume: str | None = None, quiet: bool = False
+) -> Run:
+    """Train a run to the end (or resume one) and return its finished record."""
+    console = Console(quiet=quiet, highlight=False)
+    root = runs_root(runs_dir)
+    if resume:
+        run = Run.open(resume, root)
+        cfg = read_config(run)
+    seed_everything(cfg.seed, cfg.train.deterministic, cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    amp = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
+    data = prepare_data(cfg, device)
+    model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
+    run = Run.create(
+        run.path.parent if resume else root,
+        run.id if resume else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
+        resume=bool(resume),
+    )
+    optimizer = create_optimizer(model, cfg.optim)
+    scheduler = create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs)
+    n_params = count_params(model)
+
+    start_epoch, start_batch, partial, best = 0, 0, None, -1.0
+    if resume:
+        ck = load_checkpoint(run.checkpoint)
+        if ck["fingerprint"] != data.dataset.fingerprint or ck["batch_size"] != cfg.train.batch_size:
+            raise VisionbenchError(
+                "the checkpoint was made with other data or another batch size",
+                where=str(run.checkpoint),
+                fix="resume with the run's own data",
+            )
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])
+        start_epoch, start_batch, partial, best = ck["epoch"], ck["batch"], ck["partial"], ck["best"]
+        run.truncate_metrics(start_epoch)
+        console.print(f"resuming [bold]{run.id}[/] at epoch {start_epoch + 1}, batch {start_batch}")
+    else:
+        run.write_text("config.yaml", dump_config(cfg.model_copy(update={"name": run.id})))
+        run.write_json("environment.json", environment(device))
+    run.write_json(
+        "run.json",
+        {
+            "status": "running",
+            "data": cfg.data.name,
+            "model": cfg.model.name,
+            "epochs": cfg.train.epochs,
+            "params": n_params,
+            "data_report": {
+                "source": data.dataset.source,
+                "fingerprint": data.dataset.fingerprint,
+                "classes": data.dataset.classes,
+                "splits": data.stats,
+                "skipped": data.dataset.skipped,
+                "notes": data.dataset.notes,
+            },
+        },
+    )
+    console.print(
+        f"[bold]{run.id}[/]  {cfg.model.name} ({n_params:,} params) on {cfg.data.name} "
+        f"[{data.stats['train']:,} train / {data.stats['val']:,} val / {data.stats['test']:,} test] "
+        f"device {device}"
+    )
+    if data.dataset.skipped:
+        console.print(
+            f"[yellow]skipped {len(data.dataset.skipped)} unreadable images (listed in run.json)[/]"
+        )
+
+    def checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+        save_checkpoint(
+            run.checkpoint,
+            {
+                "epoch": epoch,
+                "batch": batch,
+                "partial": partial,
+                "best": best,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "fingerprint": data.dataset.fingerprint,
+                "batch_size": cfg.train.batch_size,
+            },
+        )
+
+    t_start = time.perf_counter()
+    with stop_on_signals() as stop:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            tr = train_one_epoch(
+                model,
+                data.train,
+                optimizer,
+                scheduler,
+                epoch=epoch,
+                start_batch=start_batch,
+                label_smoothing=cfg.train.label_smoothing,
+                grad_clip=cfg.train.grad_clip,
+                amp_dtype=amp,
+                stop=stop,
+            )
+            if partial:  # the part of this epoch trained before an interruption
+                tr = {
+                    k: tr[k] + partial.get(k, 0) if k in ("loss_sum", "correct", "seen", "seconds") else tr[k]
+                    for k in tr
+                }
+            start_batch, partial = 0, None
+            if tr["stopped"] and tr["next_batch"] < len(data.train):
+                checkpoint(
+                    epoch, tr["next_batch"], {k: tr[k] for k in ("loss_sum", "correct", "seen", "seconds")}
+                )
+                run.write_json("run.json", {**run.read_json("run.json"), "status": "interrupted"})
+                raise Interrupted(run, stop.signum)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": tr["loss_sum"] / tr["seen"],
+                "train_acc": tr["correct"] / tr["seen"],
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": tr["seconds"],
+                "images_per_s": tr["seen"] / tr["seconds"],
+            }
+            if data.val is not None:
+                v = evaluate(model, data.val, amp)
+                row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
+            if row.get("val_acc", row["train_acc"]) > best:
+                best = row.get("val_acc", row["train_acc"])
+                run.save_weights("best.safetensors", model)
+            run.log_metrics(row)
+            checkpoint(epoch + 1, 0, None)
+            console.print(
+                f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+                + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}" if "val_acc" in row else "")
+                + f"  {row['seconds']:.1f}s {row['images_per_s']:,.0f} img/s"
+            )
+            if stop:
+                run.write_json("run.json", {**run.read_json("run.json"), "status": "interrupted"})
+                raise Interrupted(run, stop.signum)
+    train_seconds = time.perf_counter() - t_start
+
+    run.save_weights("last.safetensors", model)
+    test = evaluate(model, data.test, amp)
+    report = classification_report(test["logits"], test["targets"], data.dataset.classes)
+    write_figures(run, report, data.dataset.classes)
+    summary = {
+        "test_acc": report["top1"],
+        "test_top5": report["top5"],
+        "test_loss": test["loss"],
+        "best_val_acc": best if data.val is not None else None,
+        "epochs": cfg.train.epochs,
+        "train_seconds": sum(r["seconds"] for r in run.metrics()),
+        "wall_seconds_this_process": train_seconds,
+        "params": n_params,
+        "device": str(device),
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "test_n": report["n"],
+    }
+    run.write_json("eval.json", report)
+    run.write_json("run.json", {**run.read_json("run.json"), "status": "finished"})
+    run.write_json("summary.json", summary)  # written last: its presence marks the run finished
+    console.print(
+        f"[bold green]test accuracy {report['top1']:.2%}[/] (top-5 {report['top5']:.2%}, "
+        f"{report['n']:,} images)  run: {run.path}"
+    )
+    return run
+
+
+def read_config(run: Run) -> RunConfig:
+    path = run.path / "config.yaml"
+    return build_config(yaml.safe_load(path.read_text()), str(path))
+
+
+def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") -> None:
+    rows = run.metrics()
+    if rows:
+        plot_curves(rows, run.path / "curves.png", title=run.id)
+    plot_confusion(
+        report["confusion"],
+        classes,
+        run.path / f"{prefix}confusion.png",
+        title=f"{run.id}: test top-1 {report['top1']:.2%}",
+    )
+
+
+def evaluate_run(
+    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
+) -> dict:
+    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+    run = Run.open(ref, runs_root(runs_dir))
+    cfg = read_config(run)
+    cfg.train.device = device
+    dev = pick_device(device)
+    data = prepare_data(cfg, dev)
+    model = build_model(cfg, data.dataset, dev)
+    model.load_state_dict(run.load_weights(weights))
+    res = evaluate(model, data.test, torch.bfloat16 if cfg.train.amp and dev.type == "cuda" else None)
+    report = classification_report(res["logits"], res["targets"], data.dataset.classes)
+    report |= {"loss": res["loss"], "weights": weights, "run": run.id}
+    run.write_json(f"eval-{weights}.json", report)
+    write_figures(run, report, data.dataset.classes, prefix=f"eval-{weights}-")
+    np.save(run.path / f"eval-{weights}-logits.npy", res["logits"].numpy())
+    return report

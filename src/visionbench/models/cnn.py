@@ -1,0 +1,90 @@
+"""Our own small CNNs: seed 002's 62,006-parameter network and a fast MNIST-sized net."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..errors import VisionbenchError
+from .registry import register_model
+
+
+class SimpleCNN(nn.Module):
+    """Two 5x5 convs with leaky ReLU and max-pool, then 120 -> 84 -> classes.
+
+    On 3x32x32 with 10 classes this is exactly 62,006 parameters (seed 002); other input
+    shapes change only the first linear layer's width.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 32, dropout: float = 0.0):
+        super().__init__()
+        side = ((img_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise VisionbenchError(
+                f"simple_cnn needs inputs of at least 14 px, got {img_size}",
+                fix="use a larger data.img_size or another model",
+            )
+        act = nn.LeakyReLU()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, 6, 5),
+            act,
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            act,
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * side * side, 120),
+            act,
+            nn.Dropout(dropout),
+            nn.Linear(120, 84),
+            act,
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def conv_block(cin: int, cout: int, pool: bool) -> nn.Sequential:
+    """conv -> (max-pool) -> BN -> ReLU: pooling before BN and ReLU does their work on a quarter
+    of the pixels (as airbench does); measured 1.3x faster per step on 2 CPU cores."""
+    layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
+    layers += [nn.MaxPool2d(2)] if pool else []
+    return nn.Sequential(*layers, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (width w, 2w, 4w), global max-pool and a linear head.
+
+    Sized for speed on a CPU: ~2M multiply-adds per 28x28 image at width 16, a sixth of the
+    classic PyTorch MNIST example's network, yet ~99% on MNIST after one epoch.
+    """
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 1, width: int = 16, dropout: float = 0.0):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            conv_block(in_chans, w, pool=True),
+            conv_block(w, 2 * w, pool=True),
+            conv_block(2 * w, 4 * w, pool=False),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model
+def simple_cnn(
+    num_classes: int, in_chans: int = 3, img_size: int = 32, dropout: float = 0.0, **_
+) -> nn.Module:
+    return SimpleCNN(num_classes, in_chans, img_size, dropout)
+
+
+@register_model
+def small_cnn(num_classes: int, in_chans: int = 1, dropout: float = 0.0, width: int = 16, **_) -> nn.Module:
+    return SmallCNN(num_classes, in_chans, width, dropout)

@@ -1,0 +1,136 @@
+"""Training runs end to end: resume equals uninterrupted, records are never overwritten."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+
+import pytest
+import torch
+
+import visionbench.fit as fit_module
+from visionbench.config import resolve_config
+from visionbench.engine.checkpoint import load_checkpoint
+from visionbench.errors import VisionbenchError
+from visionbench.fit import Interrupted, train
+from visionbench.runs import Run
+
+
+def weights_of(run: Run) -> dict[str, torch.Tensor]:
+    return run.load_weights("last")
+
+
+def interrupt_at(monkeypatch, global_step: int):
+    """Send ourselves SIGTERM when training reaches `global_step` (counted over all epochs)."""
+    real = fit_module.train_one_epoch
+    seen = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        def on_step(batch, loss):
+            seen["n"] += 1
+            if seen["n"] == global_step:
+                signal.raise_signal(signal.SIGTERM)
+
+        return real(*args, **kwargs, on_step=on_step)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", wrapped)
+
+
+@pytest.mark.parametrize("stop_step", [20, 26], ids=["end-of-epoch-1", "mid-epoch-2"])
+def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step):
+    cfg = resolve_config([], tiny_overrides + ["model.dropout=0.2"])  # dropout: RNG state matters too
+    full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
+    steps_per_epoch = len(fit_module.prepare_data(cfg, torch.device("cpu")).train)
+    assert steps_per_epoch == 20  # 1,295 train images // 64: the step numbers above rely on it
+
+    interrupt_at(monkeypatch, stop_step)
+    with pytest.raises(Interrupted) as exc:
+        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
+    assert exc.value.exit_code == 128 + signal.SIGTERM
+    cut = Run.open("cut")
+    assert not cut.finished and cut.checkpoint.exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
+    resumed = train(None, resume="cut", quiet=True)
+
+    a, b = weights_of(full), weights_of(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["epoch"] for r in resumed.metrics()] == [1, 2]
+    for ra, rb in zip(full.metrics(), resumed.metrics()):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+        assert ra["val_acc"] == rb["val_acc"]
+    assert resumed.read_json("summary.json")["test_acc"] == full.read_json("summary.json")["test_acc"]
+
+
+def test_finished_run_is_never_overwritten(tiny_overrides):
+    cfg = resolve_config([], tiny_overrides + ["name=keep", "train.epochs=1"])
+    run = train(cfg, quiet=True)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.iterdir()}
+    with pytest.raises(VisionbenchError, match="never overwritten"):
+        train(cfg, quiet=True)
+    with pytest.raises(VisionbenchError, match="never overwritten"):
+        train(None, resume="keep", quiet=True)
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.iterdir()}
+    assert before == after
+
+
+def test_run_record_has_everything(tiny_overrides):
+    run = train(resolve_config([], tiny_overrides), quiet=True)
+    for f in (
+        "config.yaml",
+        "environment.json",
+        "run.json",
+        "metrics.jsonl",
+        "summary.json",
+        "eval.json",
+        "best.safetensors",
+        "last.safetensors",
+        "checkpoint.pt",
+        "curves.png",
+        "confusion.png",
+    ):
+        assert (run.path / f).is_file(), f
+    summary = run.read_json("summary.json")
+    assert summary["epochs"] == 2 and 0.5 < summary["test_acc"] <= 1
+    report = run.read_json("run.json")["data_report"]
+    assert report["splits"]["train"] + report["splits"]["val"] == 1438
+    assert report["splits"]["test"] == 359
+    # the saved config reproduces the run's settings
+    again = resolve_config([run.path / "config.yaml"])
+    assert again.model_dump() == resolve_config([], tiny_overrides + [f"name={run.id}"]).model_dump()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrides):
+    real_build = fit_module.build_model
+
+    def build_poisoned(*args):  # a model whose outputs turn NaN in the second epoch
+        model = real_build(*args)
+        calls = {"n": 0}
+
+        def poison(module, inputs, output):
+            calls["n"] += module.training
+            return output * float("nan") if calls["n"] > 25 else output
+
+        model.register_forward_hook(poison)
+        return model
+
+    monkeypatch.setattr(fit_module, "build_model", build_poisoned)
+    cfg = resolve_config([], tiny_overrides + ["name=nan"])
+    with pytest.raises(VisionbenchError, match="loss became nan in epoch 2"):
+        train(cfg, quiet=True)
+    run = Run.open("nan")
+    assert not run.finished
+    assert [r["epoch"] for r in run.metrics()] == [1]
+    assert load_checkpoint(run.checkpoint)["epoch"] == 1  # the last good one, intact
+    best = run.load_weights("best")
+    assert all(torch.isfinite(v.float()).all() for v in best.values())
+
+
+def test_bad_model_for_data_leaves_no_run_folder(tmp_path, tiny_overrides):
+    cfg = resolve_config([], tiny_overrides + ["model.name=simple_cnn", "name=bad"])
+    with pytest.raises(VisionbenchError, match="at least 14 px"):
+        train(cfg, quiet=True)
+    assert not (tmp_path / "runs" / "bad").exists()
