@@ -76,9 +76,9 @@ def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
 def to_rgb(img: Image.Image) -> Image.Image:
     """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: scale, never saturate
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr / (65535.0 if arr.max() > 255 else 255.0) * 255).round().astype(np.uint8))
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: scale by the full range
+        arr = np.asarray(img, dtype=np.float64).clip(0, 65535)
+        img = Image.fromarray((arr * (255 / 65535)).round().astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA"):
@@ -141,13 +141,17 @@ def read_image_folder(path: Path, img_size: int | None = None):
     # strip a common wrapper folder (e.g. cifar10-jpg/) shared by every file
     while len({p[0] for p, _ in entries}) == 1 and min(len(p) for p, _ in entries) > 2:
         entries = [(p[1:], b) for p, b in entries]
-    has_splits = all(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p, _ in entries)
-    rows = []  # (split, class, file, blob)
+    # split folders (train/ val/ test/) when any top-level folder is one; stray files are reported
+    has_splits = any(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p, _ in entries)
+    rows, skipped = [], []  # rows: (split, class, file, blob)
     for parts, blob in entries:
-        if has_splits:
+        if has_splits and len(parts) >= 3 and parts[0].lower() in SPLIT_NAMES:
             rows.append((SPLIT_NAMES[parts[0].lower()], parts[1], "/".join(parts), blob))
-        elif len(parts) >= 2:
+        elif not has_splits and len(parts) >= 2:
             rows.append(("train", parts[-2], "/".join(parts), blob))
+        else:
+            where = "<split>/<class>/" if has_splits else "<class>/"
+            skipped.append({"file": "/".join(parts), "reason": f"not inside a {where} folder"})
     train_classes = sorted({c for s, c, _, _ in rows if s == "train"})
     if not train_classes:
         raise VisionbenchError(
@@ -170,7 +174,6 @@ def read_image_folder(path: Path, img_size: int | None = None):
                 break
     arrays = decode_all([r[3] for r in rows], size)
     splits: dict[str, tuple[list, list]] = {}
-    skipped = []
     for (split, cls, name, _), arr in zip(rows, arrays):
         if isinstance(arr, str):
             skipped.append({"file": name, "reason": arr})

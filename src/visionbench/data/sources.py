@@ -55,7 +55,7 @@ def get_source(name: str) -> Source:
         return Source(
             name,
             lambda root: [path],
-            lambda p: read_folder(name, p),
+            lambda p, **kw: read_folder(name, p, **kw),
             hint="a folder or archive of <split>/<class>/<image> files",
         )
     if name not in SOURCES:
@@ -175,6 +175,11 @@ def idx_source(name: str, folder: str, classes: list[str], base_url: str, md5s: 
         splits = {}
         for split, (img_stem, lbl_stem) in IDX_FILES.items():
             images, labels = read_idx(_pick(path, img_stem)), read_idx(_pick(path, lbl_stem))
+            if images.ndim != 3 or labels.ndim != 1:
+                raise VisionbenchError(
+                    f"{img_stem} must hold images (3 dims) and {lbl_stem} labels (1 dim); "
+                    f"found {images.ndim} and {labels.ndim} dims", where=str(path),
+                    fix="the files look swapped or renamed; use the official names")
             if len(images) != len(labels):
                 raise VisionbenchError(f"{len(images)} images but {len(labels)} labels", where=str(path))
             splits[split] = Split(images[:, None].copy(), labels.astype(np.int64))
@@ -235,11 +240,14 @@ def read_cifar_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         d = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
-    except Exception as e:
-        raise VisionbenchError(f"not a CIFAR batch file: {e}", where=where) from None
-    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    labels = np.asarray(d.get("labels", d.get("fine_labels")), dtype=np.int64)
+        d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d["labels"] if "labels" in d else d["fine_labels"], dtype=np.int64)
+    except Exception as e:  # refused classes, wrong structure, wrong sizes: all "not a batch"
+        raise VisionbenchError(f"not a CIFAR batch file ({type(e).__name__}: {e})", where=where,
+                               fix="download the official python version again") from None
+    if len(data) != len(labels):
+        raise VisionbenchError(f"{len(data)} images but {len(labels)} labels", where=where)
     return data, labels
 
 
@@ -248,7 +256,7 @@ CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["
 
 def read_cifar10(path: Path) -> Dataset:
     if path.is_dir() and (path / "data_batch_1").exists():
-        blobs = {f: (path / f).read_bytes() for fs in CIFAR10_BATCHES.values() for f in fs}
+        blobs = {f: (path / f).read_bytes() for fs in CIFAR10_BATCHES.values() for f in fs if (path / f).is_file()}
     elif path.name.endswith("cifar-10-python.tar.gz"):
         with tarfile.open(path) as tf:
             blobs = {

@@ -1,0 +1,104 @@
+"""The CLI as users drive it: what it prints, what it refuses, and its exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from visionbench.cli import app
+
+runner = CliRunner()
+TINY = ["--data", "digits", "--model", "small_cnn", "--epochs", "1", "--device", "cpu", "model.kwargs={width: 8}"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_demo_reaches_95_percent_on_digits(tmp_path):
+    res = invoke("demo", "--runs-dir", str(tmp_path / "runs"))
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" in res.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_acc"] >= 0.95
+    assert f"{summary['test_acc']:.2%}" in res.output
+
+
+def test_train_then_runs_then_eval_agree(tmp_path):
+    res = invoke("train", *TINY, "--name", "one", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    listed = json.loads(invoke("runs", "--json").output)
+    assert [r["id"] for r in listed] == ["one"]
+    assert listed[0]["status"] == "finished" and listed[0]["test_acc"] == summary["test_acc"]
+    assert "one" in invoke("runs").output
+    ev = invoke("eval", "one")
+    assert ev.exit_code == 0, ev.output
+    assert f"top-1 {summary['test_acc']:.2%}" in ev.output
+    rep = json.loads(invoke("eval", "one", "--json").output)
+    assert rep["top1"] == pytest.approx(summary["test_acc"])
+    assert rep["top5"] >= rep["top1"] and len(rep["confusion"]) == 10
+    assert sum(map(sum, rep["confusion"])) == rep["n"] == 359
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epoch", "3"], "unknown option '--epoch'. Did you mean '--epochs'?"),
+        (["optim.lrr=0.1"], "unknown config key 'optim.lrr'. Did you mean 'optim.lr'?"),
+        (["train.epochs=many"], "bad value for 'train.epochs'"),
+        (["--model", "resnet19"], "unknown model 'resnet19'. Did you mean 'resnet18'?"),
+        (["--data", "mnst"], "unknown dataset 'mnst'. Did you mean 'mnist'?"),
+        (["optim.lr"], "expected key=value"),
+    ],
+)
+def test_bad_arguments_name_the_nearest_valid_one(args, message):
+    res = runner.invoke(app, ["train", *TINY, *args])
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  lr: 0.1\n  momentun: 0.9\n")
+    res = runner.invoke(app, ["train", *TINY, "--config", str(cfg)])
+    assert res.exit_code == 2
+    assert "'optim.momentun'. Did you mean 'optim.momentum'?" in res.output
+    assert str(cfg) in res.output
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_fix(tmp_path):
+    res = runner.invoke(app, ["train", "--data", "mnist", "--data-dir", str(tmp_path / "nothing"), "--epochs", "1"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())  # rich may wrap long lines
+    assert "dataset 'mnist' not found" in out
+    assert str(tmp_path / "nothing" / "MNIST" / "raw") in out
+    assert "--data-dir" in out and "visionbench data download mnist" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_finished_run_name_is_refused(tmp_path):
+    assert invoke("train", *TINY, "--name", "same").exit_code == 0
+    res = runner.invoke(app, ["train", *TINY, "--name", "same"])
+    assert res.exit_code == 2 and "never overwritten" in res.output
+
+
+def test_help_config_lists_every_key():
+    res = invoke("train", "--help-config")
+    assert "optim.lr = 0.1" in res.output and "aug.crop_padding = 0" in res.output
+
+
+def test_data_info_digits():
+    res = invoke("data", "info", "digits", "--json")
+    info = json.loads(res.output)
+    assert info["shape"] == [1, 8, 8] and len(info["classes"]) == 10
+    assert info["splits"]["train"]["n"] + info["splits"]["test"]["n"] == 1797
+
+
+def test_models_lists_registry():
+    names = json.loads(invoke("models", "--json").output)
+    assert {"simple_cnn", "small_cnn", "resnet18", "resnet152"} <= set(names)
