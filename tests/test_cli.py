@@ -102,3 +102,31 @@ def test_data_info_digits():
 def test_models_lists_registry():
     names = json.loads(invoke("models", "--json").output)
     assert {"simple_cnn", "small_cnn", "resnet18", "resnet152"} <= set(names)
+
+
+def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
+    import signal
+
+    import visionbench.fit as fit_module
+
+    real = fit_module.train_one_epoch
+
+    def interrupted(*args, on_step, **kwargs):
+        def step(batch, loss):
+            on_step(batch, loss)
+            if batch == 3:
+                signal.raise_signal(signal.SIGTERM)
+
+        return real(*args, **kwargs, on_step=step)
+
+    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
+    res = runner.invoke(app, ["train", *TINY, "--name", "cut"])
+    assert res.exit_code == 143
+    assert "checkpoint saved" in res.output and "visionbench train --resume cut" in " ".join(res.output.split())
+    assert json.loads(invoke("runs", "--json").output)[0]["status"] == "interrupted"
+    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    assert runner.invoke(app, ["train", "--resume", "cut", "--epochs", "3"]).exit_code == 2  # settings conflict
+    res = invoke("train", "--resume", "cut")
+    assert res.exit_code == 0, res.output
+    assert "resuming cut at epoch 1, batch 4" in res.output
+    assert json.loads(invoke("runs", "--json").output)[0]["status"] == "finished"

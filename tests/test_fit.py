@@ -25,13 +25,14 @@ def interrupt_at(monkeypatch, global_step: int):
     real = fit_module.train_one_epoch
     seen = {"n": 0}
 
-    def wrapped(*args, **kwargs):
-        def on_step(batch, loss):
+    def wrapped(*args, on_step, **kwargs):
+        def counting(batch, loss):
+            on_step(batch, loss)
             seen["n"] += 1
             if seen["n"] == global_step:
                 signal.raise_signal(signal.SIGTERM)
 
-        return real(*args, **kwargs, on_step=on_step)
+        return real(*args, **kwargs, on_step=counting)
 
     monkeypatch.setattr(fit_module, "train_one_epoch", wrapped)
 

@@ -57,25 +57,6 @@ DataDir = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
-TRAIN_OPTIONS = [
-    "--data",
-    "--model",
-    "--epochs",
-    "--lr",
-    "--batch-size",
-    "--seed",
-    "--device",
-    "--name",
-    "--data-dir",
-    "--config",
-    "--runs-dir",
-    "--resume",
-    "--quiet",
-    "--help-config",
-    "--json",
-]
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @friendly
 def train(
@@ -112,12 +93,13 @@ def train(
     for arg in ctx.args:
         if arg.startswith("-"):
             opt = arg.split("=")[0]
+            known = [name for param in ctx.command.params for name in param.opts]
             raise VisionbenchError(
-                f"unknown option '{opt}'.{did_you_mean(opt, TRAIN_OPTIONS)}",
+                f"unknown option '{opt}'.{did_you_mean(opt, known)}",
                 fix="`visionbench train --help` lists the options",
             )
     cli = {
-        "data": {"name": data, "dir": str(data_dir) if data_dir else None},
+        "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},  # absolute: eval works from anywhere
         "model": {"name": model},
         "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
         "optim": {"lr": lr},

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
@@ -51,15 +52,7 @@ class Prepared:
 
 
 def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
-    ds = load_dataset(
-        cfg.data.name,
-        cfg.data.dir,
-        **(
-            {"img_size": cfg.data.img_size}
-            if cfg.data.name.startswith("folder:") and cfg.data.img_size
-            else {}
-        ),
-    )
+    ds = load_dataset(cfg.data.name, cfg.data.dir, **({"img_size": cfg.data.img_size} if cfg.data.img_size else {}))
     train = ds.splits["train"]
     keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
     mean, std = channel_stats(train.images[keep] if len(held) else train.images)
@@ -119,8 +112,14 @@ def stop_on_signals():
         yield flag
         return
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _):
+        if flag:  # a second signal: the user means it, stop now
+            raise KeyboardInterrupt
+        flag.signum = signum
+
     for s in old:
-        signal.signal(s, lambda signum, _: setattr(flag, "signum", signum))
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
@@ -137,8 +136,8 @@ def train(
     if resume:
         run = Run.open(resume, root)
         cfg = read_config(run)
-    seed_everything(cfg.seed, cfg.train.deterministic, cfg.train.threads)
     device = pick_device(cfg.train.device)
+    seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
     data = prepare_data(cfg, device)
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
@@ -216,8 +215,20 @@ def train(
         )
 
     t_start = time.perf_counter()
-    with stop_on_signals() as stop:
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    with stop_on_signals() as stop, bar:
         for epoch in range(start_epoch, cfg.train.epochs):
+            task = bar.add_task(
+                f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(data.train), completed=start_batch, stats=""
+            )
             tr = train_one_epoch(
                 model,
                 data.train,
@@ -229,7 +240,9 @@ def train(
                 grad_clip=cfg.train.grad_clip,
                 amp_dtype=amp,
                 stop=stop,
+                on_step=progress_callback(bar, task, data.train),
             )
+            bar.remove_task(task)
             if partial:  # the part of this epoch trained before an interruption
                 tr = {
                     k: tr[k] + partial.get(k, 0) if k in ("loss_sum", "correct", "seen", "seconds") else tr[k]
@@ -295,6 +308,20 @@ def train(
         f"{report['n']:,} images)  run: {run.path}"
     )
     return run
+
+
+def progress_callback(bar: Progress, task, loader: TensorLoader, every: int = 25):
+    """Advance the bar each step; read the loss (a device sync) only every `every` steps."""
+    t0, start = time.perf_counter(), {}
+
+    def on_step(batch: int, loss: torch.Tensor) -> None:
+        start.setdefault("batch", batch)
+        bar.update(task, completed=batch + 1)
+        if (batch + 1) % every == 0:
+            rate = (batch + 1 - start["batch"]) * loader.batch_size / (time.perf_counter() - t0)
+            bar.update(task, stats=f"loss {loss.item():.4f}  {rate:,.0f} img/s")
+
+    return on_step
 
 
 def read_config(run: Run) -> RunConfig:

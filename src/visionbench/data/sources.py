@@ -29,6 +29,7 @@ class Source:
     remotes: list[Remote] = field(default_factory=list)  # official files, for `data download`
     download_dir: Callable[[Path], Path] = lambda root: root
     hint: str = ""  # what to place where, for the not-found message
+    options: tuple[str, ...] = ()  # keyword options `read` accepts, e.g. img_size
 
 
 SOURCES: dict[str, Source] = {}
@@ -57,6 +58,7 @@ def get_source(name: str) -> Source:
             lambda root: [path],
             lambda p, **kw: read_folder(name, p, **kw),
             hint="a folder or archive of <split>/<class>/<image> files",
+            options=("img_size",),
         )
     if name not in SOURCES:
         raise unknown_name("dataset", name, list(SOURCES) + ["folder:PATH"])
@@ -81,6 +83,12 @@ def locate(source: Source, data_dir: str | Path | None = None) -> Path:
 def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Dataset:
     """Find, decode once into the array cache, and return the dataset (memory-mapped)."""
     source = get_source(name)
+    unknown = sorted(set(options) - set(source.options))
+    if unknown:
+        raise VisionbenchError(
+            f"dataset '{name}' takes no option {', '.join(unknown)}",
+            fix="data.img_size applies to folder: datasets of varied image sizes; leave it unset here",
+        )
     path = locate(source, data_dir)
     folder = (
         cache.cache_root()
@@ -88,7 +96,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Da
     )
     ds = cache.load(folder)
     if ds is None:
-        ds = source.read(path, **options) if options else source.read(path)
+        ds = source.read(path, **options)
         ds.source = str(path)
         ds.fingerprint = cache.fingerprint(ds)
         cache.save(ds, folder)
