@@ -10,7 +10,17 @@ from typer.testing import CliRunner
 from visionbench.cli import app
 
 runner = CliRunner()
-TINY = ["--data", "digits", "--model", "small_cnn", "--epochs", "1", "--device", "cpu", "model.kwargs={width: 8}"]
+TINY = [
+    "--data",
+    "digits",
+    "--model",
+    "small_cnn",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "model.kwargs={width: 8}",
+]
 
 
 def invoke(*args: str):
@@ -72,7 +82,9 @@ def test_unknown_key_in_config_file(tmp_path):
 
 
 def test_missing_dataset_says_where_it_looked_and_how_to_fix(tmp_path):
-    res = runner.invoke(app, ["train", "--data", "mnist", "--data-dir", str(tmp_path / "nothing"), "--epochs", "1"])
+    res = runner.invoke(
+        app, ["train", "--data", "mnist", "--data-dir", str(tmp_path / "nothing"), "--epochs", "1"]
+    )
     assert res.exit_code == 2
     out = " ".join(res.output.split())  # rich may wrap long lines
     assert "dataset 'mnist' not found" in out
@@ -122,10 +134,14 @@ def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
     monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
     res = runner.invoke(app, ["train", *TINY, "--name", "cut"])
     assert res.exit_code == 143
-    assert "checkpoint saved" in res.output and "visionbench train --resume cut" in " ".join(res.output.split())
+    assert "checkpoint saved" in res.output and "visionbench train --resume cut" in " ".join(
+        res.output.split()
+    )
     assert json.loads(invoke("runs", "--json").output)[0]["status"] == "interrupted"
     monkeypatch.setattr(fit_module, "train_one_epoch", real)
-    assert runner.invoke(app, ["train", "--resume", "cut", "--epochs", "3"]).exit_code == 2  # settings conflict
+    assert (
+        runner.invoke(app, ["train", "--resume", "cut", "--epochs", "3"]).exit_code == 2
+    )  # settings conflict
     res = invoke("train", "--resume", "cut")
     assert res.exit_code == 0, res.output
     assert "resuming cut at epoch 1, batch 4" in res.output

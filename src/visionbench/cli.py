@@ -57,6 +57,7 @@ DataDir = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @friendly
 def train(
@@ -99,7 +100,10 @@ def train(
                 fix="`visionbench train --help` lists the options",
             )
     cli = {
-        "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},  # absolute: eval works from anywhere
+        "data": {
+            "name": data,
+            "dir": str(data_dir.resolve()) if data_dir else None,
+        },  # absolute: eval works from anywhere
         "model": {"name": model},
         "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
         "optim": {"lr": lr},

@@ -52,7 +52,9 @@ class Prepared:
 
 
 def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
-    ds = load_dataset(cfg.data.name, cfg.data.dir, **({"img_size": cfg.data.img_size} if cfg.data.img_size else {}))
+    ds = load_dataset(
+        cfg.data.name, cfg.data.dir, **({"img_size": cfg.data.img_size} if cfg.data.img_size else {})
+    )
     train = ds.splits["train"]
     keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
     mean, std = channel_stats(train.images[keep] if len(held) else train.images)
@@ -227,7 +229,10 @@ def train(
     with stop_on_signals() as stop, bar:
         for epoch in range(start_epoch, cfg.train.epochs):
             task = bar.add_task(
-                f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(data.train), completed=start_batch, stats=""
+                f"epoch {epoch + 1}/{cfg.train.epochs}",
+                total=len(data.train),
+                completed=start_batch,
+                stats="",
             )
             tr = train_one_epoch(
                 model,

@@ -186,8 +186,10 @@ def idx_source(name: str, folder: str, classes: list[str], base_url: str, md5s: 
             if images.ndim != 3 or labels.ndim != 1:
                 raise VisionbenchError(
                     f"{img_stem} must hold images (3 dims) and {lbl_stem} labels (1 dim); "
-                    f"found {images.ndim} and {labels.ndim} dims", where=str(path),
-                    fix="the files look swapped or renamed; use the official names")
+                    f"found {images.ndim} and {labels.ndim} dims",
+                    where=str(path),
+                    fix="the files look swapped or renamed; use the official names",
+                )
             if len(images) != len(labels):
                 raise VisionbenchError(f"{len(images)} images but {len(labels)} labels", where=str(path))
             splits[split] = Split(images[:, None].copy(), labels.astype(np.int64))
@@ -252,8 +254,11 @@ def read_cifar_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(d["labels"] if "labels" in d else d["fine_labels"], dtype=np.int64)
     except Exception as e:  # refused classes, wrong structure, wrong sizes: all "not a batch"
-        raise VisionbenchError(f"not a CIFAR batch file ({type(e).__name__}: {e})", where=where,
-                               fix="download the official python version again") from None
+        raise VisionbenchError(
+            f"not a CIFAR batch file ({type(e).__name__}: {e})",
+            where=where,
+            fix="download the official python version again",
+        ) from None
     if len(data) != len(labels):
         raise VisionbenchError(f"{len(data)} images but {len(labels)} labels", where=where)
     return data, labels
@@ -264,7 +269,9 @@ CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["
 
 def read_cifar10(path: Path) -> Dataset:
     if path.is_dir() and (path / "data_batch_1").exists():
-        blobs = {f: (path / f).read_bytes() for fs in CIFAR10_BATCHES.values() for f in fs if (path / f).is_file()}
+        blobs = {
+            f: (path / f).read_bytes() for fs in CIFAR10_BATCHES.values() for f in fs if (path / f).is_file()
+        }
     elif path.name.endswith("cifar-10-python.tar.gz"):
         with tarfile.open(path) as tf:
             blobs = {

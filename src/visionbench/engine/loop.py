@@ -30,7 +30,9 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int, device: torch.device, deterministic: bool = True, threads: int | None = None) -> None:
+def seed_everything(
+    seed: int, device: torch.device, deterministic: bool = True, threads: int | None = None
+) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
