@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from .console import make_console
 from .errors import VisionbenchError, did_you_mean
 
 app = typer.Typer(
@@ -22,8 +23,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: download, inspect.")
 app.add_typer(data_app, name="data")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = make_console()
+err = make_console(stderr=True)
 STATE = {"debug": False}
 
 
@@ -37,7 +38,7 @@ def friendly(fn):
         except VisionbenchError as e:
             if STATE["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(getattr(e, "exit_code", 2)) from None
 
     return wrapper

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import yaml
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config
+from .console import make_console
 from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
@@ -133,7 +134,7 @@ def train(
     cfg: RunConfig, runs_dir: str | Path | None = None, resume: str | None = None, quiet: bool = False
 ) -> Run:
     """Train a run to the end (or resume one) and return its finished record."""
-    console = Console(quiet=quiet, highlight=False)
+    console = make_console(quiet=quiet)
     root = runs_root(runs_dir)
     if resume:
         run = Run.open(resume, root)
@@ -190,8 +191,8 @@ def train(
         },
     )
     console.print(
-        f"[bold]{run.id}[/]  {cfg.model.name} ({n_params:,} params) on {cfg.data.name} "
-        f"[{data.stats['train']:,} train / {data.stats['val']:,} val / {data.stats['test']:,} test] "
+        f"[bold]{run.id}[/]  {escape(cfg.model.name)} ({n_params:,} params) on {escape(cfg.data.name)} "
+        f"({data.stats['train']:,} train / {data.stats['val']:,} val / {data.stats['test']:,} test) "
         f"device {device}"
     )
     if data.dataset.skipped:
@@ -310,7 +311,7 @@ def train(
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished
     console.print(
         f"[bold green]test accuracy {report['top1']:.2%}[/] (top-5 {report['top5']:.2%}, "
-        f"{report['n']:,} images)  run: {run.path}"
+        f"{report['n']:,} images)  run: {escape(str(run.path))}"
     )
     return run
 

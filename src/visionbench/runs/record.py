@@ -50,19 +50,29 @@ class Run:
     @classmethod
     def create(cls, root: Path, run_id: str, resume: bool = False) -> Run:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", run_id) or run_id in (".", ".."):
-            raise VisionbenchError(f"bad run name '{run_id}'",
-                                   fix="use letters, digits, '.', '_', '-' (at most 120)")
+            raise VisionbenchError(
+                f"bad run name '{run_id}'", fix="use letters, digits, '.', '_', '-' (at most 120)"
+            )
         run = cls(root / run_id)
         if run.finished:
-            raise VisionbenchError(f"run '{run_id}' already finished; it is never overwritten",
-                                   where=str(run.path), fix="choose another name= (or leave it out)")
+            raise VisionbenchError(
+                f"run '{run_id}' already finished; it is never overwritten",
+                where=str(run.path),
+                fix="choose another name= (or leave it out)",
+            )
         if resume:
             if not run.checkpoint.exists():
-                raise VisionbenchError(f"nothing to resume: no checkpoint in run '{run_id}'",
-                                       where=str(run.path), fix="start it without --resume")
+                raise VisionbenchError(
+                    f"nothing to resume: no checkpoint in run '{run_id}'",
+                    where=str(run.path),
+                    fix="start it without --resume",
+                )
         elif run.path.exists():
-            raise VisionbenchError(f"run '{run_id}' exists and is unfinished", where=str(run.path),
-                                   fix="add --resume to continue it, or choose another name")
+            raise VisionbenchError(
+                f"run '{run_id}' exists and is unfinished",
+                where=str(run.path),
+                fix="add --resume to continue it, or choose another name",
+            )
         run.path.mkdir(parents=True, exist_ok=True)
         return run
 
@@ -73,8 +83,11 @@ class Run:
         if not (path / "config.yaml").is_file():
             path = runs_root(root) / str(ref)
         if not (path / "config.yaml").is_file():
-            raise VisionbenchError(f"no run '{ref}'", where=f"looked in {Path(ref)} and {path}",
-                                   fix="`visionbench runs` lists the runs")
+            raise VisionbenchError(
+                f"no run '{ref}'",
+                where=f"looked in {Path(ref)} and {path}",
+                fix="`visionbench runs` lists the runs",
+            )
         return cls(path)
 
     # --- writing ------------------------------------------------------------------------------
@@ -115,8 +128,11 @@ class Run:
     def load_weights(self, which: str = "last") -> dict[str, torch.Tensor]:
         p = self.path / f"{which}.safetensors"
         if not p.is_file():
-            raise VisionbenchError(f"run '{self.id}' has no {which} weights", where=str(p),
-                                   fix="was the run finished? `visionbench runs` shows its status")
+            raise VisionbenchError(
+                f"run '{self.id}' has no {which} weights",
+                where=str(p),
+                fix="was the run finished? `visionbench runs` shows its status",
+            )
         return load_file(str(p))
 
 
@@ -126,17 +142,42 @@ def environment(device: torch.device) -> dict:
     from .. import __version__
 
     try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
+        git = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         git = None
     return {
-        "visionbench": __version__, "git": git, "python": platform.python_version(),
-        "torch": torch.__version__, "torchvision": version("torchvision"), "numpy": version("numpy"),
-        "platform": platform.platform(), "host": platform.node(), "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(), "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "visionbench": __version__,
+        "git": git,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": version("torchvision"),
+        "numpy": version("numpy"),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
     }
+
+
+def cpu_name() -> str:
+    try:  # platform.processor() is empty on Linux; /proc/cpuinfo has the model name
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def list_runs(root: Path) -> list[dict]:
@@ -150,11 +191,16 @@ def list_runs(root: Path) -> list[dict]:
         run = Run(path)
         summary, meta = run.read_json("summary.json"), run.read_json("run.json")
         last = (run.metrics() or [{}])[-1]
-        rows.append({
-            "id": run.id, "status": "finished" if summary else meta.get("status", "unfinished"),
-            "data": meta.get("data"), "model": meta.get("model"),
-            "epochs": f"{last.get('epoch', 0)}/{meta.get('epochs', '?')}",
-            "val_acc": last.get("val_acc"), "test_acc": summary.get("test_acc"),
-            "seconds": summary.get("train_seconds"),
-        })
+        rows.append(
+            {
+                "id": run.id,
+                "status": "finished" if summary else meta.get("status", "unfinished"),
+                "data": meta.get("data"),
+                "model": meta.get("model"),
+                "epochs": f"{last.get('epoch', 0)}/{meta.get('epochs', '?')}",
+                "val_acc": last.get("val_acc"),
+                "test_acc": summary.get("test_acc"),
+                "seconds": summary.get("train_seconds"),
+            }
+        )
     return rows
