@@ -405,9 +405,10 @@ def test_image_folder_img_size_option(tmp_path):
         "train/a/0.png": png((9, 9, 9), size=12),
         "train/a/1.png": png((9, 9, 9), size=20),
         "test/a/0.png": png((9, 9, 9), size=16),
+        "train/b/0.png": png((1, 1, 1), size=14),
     }
     ds = load_dataset(f"folder:{materialise(files, tmp_path, 'dir')}", None, img_size=10)
-    assert ds.splits["train"].images.shape == (2, 3, 10, 10)
+    assert ds.splits["train"].images.shape == (3, 3, 10, 10)
     assert ds.splits["test"].images.shape == (1, 3, 10, 10)
 
 
@@ -417,9 +418,10 @@ def test_image_folder_mixed_sizes_use_first_size(tmp_path):
         "train/a/0.png": png((9, 9, 9), size=12),
         "train/a/1.png": png((9, 9, 9), size=20),
         "test/a/0.png": png((9, 9, 9), size=12),
+        "train/b/0.png": png((1, 1, 1), size=14),
     }
     ds = load_dataset(f"folder:{materialise(files, tmp_path, 'dir')}", None)
-    assert ds.splits["train"].images.shape == (2, 3, 12, 12)
+    assert ds.splits["train"].images.shape == (3, 3, 12, 12)
     assert ds.splits["test"].images.shape == (1, 3, 12, 12)
 
 

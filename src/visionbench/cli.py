@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -225,44 +226,75 @@ def data_download(
 @data_app.command("info")
 @friendly
 def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
-    """Classes, counts per split, image shape, source and cache state of a dataset."""
-    import numpy as np
-
+    """Classes, counts per class and split, image shape, source; warns on imbalance, classes
+    missing from a split, exact duplicates across splits and unreadable files."""
     from .data import load_dataset
+    from .data.report import dataset_report
 
     ds = load_dataset(name, data_dir)
-    info = {
-        "name": name,
-        "source": ds.source,
-        "classes": ds.classes,
-        "shape": list(ds.shape),
-        "splits": {
-            s: {"n": len(v), "per_class": np.bincount(v.labels, minlength=len(ds.classes)).tolist()}
-            for s, v in ds.splits.items()
-        },
-        "skipped": ds.skipped,
-        "notes": ds.notes,
-        "fingerprint": ds.fingerprint,
-    }
+    rep = dataset_report(ds)
+    counts = rep.pop("counts")
+    splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
     if as_json:
-        print(json.dumps(info))
+        print(
+            json.dumps(
+                {"name": name, "source": ds.source, "fingerprint": ds.fingerprint, "splits": splits, **rep}
+            )
+        )
         return
     out.print(
-        f"[bold]{name}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
+        f"[bold]{escape(name)}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
     )
-    out.print(f"source: {ds.source}")
-    table = Table("class", *ds.splits)
+    out.print(f"source: {escape(ds.source)}")
+    table = Table("class", *splits)
     for i, c in enumerate(ds.classes):
-        table.add_row(c, *(f"{info['splits'][s]['per_class'][i]:,}" for s in ds.splits))
-    table.add_row("[bold]total", *(f"[bold]{len(v):,}" for v in ds.splits.values()))
+        table.add_row(escape(c), *(f"{splits[s]['per_class'][i]:,}" for s in splits))
+    table.add_row("[bold]total", *(f"[bold]{v['n']:,}" for v in splits.values()))
     out.print(table)
     for note in ds.notes:
-        out.print(f"note: {note}")
-    if ds.skipped:
-        out.print(
-            f"[yellow]{len(ds.skipped)} files skipped[/]: "
-            + "; ".join(f"{s['file']} ({s['reason']})" for s in ds.skipped[:10])
-        )
+        out.print(f"note: {escape(note)}")
+    for warning in rep["warnings"]:
+        out.print(f"[yellow]warning:[/] {escape(warning)}")
+    for s in ds.skipped[:20]:
+        out.print(f"  skipped {escape(s['file'])}: {escape(s['reason'])}")
+
+
+@data_app.command("show", context_settings={"allow_extra_args": True})
+@friendly
+def data_show(
+    ctx: typer.Context,
+    name: str,
+    data_dir: DataDir = None,
+    out_path: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("samples.png"),
+    per_class: Annotated[int, typer.Option(help="Samples per class.")] = 8,
+    max_classes: Annotated[int, typer.Option(help="Show at most this many classes.")] = 20,
+    config: Annotated[Optional[list[Path]], typer.Option(help="YAML config whose aug.* to show.")] = None,
+    seed: Annotated[int, typer.Option(help="Which random samples.")] = 0,
+):
+    """A PNG grid of random training samples per class, as stored and as the training loader
+    augments them (aug.* from --config files or KEY=VALUE arguments)."""
+    from .analysis.plots import plot_samples
+    from .config import resolve_config
+    from .data import load_dataset
+    from .data.loader import augmented_view
+
+    cfg = resolve_config(config or [], ctx.args)
+    ds = load_dataset(name, data_dir)
+    train = ds.splits["train"]
+    rng = np.random.default_rng(seed)
+    classes = list(range(min(len(ds.classes), max_classes)))
+    idx = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
+    images = np.asarray(train.images[idx])
+    augmented = (
+        augmented_view(images, cfg.aug.crop_padding, cfg.aug.flip, seed)
+        if (cfg.aug.crop_padding or cfg.aug.flip)
+        else None
+    )
+    plot_samples(images, train.labels[idx], ds.classes, out_path, augmented, title=f"{name}: train samples")
+    out.print(
+        f"wrote {escape(str(out_path))} ({len(idx)} samples, {len(classes)} classes"
+        + (", stored | augmented)" if augmented is not None else ")")
+    )
 
 
 DEMO = [

@@ -21,6 +21,8 @@ class DataConfig(Section):
     val_fraction: float = 0.1  # carved from train, stratified, with data.split_seed
     split_seed: int = 0
     img_size: int | None = None  # square size for folders of varied images
+    strict: bool = False  # any unreadable image is an error (else skipped and listed)
+    max_bad_fraction: float = 0.01  # more unreadable files than this is an error anyway
 
 
 class AugConfig(Section):

@@ -21,6 +21,7 @@ from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config
 from .console import make_console
 from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data.report import check_skipped, dataset_report
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
 from .engine.optim import create_optimizer, create_scheduler
@@ -50,12 +51,14 @@ class Prepared:
     val: TensorLoader | None
     test: TensorLoader
     stats: dict
+    report: dict  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
 
 
 def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
     ds = load_dataset(
         cfg.data.name, cfg.data.dir, **({"img_size": cfg.data.img_size} if cfg.data.img_size else {})
     )
+    check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
     train = ds.splits["train"]
     keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
     mean, std = channel_stats(train.images[keep] if len(held) else train.images)
@@ -86,7 +89,7 @@ def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
         "std": std,
         "val_split": f"stratified {cfg.data.val_fraction:.0%} of train, seed {cfg.data.split_seed}",
     }
-    return Prepared(ds, tr, val, test, stats)
+    return Prepared(ds, tr, val, test, stats, dataset_report(ds))
 
 
 def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
@@ -183,10 +186,8 @@ def train(
             "data_report": {
                 "source": data.dataset.source,
                 "fingerprint": data.dataset.fingerprint,
-                "classes": data.dataset.classes,
                 "splits": data.stats,
-                "skipped": data.dataset.skipped,
-                "notes": data.dataset.notes,
+                **data.report,
             },
         },
     )
@@ -195,10 +196,8 @@ def train(
         f"({data.stats['train']:,} train / {data.stats['val']:,} val / {data.stats['test']:,} test) "
         f"device {device}"
     )
-    if data.dataset.skipped:
-        console.print(
-            f"[yellow]skipped {len(data.dataset.skipped)} unreadable images (listed in run.json)[/]"
-        )
+    for warning in data.report["warnings"]:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     def checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
         save_checkpoint(

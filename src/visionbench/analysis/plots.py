@@ -58,3 +58,37 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_samples(images, labels, classes: list[str], path: Path, augmented=None, title: str = "") -> None:
+    """One row per class; with `augmented`, each sample is followed by its augmented version."""
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    rows = list(dict.fromkeys(labels.tolist()))  # classes in order of first appearance
+    per_row = max(int((labels == c).sum()) for c in rows) * (2 if augmented is not None else 1)
+    fig, axes = plt.subplots(
+        len(rows), per_row, figsize=(per_row * 0.9 + 1.5, len(rows) * 0.9 + 0.6), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, c in enumerate(rows):
+        cols = np.flatnonzero(labels == c)
+        views = (
+            [(images, i) for i in cols]
+            if augmented is None
+            else [v for i in cols for v in ((images, i), (augmented, i))]
+        )
+        for k, (arr, i) in enumerate(views):
+            img = arr[i].transpose(1, 2, 0)
+            axes[r, k].imshow(
+                img[..., 0] if img.shape[2] == 1 else img,
+                cmap="gray",
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
+            )
+        axes[r, 0].text(-0.1, 0.5, classes[c], transform=axes[r, 0].transAxes, ha="right", va="center")
+    fig.suptitle(title + ("  (each sample, then augmented)" if augmented is not None else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

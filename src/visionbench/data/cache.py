@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 CACHE_VERSION = 1  # bump when the decoded bytes of any source would change
 
 
@@ -104,7 +105,7 @@ def load(folder: Path) -> Dataset | None:
             np.load(folder / f"{s}_images.npy", mmap_mode="r"),
             np.load(folder / f"{s}_labels.npy"),
         )
-        for s in meta["splits"]
+        for s in sorted(meta["splits"], key=SPLIT_ORDER.get)
     }
     return Dataset(
         meta["name"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -42,19 +43,24 @@ def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
     """(relative path parts, bytes) of every candidate image file, in a directory or archive.
 
     Archives are read in place, never extracted, so a member named ../x cannot escape;
-    links and other non-regular members are ignored. Directory symlinks are not followed.
+    links and other non-regular members are ignored. In folders, directory symlinks are not
+    followed (no loops) and file symlinks that leave the root are ignored.
     """
     if path.is_dir():
+        root = path.resolve()
         for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
             dirnames.sort()
             for fn in sorted(filenames):
                 full = Path(dirpath, fn)
                 parts = full.relative_to(path).parts
-                if full.suffix.lower() in IMAGE_EXTS and not _hidden(parts) and full.is_file():
-                    try:
-                        yield parts, full.read_bytes()
-                    except OSError:
-                        continue  # deleted between listing and reading
+                if full.suffix.lower() not in IMAGE_EXTS or _hidden(parts) or not full.is_file():
+                    continue
+                if full.is_symlink() and not full.resolve().is_relative_to(root):
+                    continue
+                try:
+                    yield parts, full.read_bytes()
+                except OSError:
+                    continue  # deleted between listing and reading
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
@@ -94,16 +100,40 @@ def fit_size(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)
 
 
+def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
+    """An empty class folder is an error: a class with no images cannot be learned or scored."""
+    parents = (
+        [d for d in path.iterdir() if d.is_dir() and d.name.lower() in SPLIT_NAMES] if has_splits else [path]
+    )
+    for parent in parents:
+        for d in sorted(parent.iterdir()):
+            if (
+                d.is_dir()
+                and not _hidden((d.name,))
+                and not any(
+                    f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") for f in d.rglob("*")
+                )
+            ):
+                raise VisionbenchError(
+                    "empty class folder: no images in it",
+                    where=str(d),
+                    fix="add images or remove the folder",
+                )
+
+
 def decode(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
     """HWC uint8 array, or the reason the bytes are not a usable image."""
     try:
-        with Image.open(io.BytesIO(blob)) as img:
-            img.load()  # truncated files fail here, not later
-            img = to_rgb(img)
-            if size is not None:
-                img = fit_size(img, size)
-            return np.asarray(img, dtype=np.uint8)
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS: refuse those too, before decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(blob)) as img:
+                img.load()  # truncated files fail here, not later
+                img = to_rgb(img)
+                if size is not None:
+                    img = fit_size(img, size)
+                return np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image too large (decompression bomb guard)"
     except Exception as e:  # PIL raises many types for bad bytes
         return f"not a readable image ({type(e).__name__}: {e})"
@@ -164,6 +194,24 @@ def read_image_folder(path: Path, img_size: int | None = None):
             where=str(path),
             fix="every class needs training images; rename or remove those folders",
         )
+    if len(train_classes) < 2:
+        raise VisionbenchError(
+            f"only one class ({train_classes[0]}): a classifier needs at least two",
+            where=str(path),
+            fix="put each class's images in a folder of its own",
+        )
+    folded: dict[str, list[str]] = {}
+    for c in train_classes:
+        folded.setdefault(c.casefold(), []).append(c)
+    clash = [names for names in folded.values() if len(names) > 1]
+    if clash:
+        raise VisionbenchError(
+            f"class folders differ only by case: {', '.join('/'.join(n) for n in clash)}",
+            where=str(path),
+            fix="merge or rename them: on macOS and Windows they would be one folder",
+        )
+    if path.is_dir():
+        check_no_empty_class_folders(path, has_splits)
     index = {c: i for i, c in enumerate(train_classes)}
     size = (img_size, img_size) if img_size else None
     if size is None:  # one size for all: that of the first image that decodes

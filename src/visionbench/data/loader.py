@@ -121,3 +121,24 @@ def translate(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
     bi = torch.arange(b, device=x.device).view(b, 1, 1, 1)
     ci = torch.arange(c, device=x.device).view(1, c, 1, 1)
     return xp[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+
+def augmented_view(images: np.ndarray, crop_padding: int, flip: bool, seed: int = 0) -> np.ndarray:
+    """The given uint8 images as one training epoch would augment them, as uint8 again:
+    the same code path as training, for `visionbench data show`."""
+    c = images.shape[1]
+    loader = TensorLoader(
+        images,
+        np.zeros(len(images), dtype=np.int64),
+        len(images),
+        train=True,
+        crop_padding=crop_padding,
+        flip=flip,
+        seed=seed,
+        mean=[0.0] * c,
+        std=[1.0] * c,
+    )
+    plan = loader._epoch_plan(0)
+    inverse = torch.argsort(plan["order"])  # back to the caller's order
+    x, _ = next(loader.epoch(0))
+    return (x[inverse] * 255).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -1,0 +1,74 @@
+"""What a dataset holds and what looks wrong with it: counts, imbalance, gaps, leaks, skips."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..errors import VisionbenchError
+from .cache import Dataset
+
+IMBALANCE_RATIO = 3.0  # largest / smallest class in a split above this gets a warning
+
+
+def image_hashes(images: np.ndarray) -> np.ndarray:
+    """A 64-bit digest per image (exact-duplicate detection; blake2b, not Python's hash)."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.array([hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat], dtype="S8")
+
+
+def dataset_report(ds: Dataset) -> dict:
+    """Counts per class and split, with warnings a person should read before training."""
+    n_classes = len(ds.classes)
+    counts = {s: np.bincount(v.labels, minlength=n_classes).tolist() for s, v in ds.splits.items()}
+    warnings = []
+    for split, per_class in counts.items():
+        missing = [ds.classes[i] for i, n in enumerate(per_class) if n == 0]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            warnings.append(f"{len(missing)} classes have no {split} images: {shown}")
+        present = [n for n in per_class if n]
+        if present and max(present) > IMBALANCE_RATIO * min(present):
+            big, small = int(np.argmax(per_class)), int(np.argmin([n or np.inf for n in per_class]))
+            warnings.append(
+                f"class imbalance in {split}: {ds.classes[big]} has {per_class[big]:,} images, "
+                f"{ds.classes[small]} {per_class[small]:,}"
+            )
+    hashes = {s: image_hashes(v.images) for s, v in ds.splits.items()}
+    duplicates = {}
+    splits = sorted(hashes)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1 :]:
+            n = int(np.isin(hashes[b], hashes[a]).sum())
+            if n:
+                duplicates[f"{a}/{b}"] = n
+                warnings.append(f"{n:,} {b} images are exact copies of {a} images (a leak between splits)")
+    if ds.skipped:
+        warnings.append(f"{len(ds.skipped):,} files were skipped as unreadable")
+    return {
+        "classes": ds.classes,
+        "shape": list(ds.shape),
+        "counts": counts,
+        "duplicates_across_splits": duplicates,
+        "skipped": ds.skipped,
+        "notes": ds.notes,
+        "warnings": warnings,
+    }
+
+
+def check_skipped(ds: Dataset, strict: bool, max_bad_fraction: float) -> None:
+    """Skipped files are fine in small numbers; `strict` or too many make them an error."""
+    if not ds.skipped:
+        return
+    total = len(ds.skipped) + sum(len(s) for s in ds.splits.values())
+    fraction = len(ds.skipped) / total
+    if strict or fraction > max_bad_fraction:
+        listed = "; ".join(f"{s['file']}: {s['reason']}" for s in ds.skipped[:5])
+        more = f" (and {len(ds.skipped) - 5} more)" if len(ds.skipped) > 5 else ""
+        why = "data.strict is on" if strict else f"more than {max_bad_fraction:.0%} of the files"
+        raise VisionbenchError(
+            f"{len(ds.skipped)} unreadable files ({fraction:.1%}; {why}): {listed}{more}",
+            where=ds.source,
+            fix="remove or replace those files, or raise data.max_bad_fraction",
+        )

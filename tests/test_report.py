@@ -1,0 +1,160 @@
+"""Folder edge cases from RELIABILITY.md, the dataset report, and the skip threshold."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from visionbench.cli import app
+from visionbench.config import resolve_config
+from visionbench.data import load_dataset
+from visionbench.data.cache import Dataset, Split
+from visionbench.data.images import decode
+from visionbench.data.report import check_skipped, dataset_report
+from visionbench.errors import VisionbenchError
+from visionbench.fit import train
+
+
+def png(colour, size=8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, blob in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(blob)
+    return root
+
+
+def two_class_tree(root: Path, n: int = 4) -> dict[str, bytes]:
+    files = {}
+    for split, count in (("train", n), ("test", 2)):
+        for cls, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+            for i in range(count):
+                files[f"{split}/{cls}/{i}.png"] = png((colour[0], i * 10, colour[2]))
+    return files
+
+
+def test_symlinks_leaving_the_root_or_looping_are_not_followed(tmp_path):
+    outside = write_tree(tmp_path / "outside", {"secret/x.png": png((1, 2, 3))})
+    root = write_tree(tmp_path / "tree", two_class_tree(tmp_path))
+    os.symlink(outside / "secret" / "x.png", root / "train" / "cat" / "leak.png")
+    os.symlink(root / "train", root / "train" / "dog" / "loop")  # a directory loop
+    os.symlink(root / "train" / "cat" / "0.png", root / "train" / "cat" / "inside.png")  # stays inside: kept
+    ds = load_dataset(f"folder:{root}", None)
+    assert np.bincount(ds.splits["train"].labels).tolist() == [5, 4]
+
+
+def test_decompression_bomb_is_refused_without_decoding():
+    buf = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buf, "PNG")  # 81 Mpx: over the 64 Mpx guard, under 2x
+    reason = decode(buf.getvalue(), None)
+    assert isinstance(reason, str) and "decompression bomb" in reason
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {"train/Cat/0.png": png((1, 1, 1)), "train/cat/0.png": png((2, 2, 2))},
+            "differ only by case: Cat/cat",
+        ),
+        ({"train/cat/0.png": png((1, 1, 1)), "test/cat/0.png": png((1, 1, 1))}, "only one class (cat)"),
+        ({"a.txt": b"not an image"}, "no images found"),
+    ],
+)
+def test_bad_folder_layouts_are_clear_errors(tmp_path, files, message):
+    root = write_tree(tmp_path / "tree", files)
+    with pytest.raises(VisionbenchError) as e:
+        load_dataset(f"folder:{root}", None)
+    assert message in str(e.value) and str(root) in str(e.value)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = write_tree(tmp_path / "tree", two_class_tree(tmp_path))
+    (root / "train" / "bird").mkdir()
+    with pytest.raises(VisionbenchError, match="empty class folder") as e:
+        load_dataset(f"folder:{root}", None)
+    assert str(root / "train" / "bird") in str(e.value)
+
+
+def test_report_warns_on_leaks_gaps_and_imbalance():
+    rng = np.random.default_rng(0)
+    train_x = rng.integers(0, 256, (13, 1, 4, 4), dtype=np.uint8)
+    train_y = np.array([0] * 10 + [1] * 2 + [2])
+    test_x = np.concatenate([train_x[:2], rng.integers(0, 256, (3, 1, 4, 4), dtype=np.uint8)])
+    test_y = np.array([0, 0, 1, 1, 1])
+    ds = Dataset("toy", ["a", "b", "c"], {"train": Split(train_x, train_y), "test": Split(test_x, test_y)})
+    rep = dataset_report(ds)
+    assert rep["counts"] == {"train": [10, 2, 1], "test": [2, 3, 0]}
+    assert rep["duplicates_across_splits"] == {"test/train": 2}
+    text = " | ".join(rep["warnings"])
+    assert "1 classes have no test images: c" in text
+    assert "class imbalance in train: a has 10 images, c 1" in text
+    assert "2 train images are exact copies of test images" in text
+
+
+def test_clean_dataset_has_no_warnings():
+    ds = load_dataset("digits")
+    assert dataset_report(ds)["warnings"] == []
+
+
+def test_skipped_files_threshold_and_strict():
+    ds = Dataset(
+        "toy",
+        ["a", "b"],
+        {"train": Split(np.zeros((99, 1, 2, 2), np.uint8), np.zeros(99, np.int64))},
+        source="/data/toy",
+        skipped=[{"file": "bad.jpg", "reason": "truncated"}],
+    )
+    check_skipped(ds, strict=False, max_bad_fraction=0.01)  # 1 of 100: allowed
+    with pytest.raises(VisionbenchError, match="bad.jpg: truncated"):
+        check_skipped(ds, strict=True, max_bad_fraction=0.01)
+    with pytest.raises(VisionbenchError, match="more than 0%"):
+        check_skipped(ds, strict=False, max_bad_fraction=0.0)
+
+
+def test_training_on_a_folder_reports_skips_and_strict_refuses(tmp_path):
+    files = two_class_tree(tmp_path, n=40)
+    files["train/cat/broken.png"] = png((1, 1, 1))[:30]
+    root = write_tree(tmp_path / "tree", files)
+    base = [
+        f"data.name=folder:{root}",
+        "model.name=small_cnn",
+        "train.epochs=1",
+        "train.device=cpu",
+        "data.max_bad_fraction=0.05",
+    ]
+    run = train(resolve_config([], base), quiet=True)
+    report = run.read_json("run.json")["data_report"]
+    assert [s["file"] for s in report["skipped"]] == ["train/cat/broken.png"]
+    assert report["counts"]["train"] == [40, 40]
+    with pytest.raises(VisionbenchError, match="data.strict is on"):
+        train(resolve_config([], base + ["data.strict=true"]), quiet=True)
+
+
+def test_cli_data_show_and_info(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "grid.png"
+    res = runner.invoke(
+        app,
+        ["data", "show", "digits", "--out", str(out), "--per-class", "3", "aug.crop_padding=1"],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert "30 samples, 10 classes, stored | augmented" in res.output
+    with Image.open(out) as img:
+        assert img.size[0] > 300 and len(np.unique(np.asarray(img.convert("L")))) > 10  # drawn, not blank
+    root = write_tree(tmp_path / "tree", two_class_tree(tmp_path))
+    res = runner.invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
+    info = json.loads(res.output)
+    assert info["classes"] == ["cat", "dog"] and info["splits"]["train"]["per_class"] == [4, 4]
