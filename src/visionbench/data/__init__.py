@@ -1,8 +1,8 @@
 """Datasets: a registry of sources, the decode-once array cache, and the tensor-resident loader."""
 
 from .cache import Dataset, Split
-from .loader import TensorLoader, channel_stats, stratified_split
 from .sources import SOURCES, data_roots, download_dataset, get_source, load_dataset
+from .split import channel_stats, stratified_split
 
 __all__ = [
     "SOURCES",
@@ -16,3 +16,12 @@ __all__ = [
     "load_dataset",
     "stratified_split",
 ]
+
+
+def __getattr__(name: str):
+    # the loader needs torch (seconds to import); `visionbench data info` does not
+    if name == "TensorLoader":
+        from .loader import TensorLoader
+
+        return TensorLoader
+    raise AttributeError(name)

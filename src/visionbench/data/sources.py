@@ -17,6 +17,7 @@ from . import cache
 from .cache import Dataset, Split
 from .download import Remote, download
 from .images import is_archive, read_image_folder
+from .split import stratified_split
 
 
 @dataclass
@@ -111,8 +112,6 @@ def read_digits(_: Path) -> Dataset:
     images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
     labels = bunch.target.astype(np.int64)
     # no official test split: a fixed, stratified 20% (seed 0), the same on every machine
-    from .loader import stratified_split
-
     train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
     splits = {
         "train": Split(images[train_idx], labels[train_idx]),
@@ -325,8 +324,6 @@ def read_folder(name: str, path: Path, img_size: int | None = None) -> Dataset:
     splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
     notes = []
     if "test" not in splits:  # one folder: carve a fixed, stratified test split
-        from .loader import stratified_split
-
         train = splits.pop("train")
         tr, te = stratified_split(train.labels, 0.2, seed=0)
         splits = {

@@ -1,0 +1,26 @@
+"""Held-out splits and channel statistics: numpy only, so listing data never imports torch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) sorted indices; each class gives round(fraction * its count), at least 1."""
+    if fraction <= 0:
+        return np.arange(len(labels)), np.arange(0)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n = min(len(idx) - 1, max(1, round(fraction * len(idx))))
+        held.append(rng.permutation(idx)[:n])
+    held = np.sort(np.concatenate(held))
+    kept = np.setdiff1d(np.arange(len(labels)), held)
+    return kept, held
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, from (a sample of) uint8 NCHW images."""
+    sample = np.asarray(images[:: max(1, len(images) // 10000)], dtype=np.float32) / 255
+    return sample.mean(axis=(0, 2, 3)).tolist(), (sample.std(axis=(0, 2, 3)) + 1e-6).tolist()
