@@ -135,3 +135,57 @@ def test_bad_model_for_data_leaves_no_run_folder(tmp_path, tiny_overrides):
     with pytest.raises(VisionbenchError, match="at least 14 px"):
         train(cfg, quiet=True)
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_disk_full_on_checkpoint_is_a_clear_error_and_keeps_the_last_one(monkeypatch, tiny_overrides):
+    import errno
+
+    real_save, calls = fit_module.save_checkpoint, {"n": 0}
+
+    def save(path, state):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(path, state)
+
+    monkeypatch.setattr(fit_module, "save_checkpoint", save)
+    with pytest.raises(VisionbenchError, match="cannot write the checkpoint: No space left on device"):
+        train(resolve_config([], tiny_overrides + ["name=full-disk"]), quiet=True)
+    run = Run.open("full-disk")
+    assert load_checkpoint(run.checkpoint)["epoch"] == 1 and not run.finished
+
+
+def test_resume_refuses_changed_data(tmp_path, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def write(path, value):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8), value, np.uint8)).save(buf, "PNG")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+
+    root = tmp_path / "tree"
+    for cls in ("a", "b"):
+        for i in range(40):
+            write(root / "train" / cls / f"{i}.png", i * 3 + (100 if cls == "b" else 0))
+            write(root / "test" / cls / f"{i}.png", i * 3 + (100 if cls == "b" else 0))
+    cfg = resolve_config(
+        [],
+        [
+            f"data.name=folder:{root}",
+            "model.name=small_cnn",
+            "train.epochs=2",
+            "train.batch_size=16",
+            "train.device=cpu",
+            "name=changing",
+        ],
+    )
+    interrupt_at(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        train(cfg, quiet=True)
+    write(root / "train" / "a" / "new.png", 7)  # the data changed under the run
+    with pytest.raises(VisionbenchError, match="other data"):
+        train(None, resume="changing", quiet=True)

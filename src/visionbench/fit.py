@@ -200,21 +200,28 @@ def train(
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     def checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
-        save_checkpoint(
-            run.checkpoint,
-            {
-                "epoch": epoch,
-                "batch": batch,
-                "partial": partial,
-                "best": best,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-                "fingerprint": data.dataset.fingerprint,
-                "batch_size": cfg.train.batch_size,
-            },
-        )
+        try:
+            save_checkpoint(
+                run.checkpoint,
+                {
+                    "epoch": epoch,
+                    "batch": batch,
+                    "partial": partial,
+                    "best": best,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "fingerprint": data.dataset.fingerprint,
+                    "batch_size": cfg.train.batch_size,
+                },
+            )
+        except OSError as e:
+            raise VisionbenchError(
+                f"cannot write the checkpoint: {e.strerror or e}",
+                where=str(run.checkpoint),
+                fix="free disk space, then `visionbench train --resume` (the previous checkpoint is intact)",
+            ) from None
 
     t_start = time.perf_counter()
     bar = Progress(

@@ -22,17 +22,23 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> Path:
+    """Write `data` to a temp file beside `path`, flushed to disk; the caller renames it.
+    On any failure (a full disk, a signal) the temp file is removed and `path` is untouched."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    os.replace(write_synced(path, data), path)
     fsync_dir(path.parent)
 
 
@@ -59,19 +65,21 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Serialise, then: keep the current file as <name>.prev, write the new one atomically,
-    and record its sha256 in <name>.sha256 (written last: the commit marker)."""
+    """Write the new checkpoint to disk first; only then move the current one to <name>.prev
+    and rename the new one in, and record its sha256 in <name>.sha256 (last: the commit
+    marker). A crash at any point leaves a verifiable checkpoint, current or previous."""
     import io
 
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
+    tmp = write_synced(path, data)
     prev = path.with_name(path.name + ".prev")
     digest = path.with_name(path.name + ".sha256")
     if path.exists() and digest.exists():
         os.replace(path, prev)
         os.replace(digest, prev.with_name(prev.name + ".sha256"))
-    atomic_write_bytes(path, data)
+    os.replace(tmp, path)
     atomic_write_bytes(digest, hashlib.sha256(data).hexdigest().encode())
 
 
