@@ -101,11 +101,9 @@ def train(
                 f"unknown option '{opt}'.{did_you_mean(opt, known)}",
                 fix="`visionbench train --help` lists the options",
             )
+    # data.dir is stored absolute, so `eval` and `--resume` work from any folder
     cli = {
-        "data": {
-            "name": data,
-            "dir": str(data_dir.resolve()) if data_dir else None,
-        },  # absolute: eval works from anywhere
+        "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
         "model": {"name": model},
         "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
         "optim": {"lr": lr},
@@ -116,7 +114,7 @@ def train(
     from .fit import train as fit
 
     if resume:
-        if ctx.args or cli:
+        if ctx.args or cli or config:
             raise VisionbenchError(
                 "--resume continues a run with its saved config; other settings conflict",
                 fix="leave out the other options, or start a new run",
