@@ -56,7 +56,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     global SENTINEL
     SENTINEL = str(tmp_path / "pwned")
     path = tmp_path / "checkpoint.pt"
-    blob = pickle.dumps({"epoch": 1, "payload": Evil()})
+    blob = pickle.dumps({"epoch": 1, "payload": Evil()}, protocol=2)
     path.write_bytes(blob)
     # a valid hash: the file is "ours" as far as integrity goes, yet it must not run code
     import hashlib

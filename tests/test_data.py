@@ -78,12 +78,22 @@ def test_mnist_idx_official_layout(tmp_path, gz):
     assert ds.shape == (1, 28, 28)
 
 
-@pytest.mark.parametrize("sub", ["mnist", "."])
-def test_mnist_other_documented_folders(tmp_path, sub):
-    """<root>/mnist/ and the root itself are also searched."""
-    written = write_mnist(tmp_path / sub, seed=3)
+def test_mnist_other_documented_folder(tmp_path):
+    """<root>/mnist/ is also searched; the bare root is not (Fashion-MNIST has the same file names)."""
+    written = write_mnist(tmp_path / "mnist", seed=3)
     ds = load_dataset("mnist", tmp_path)
     np.testing.assert_array_equal(ds.splits["test"].labels, written["test"][1])
+    write_mnist(tmp_path / "bare", seed=3)
+    with pytest.raises(VisionbenchError, match="not found"):
+        load_dataset("mnist", tmp_path / "bare")
+
+
+def test_mnist_partial_folder_names_the_missing_file(tmp_path):
+    write_mnist(tmp_path / "MNIST" / "raw")
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(VisionbenchError) as e:
+        load_dataset("mnist", tmp_path)
+    assert str(tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz") in str(e.value)
 
 
 @pytest.mark.parametrize(

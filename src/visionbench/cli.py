@@ -244,10 +244,14 @@ def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
         f"[bold]{escape(name)}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
     )
     out.print(f"source: {escape(ds.source)}")
-    table = Table("class", *splits)
+    names = ds.class_names or [""] * len(ds.classes)  # readable names where classes are ids (wnids)
+    table = Table("class", *(["name"] if ds.class_names else []), *splits)
     for i, c in enumerate(ds.classes):
-        table.add_row(escape(c), *(f"{splits[s]['per_class'][i]:,}" for s in splits))
-    table.add_row("[bold]total", *(f"[bold]{v['n']:,}" for v in splits.values()))
+        cells = [escape(names[i])] if ds.class_names else []
+        table.add_row(escape(c), *cells, *(f"{splits[s]['per_class'][i]:,}" for s in splits))
+    table.add_row(
+        "[bold]total", *([""] if ds.class_names else []), *(f"[bold]{v['n']:,}" for v in splits.values())
+    )
     out.print(table)
     for note in ds.notes:
         out.print(f"note: {escape(note)}")

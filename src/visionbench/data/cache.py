@@ -36,6 +36,7 @@ class Dataset:
     fingerprint: str = ""  # sha256 of the decoded arrays: identical data, identical hash
     skipped: list[dict] = field(default_factory=list)  # [{"file": ..., "reason": ...}]
     notes: list[str] = field(default_factory=list)  # e.g. how a test split was carved
+    class_names: list[str] = field(default_factory=list)  # readable names when classes are ids (wnids)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -84,6 +85,7 @@ def save(ds: Dataset, folder: Path) -> None:
             fingerprint=ds.fingerprint,
             skipped=ds.skipped,
             notes=ds.notes,
+            class_names=ds.class_names,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
@@ -115,4 +117,5 @@ def load(folder: Path) -> Dataset | None:
         meta["fingerprint"],
         meta["skipped"],
         meta["notes"],
+        meta.get("class_names", []),  # caches written before the field existed have none
     )

@@ -45,7 +45,7 @@ def dataset_report(ds: Dataset) -> dict:
                 duplicates[f"{a}/{b}"] = n
                 warnings.append(f"{n:,} {b} images are exact copies of {a} images (a leak between splits)")
     if ds.skipped:
-        warnings.append(f"{len(ds.skipped):,} files were skipped as unreadable")
+        warnings.append(f"{len(ds.skipped):,} files were skipped (each listed with its reason)")
     return {
         "classes": ds.classes,
         "shape": list(ds.shape),
@@ -68,7 +68,7 @@ def check_skipped(ds: Dataset, strict: bool, max_bad_fraction: float) -> None:
         more = f" (and {len(ds.skipped) - 5} more)" if len(ds.skipped) > 5 else ""
         why = "data.strict is on" if strict else f"more than {max_bad_fraction:.0%} of the files"
         raise VisionbenchError(
-            f"{len(ds.skipped)} unreadable files ({fraction:.1%}; {why}): {listed}{more}",
+            f"{len(ds.skipped)} files skipped ({fraction:.1%}; {why}): {listed}{more}",
             where=ds.source,
             fix="remove or replace those files, or raise data.max_bad_fraction",
         )

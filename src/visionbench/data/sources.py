@@ -172,11 +172,13 @@ def idx_source(name: str, folder: str, classes: list[str], base_url: str, md5s: 
     stems = [s for pair in IDX_FILES.values() for s in pair]
 
     def candidates(root: Path) -> list[Path]:
-        # torchvision's <root>/<Folder>/raw layout first, then <root>/<name>, then root itself;
-        # each file may be gzipped (as distributed) or not
-        dirs = [root / folder / "raw", root / name, root]
+        # torchvision's <root>/<Folder>/raw layout first, then <root>/<name>; never the root
+        # itself: MNIST and Fashion-MNIST share file names, so a bare root would be ambiguous.
+        # Each file may be gzipped (as distributed) or not. A folder with some files missing
+        # yields the first missing one, so the not-found message names it.
+        dirs = [root / folder / "raw", root / name]
         found = [d for d in dirs if all(_pick(d, s).exists() for s in stems)]
-        return found or [d / f"{stems[0]}.gz" for d in dirs]
+        return found or [next(d / f"{s}.gz" for s in stems if not _pick(d, s).exists()) for d in dirs]
 
     def read(path: Path) -> Dataset:
         splits = {}
