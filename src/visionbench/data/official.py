@@ -3,12 +3,10 @@ each read from the layout its authors distribute, archives read in place."""
 
 from __future__ import annotations
 
-import io
 import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
 
 import numpy as np
 
@@ -16,9 +14,7 @@ from ..errors import VisionbenchError
 from .cache import Dataset, Split
 from .download import Remote
 from .images import decode_all, iter_files
-from .sources import Source, _SafeUnpickler, idx_source, register
-
-T = TypeVar("T")
+from .sources import Source, cifar_split, idx_source, read_data_pickle, register
 
 # --- Fashion-MNIST: the same four IDX files as MNIST, other pictures ----------------------------
 register(
@@ -52,19 +48,6 @@ register(
 CIFAR100_FILES = {"train": "train", "test": "test"}  # split -> pickle; class names live in "meta"
 
 
-def read_cifar100_pickle(blob: bytes, where: str, parse: Callable[[dict], T]) -> T:
-    """`parse` applied to a CIFAR-100 pickle (str keys), which may hold only arrays and builtins."""
-    try:
-        d = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
-        return parse({k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()})
-    except Exception as e:  # refused classes, wrong structure, wrong sizes: all "not CIFAR-100"
-        raise VisionbenchError(
-            f"not a CIFAR-100 file ({type(e).__name__}: {e})",
-            where=where,
-            fix="download the official python version (cifar-100-python.tar.gz) again",
-        ) from None
-
-
 def cifar100_blobs(path: Path) -> dict[str, bytes]:
     """The train, test and meta pickles, from the extracted folder or the tarball (never extracted)."""
     wanted = [*CIFAR100_FILES.values(), "meta"]
@@ -92,31 +75,19 @@ def cifar100_blobs(path: Path) -> dict[str, bytes]:
     return blobs
 
 
-def cifar100_split(blob: bytes, where: str, label_key: str, n_classes: int) -> Split:
-    def parse(d: dict) -> Split:
-        images = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)  # rows: R, G, B planes
-        labels = np.asarray(d[label_key], dtype=np.int64)
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {labels.size} {label_key}")
-        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-            raise ValueError(f"{label_key} outside 0..{n_classes - 1}")
-        return Split(images, labels)
-
-    return read_cifar100_pickle(blob, where, parse)
-
-
 def cifar100_reader(name: str, level: str) -> Callable[[Path], Dataset]:
     """`level` is "fine" (100 classes) or "coarse" (20 superclasses): the same images either way."""
 
     def read(path: Path) -> Dataset:
         blobs = cifar100_blobs(path)
-        classes = read_cifar100_pickle(
+        classes = read_data_pickle(
             blobs["meta"],
             f"{path}:meta",
+            "CIFAR-100",
             lambda d: [n.decode() if isinstance(n, bytes) else str(n) for n in d[f"{level}_label_names"]],
         )
         splits = {
-            split: cifar100_split(blobs[f], f"{path}:{f}", f"{level}_labels", len(classes))
+            split: cifar_split(blobs[f], f"{path}:{f}", f"{level}_labels", len(classes), "CIFAR-100")
             for split, f in CIFAR100_FILES.items()
         }
         return Dataset(name, classes, splits)

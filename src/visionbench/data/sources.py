@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -34,6 +36,7 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {}
+T = TypeVar("T")
 
 
 def register(source: Source) -> Source:
@@ -246,23 +249,33 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name} from a data file")
 
 
-def read_cifar_batch(blob: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    import io
-
+def read_data_pickle(blob: bytes, where: str, what: str, parse: Callable[[dict], T]) -> T:
+    """`parse` applied to a dataset's pickle (keys as str); only arrays and builtins may load.
+    Refused classes, wrong structure and wrong sizes all become one clear "not a ..." error."""
     try:
         d = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
-        d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-        data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        labels = np.asarray(d["labels"] if "labels" in d else d["fine_labels"], dtype=np.int64)
-    except Exception as e:  # refused classes, wrong structure, wrong sizes: all "not a batch"
+        return parse({k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()})
+    except Exception as e:
         raise VisionbenchError(
-            f"not a CIFAR batch file ({type(e).__name__}: {e})",
+            f"not a {what} file ({type(e).__name__}: {e})",
             where=where,
             fix="download the official python version again",
         ) from None
-    if len(data) != len(labels):
-        raise VisionbenchError(f"{len(data)} images but {len(labels)} labels", where=where)
-    return data, labels
+
+
+def cifar_split(blob: bytes, where: str, label_key: str, n_classes: int, what: str = "CIFAR") -> Split:
+    """One CIFAR-10/100 batch: rows of 3072 bytes (R, G, B planes of 32x32) and their labels."""
+
+    def parse(d: dict) -> Split:
+        images = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d[label_key], dtype=np.int64)
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {labels.size} {label_key}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"{label_key} outside 0..{n_classes - 1}")
+        return Split(images, labels)
+
+    return read_data_pickle(blob, where, what, parse)
 
 
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -290,8 +303,10 @@ def read_cifar10(path: Path) -> Dataset:
         missing = [f for f in files if f not in blobs]
         if missing:
             raise VisionbenchError(f"missing CIFAR-10 batches: {missing}", where=str(path))
-        parts = [read_cifar_batch(blobs[f], f"{path}:{f}") for f in files]
-        splits[split] = Split(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        parts = [cifar_split(blobs[f], f"{path}:{f}", "labels", 10, "CIFAR-10 batch") for f in files]
+        splits[split] = Split(
+            np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
+        )
     return Dataset("cifar10", CIFAR10_CLASSES, splits)
 
 
