@@ -158,3 +158,25 @@ def test_cli_data_show_and_info(tmp_path):
     res = runner.invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
     info = json.loads(res.output)
     assert info["classes"] == ["cat", "dog"] and info["splits"]["train"]["per_class"] == [4, 4]
+
+
+def test_resize_policy_crop_versus_stretch(tmp_path):
+    arr = np.zeros((4, 8, 3), np.uint8)
+    arr[:, :2] = (255, 0, 0)  # left quarter red, the rest blue
+    arr[:, 2:] = (0, 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    files = {f"train/{c}/{i}.png": buf.getvalue() for c in ("a", "b") for i in range(2)}
+    root = write_tree(tmp_path / "tree", files)
+    crop = load_dataset(f"folder:{root}", None, img_size=4)
+    stretch = load_dataset(f"folder:{root}", None, img_size=4, resize="stretch")
+    assert crop.shape == stretch.shape == (3, 4, 4)
+    assert crop.splits["train"].images[0, 0].max() == 0  # the red margin was cropped away
+    assert stretch.splits["train"].images[0, 0, :, 0].min() > 200  # kept, squeezed into column 0
+    with pytest.raises(VisionbenchError, match="unknown resize policy 'squash'"):
+        load_dataset(f"folder:{root}", None, img_size=4, resize="squash")
+
+
+def test_folder_options_are_refused_for_other_sources():
+    with pytest.raises(VisionbenchError, match="takes no option img_size"):
+        load_dataset("digits", None, img_size=16)

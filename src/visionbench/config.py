@@ -20,7 +20,8 @@ class DataConfig(Section):
     dir: str | None = None  # data root; else $VISIONBENCH_DATA, else the user cache dir
     val_fraction: float = 0.1  # carved from train, stratified, with data.split_seed
     split_seed: int = 0
-    img_size: int | None = None  # square size for folders of varied images
+    img_size: int | None = None  # folders: every image to this square size (default: the first image's)
+    resize: Literal["crop", "stretch"] = "crop"  # folders: shorter side + centre crop, or stretch
     strict: bool = False  # any unreadable image is an error (else skipped and listed)
     max_bad_fraction: float = 0.01  # more unreadable files than this is an error anyway
 

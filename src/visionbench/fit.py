@@ -55,9 +55,12 @@ class Prepared:
 
 
 def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
-    ds = load_dataset(
-        cfg.data.name, cfg.data.dir, **({"img_size": cfg.data.img_size} if cfg.data.img_size else {})
-    )
+    # folder-only options, passed only when set: other sources refuse options they do not take
+    options = {
+        "img_size": cfg.data.img_size,
+        "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
+    }
+    ds = load_dataset(cfg.data.name, cfg.data.dir, **{k: v for k, v in options.items() if v is not None})
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
     train = ds.splits["train"]
     keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)

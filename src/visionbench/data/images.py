@@ -93,10 +93,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def fit_size(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Shorter side to the target, then center crop (the usual eval-time policy)."""
+RESIZE_POLICIES = ("crop", "stretch")
+
+
+def fit_size(img: Image.Image, size: tuple[int, int], resize: str = "crop") -> Image.Image:
+    """To (H, W): "crop" scales the shorter side to fit, then centre-crops (keeps the aspect,
+    loses the margins); "stretch" scales each side to fit (keeps everything, distorts)."""
     if img.size == (size[1], size[0]):
         return img
+    if resize == "stretch":
+        return img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)
 
 
@@ -121,7 +127,7 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
                 )
 
 
-def decode(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
+def decode(blob: bytes, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
     """HWC uint8 array, or the reason the bytes are not a usable image."""
     try:
         with warnings.catch_warnings():
@@ -131,7 +137,7 @@ def decode(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
                 img.load()  # truncated files fail here, not later
                 img = to_rgb(img)
                 if size is not None:
-                    img = fit_size(img, size)
+                    img = fit_size(img, size, resize)
                 return np.asarray(img, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image too large (decompression bomb guard)"
@@ -139,23 +145,23 @@ def decode(blob: bytes, size: tuple[int, int] | None) -> np.ndarray | str:
         return f"not a readable image ({type(e).__name__}: {e})"
 
 
-def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None]) -> list:
-    blobs, size = args
-    return [decode(b, size) for b in blobs]
+def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list:
+    blobs, size, resize = args
+    return [decode(b, size, resize) for b in blobs]
 
 
-def decode_all(blobs: list[bytes], size: tuple[int, int] | None) -> list:
+def decode_all(blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop") -> list:
     """Decode on every core: the one-time cost of building a cache."""
     workers = min(os.cpu_count() or 1, 8)
     if len(blobs) < 2000 or workers == 1:
-        return _decode_chunk((blobs, size))
+        return _decode_chunk((blobs, size, resize))
     chunk = max(256, len(blobs) // (workers * 8))
-    jobs = [(blobs[i : i + chunk], size) for i in range(0, len(blobs), chunk)]
+    jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
     with ProcessPoolExecutor(workers) as pool:
         return [a for part in pool.map(_decode_chunk, jobs) for a in part]
 
 
-def read_image_folder(path: Path, img_size: int | None = None):
+def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop"):
     """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
 
     Returns (classes, {split: (images NCHW, labels)}, skipped). Labels follow the sorted
@@ -220,7 +226,7 @@ def read_image_folder(path: Path, img_size: int | None = None):
             if isinstance(first, np.ndarray):
                 size = first.shape[:2]
                 break
-    arrays = decode_all([r[3] for r in rows], size)
+    arrays = decode_all([r[3] for r in rows], size, resize)
     splits: dict[str, tuple[list, list]] = {}
     for (split, cls, name, _), arr in zip(rows, arrays):
         if isinstance(arr, str):

@@ -18,7 +18,7 @@ from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset, Split
 from .download import Remote, download
-from .images import is_archive, read_image_folder
+from .images import RESIZE_POLICIES, is_archive, read_image_folder
 from .split import stratified_split
 
 
@@ -62,7 +62,7 @@ def get_source(name: str) -> Source:
             lambda root: [path],
             lambda p, **kw: read_folder(name, p, **kw),
             hint="a folder or archive of <split>/<class>/<image> files",
-            options=("img_size",),
+            options=("img_size", "resize"),
         )
     if name not in SOURCES:
         raise unknown_name("dataset", name, list(SOURCES) + ["folder:PATH"])
@@ -334,10 +334,12 @@ register(
 
 
 # --- any ImageFolder tree ----------------------------------------------------------------------
-def read_folder(name: str, path: Path, img_size: int | None = None) -> Dataset:
+def read_folder(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:
     if not (path.is_dir() or is_archive(path)):
         raise VisionbenchError("not a folder or a .zip/.tar archive", where=str(path))
-    classes, arrays, skipped = read_image_folder(path, img_size)
+    if resize not in RESIZE_POLICIES:
+        raise unknown_name("resize policy", resize, RESIZE_POLICIES)
+    classes, arrays, skipped = read_image_folder(path, img_size, resize)
     splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
     notes = []
     if "test" not in splits:  # one folder: carve a fixed, stratified test split
