@@ -40,15 +40,15 @@ def test_demo_reaches_95_percent_on_digits(tmp_path):
 def test_train_then_runs_then_eval_agree(tmp_path):
     res = invoke("train", *TINY, "--name", "one", "--json")
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
-    listed = json.loads(invoke("runs", "--json").output)
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    listed = json.loads(invoke("runs", "--json").stdout)
     assert [r["id"] for r in listed] == ["one"]
     assert listed[0]["status"] == "finished" and listed[0]["test_acc"] == summary["test_acc"]
     assert "one" in invoke("runs").output
     ev = invoke("eval", "one")
     assert ev.exit_code == 0, ev.output
     assert f"top-1 {summary['test_acc']:.2%}" in ev.output
-    rep = json.loads(invoke("eval", "one", "--json").output)
+    rep = json.loads(invoke("eval", "one", "--json").stdout)
     assert rep["top1"] == pytest.approx(summary["test_acc"])
     assert rep["top5"] >= rep["top1"] and len(rep["confusion"]) == 10
     assert sum(map(sum, rep["confusion"])) == rep["n"] == 359
@@ -106,13 +106,13 @@ def test_help_config_lists_every_key():
 
 def test_data_info_digits():
     res = invoke("data", "info", "digits", "--json")
-    info = json.loads(res.output)
+    info = json.loads(res.stdout)
     assert info["shape"] == [1, 8, 8] and len(info["classes"]) == 10
     assert info["splits"]["train"]["n"] + info["splits"]["test"]["n"] == 1797
 
 
 def test_models_lists_registry():
-    names = json.loads(invoke("models", "--json").output)
+    names = json.loads(invoke("models", "--json").stdout)
     assert {"simple_cnn", "small_cnn", "resnet18", "resnet152"} <= set(names)
 
 
@@ -137,7 +137,7 @@ def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
     assert "checkpoint saved" in res.output and "visionbench train --resume cut" in " ".join(
         res.output.split()
     )
-    assert json.loads(invoke("runs", "--json").output)[0]["status"] == "interrupted"
+    assert json.loads(invoke("runs", "--json").stdout)[0]["status"] == "interrupted"
     monkeypatch.setattr(fit_module, "train_one_epoch", real)
     assert (
         runner.invoke(app, ["train", "--resume", "cut", "--epochs", "3"]).exit_code == 2
@@ -145,4 +145,4 @@ def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
     res = invoke("train", "--resume", "cut")
     assert res.exit_code == 0, res.output
     assert "resuming cut at epoch 1, batch 4" in res.output
-    assert json.loads(invoke("runs", "--json").output)[0]["status"] == "finished"
+    assert json.loads(invoke("runs", "--json").stdout)[0]["status"] == "finished"

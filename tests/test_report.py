@@ -156,7 +156,7 @@ def test_cli_data_show_and_info(tmp_path):
         assert img.size[0] > 300 and len(np.unique(np.asarray(img.convert("L")))) > 10  # drawn, not blank
     root = write_tree(tmp_path / "tree", two_class_tree(tmp_path))
     res = runner.invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
-    info = json.loads(res.output)
+    info = json.loads(res.stdout)
     assert info["classes"] == ["cat", "dog"] and info["splits"]["train"]["per_class"] == [4, 4]
 
 

@@ -229,7 +229,7 @@ def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     from .data import load_dataset
     from .data.report import dataset_report
 
-    ds = load_dataset(name, data_dir)
+    ds = load_dataset(name, data_dir, on_build=lambda msg: err.print(escape(msg), style="dim"))
     rep = dataset_report(ds)
     counts = rep.pop("counts")
     splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
@@ -281,7 +281,7 @@ def data_show(
     from .data.loader import augmented_view
 
     cfg = resolve_config(config or [], ctx.args)
-    ds = load_dataset(name, data_dir)
+    ds = load_dataset(name, data_dir, on_build=lambda msg: err.print(escape(msg), style="dim"))
     train = ds.splits["train"]
     rng = np.random.default_rng(seed)
     classes = list(range(min(len(ds.classes), max_classes)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +55,13 @@ class Prepared:
     report: dict  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
 
 
-def prepare_data(cfg: RunConfig, device: torch.device) -> Prepared:
+def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None] | None = None) -> Prepared:
     # folder-only options, passed only when set: other sources refuse options they do not take
     options = {
         "img_size": cfg.data.img_size,
         "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
     }
-    ds = load_dataset(cfg.data.name, cfg.data.dir, **{k: v for k, v in options.items() if v is not None})
+    ds = load_dataset(cfg.data.name, cfg.data.dir, say, **{k: v for k, v in options.items() if v is not None})
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
     train = ds.splits["train"]
     keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
@@ -148,7 +149,7 @@ def train(
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
-    data = prepare_data(cfg, device)
+    data = prepare_data(cfg, device, say=lambda msg: console.print(escape(msg), style="dim"))
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
     run = Run.create(
         run.path.parent if resume else root,

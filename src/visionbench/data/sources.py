@@ -84,8 +84,11 @@ def locate(source: Source, data_dir: str | Path | None = None) -> Path:
     )
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Dataset:
-    """Find, decode once into the array cache, and return the dataset (memory-mapped)."""
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, on_build: Callable[[str], None] | None = None, **options
+) -> Dataset:
+    """Find, decode once into the array cache, and return the dataset (memory-mapped).
+    `on_build` hears one line before a first decode, which can take a while."""
     source = get_source(name)
     unknown = sorted(set(options) - set(source.options))
     if unknown:
@@ -100,6 +103,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, **options) -> Da
     )
     ds = cache.load(folder)
     if ds is None:
+        if on_build is not None:
+            on_build(f"decoding {name} from {path} into the array cache {folder} (once; later runs reuse it)")
         ds = source.read(path, **options)
         ds.source = str(path)
         ds.fingerprint = cache.fingerprint(ds)
