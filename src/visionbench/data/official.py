@@ -3,10 +3,9 @@ each read from the layout its authors distribute, archives read in place."""
 
 from __future__ import annotations
 
-import tarfile
 import zipfile
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from ..errors import VisionbenchError
 from .cache import Dataset, Split
 from .download import Remote
 from .images import decode_all, iter_files
-from .sources import Source, cifar_split, idx_source, read_data_pickle, register
+from .sources import Source, cifar_split, idx_source, read_data_pickle, read_named_files, register
 
 # --- Fashion-MNIST: the same four IDX files as MNIST, other pictures ----------------------------
 register(
@@ -48,38 +47,13 @@ register(
 CIFAR100_FILES = {"train": "train", "test": "test"}  # split -> pickle; class names live in "meta"
 
 
-def cifar100_blobs(path: Path) -> dict[str, bytes]:
-    """The train, test and meta pickles, from the extracted folder or the tarball (never extracted)."""
-    wanted = [*CIFAR100_FILES.values(), "meta"]
-    if path.is_dir():
-        blobs = {f: (path / f).read_bytes() for f in wanted if (path / f).is_file()}
-    else:
-        try:
-            with tarfile.open(path) as tf:  # one streaming pass through the 160 MB archive
-                blobs = {
-                    PurePosixPath(m.name).name: tf.extractfile(m).read()
-                    for m in tf
-                    if m.isfile() and PurePosixPath(m.name).name in wanted
-                }
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise VisionbenchError(
-                f"cannot read the archive: {e}", where=str(path), fix="download it again"
-            ) from None
-    missing = [f for f in wanted if f not in blobs]
-    if missing:
-        raise VisionbenchError(
-            f"missing CIFAR-100 files: {missing}",
-            where=str(path),
-            fix="expected cifar-100-python/{train,test,meta}; download the official archive again",
-        )
-    return blobs
-
-
 def cifar100_reader(name: str, level: str) -> Callable[[Path], Dataset]:
     """`level` is "fine" (100 classes) or "coarse" (20 superclasses): the same images either way."""
 
     def read(path: Path) -> Dataset:
-        blobs = cifar100_blobs(path)
+        blobs = read_named_files(
+            path, [*CIFAR100_FILES.values(), "meta"], "CIFAR-100", "cifar-100-python/{train,test,meta}"
+        )
         classes = read_data_pickle(
             blobs["meta"],
             f"{path}:meta",

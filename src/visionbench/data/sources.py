@@ -9,7 +9,7 @@ import pickle
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import numpy as np
@@ -286,28 +286,47 @@ def cifar_split(blob: bytes, where: str, label_key: str, n_classes: int, what: s
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
+def read_named_files(path: Path, wanted: list[str], what: str, expected: str) -> dict[str, bytes]:
+    """The files named `wanted` (by base name) from a folder or a tarball read in place, never
+    extracted; any missing one is an error naming them and the layout `expected`."""
+    if path.is_dir():
+        blobs = {f: (path / f).read_bytes() for f in wanted if (path / f).is_file()}
+    else:
+        try:
+            with tarfile.open(path) as tf:  # one streaming pass through the archive
+                blobs = {
+                    PurePosixPath(m.name).name: tf.extractfile(m).read()
+                    for m in tf
+                    if m.isfile() and PurePosixPath(m.name).name in wanted
+                }
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise VisionbenchError(
+                f"cannot read the archive: {e}", where=str(path), fix="download it again"
+            ) from None
+    missing = [f for f in wanted if f not in blobs]
+    if missing:
+        raise VisionbenchError(
+            f"missing {what} files: {missing}",
+            where=str(path),
+            fix=f"expected {expected}; download the official archive again",
+        )
+    return blobs
+
+
 def read_cifar10(path: Path) -> Dataset:
-    if path.is_dir() and (path / "data_batch_1").exists():
-        blobs = {
-            f: (path / f).read_bytes() for fs in CIFAR10_BATCHES.values() for f in fs if (path / f).is_file()
-        }
-    elif path.name.endswith("cifar-10-python.tar.gz"):
-        with tarfile.open(path) as tf:
-            blobs = {
-                Path(m.name).name: tf.extractfile(m).read()
-                for m in tf
-                if m.isfile() and Path(m.name).name in sum(CIFAR10_BATCHES.values(), [])
-            }
-    else:  # an ImageFolder tree (e.g. the JPEG copy), folder or archive
+    official = (
+        path.name in ("cifar-10-batches-py", "cifar-10-python.tar.gz") or (path / "data_batch_1").exists()
+    )
+    if not official:
+        # an ImageFolder tree (e.g. the JPEG copy), folder or archive
         ds = read_folder("cifar10", path)
         if ds.classes != CIFAR10_CLASSES:
             raise VisionbenchError(f"expected the 10 CIFAR-10 classes, found {ds.classes}", where=str(path))
         return ds
+    wanted = [f for files in CIFAR10_BATCHES.values() for f in files]
+    blobs = read_named_files(path, wanted, "CIFAR-10", "cifar-10-batches-py/{data_batch_1..5,test_batch}")
     splits = {}
     for split, files in CIFAR10_BATCHES.items():
-        missing = [f for f in files if f not in blobs]
-        if missing:
-            raise VisionbenchError(f"missing CIFAR-10 batches: {missing}", where=str(path))
         parts = [cifar_split(blobs[f], f"{path}:{f}", "labels", 10, "CIFAR-10 batch") for f in files]
         splits[split] = Split(
             np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
