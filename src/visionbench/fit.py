@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,61 @@ class Interrupted(VisionbenchError):
 
 @dataclass
 class Prepared:
-    """Everything a run trains and evaluates on, built from its config."""
+    """What a run trains and evaluates on. Loaders and the report are built on first use, so
+    re-evaluating a run never copies its training set to the device or hashes its images."""
 
+    cfg: RunConfig
     dataset: Dataset
-    train: TensorLoader
-    val: TensorLoader | None
-    test: TensorLoader
-    stats: dict
-    report: dict  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
+    device: torch.device
+    keep: np.ndarray  # train indices trained on
+    held: np.ndarray  # train indices held out for validation
+    mean: list[float]
+    std: list[float]
+
+    def loader(self, split: str, idx=None, train: bool = False) -> TensorLoader:
+        s = self.dataset.splits[split]
+        images, labels = (s.images, s.labels) if idx is None else (s.images[idx], s.labels[idx])
+        aug = self.cfg.aug if train else None
+        return TensorLoader(
+            images,
+            labels,
+            self.cfg.train.batch_size if train else self.cfg.train.eval_batch_size,
+            device=self.device,
+            mean=self.mean,
+            std=self.std,
+            channels_last=self.cfg.train.channels_last,
+            train=train,
+            crop_padding=aug.crop_padding if aug else 0,
+            flip=bool(aug and aug.flip),
+            seed=self.cfg.seed,
+        )
+
+    @cached_property
+    def train(self) -> TensorLoader:
+        return self.loader("train", self.keep, train=True)
+
+    @cached_property
+    def val(self) -> TensorLoader | None:
+        return self.loader("train", self.held) if len(self.held) else None
+
+    @cached_property
+    def test(self) -> TensorLoader:
+        return self.loader("test")
+
+    @cached_property
+    def report(self) -> dict:  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
+        return dataset_report(self.dataset)
+
+    @property
+    def stats(self) -> dict:
+        return {
+            "train": len(self.keep),
+            "val": len(self.held),
+            "test": len(self.dataset.splits["test"]),
+            "mean": self.mean,
+            "std": self.std,
+            "val_split": f"stratified {self.cfg.data.val_fraction:.0%} of train, seed {self.cfg.data.split_seed}",
+        }
 
 
 def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None] | None = None) -> Prepared:
@@ -65,35 +113,8 @@ def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
     train = ds.splits["train"]
     keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
-    mean, std = channel_stats(train.images[keep] if len(held) else train.images)
-    cl = cfg.train.channels_last
-    common = dict(device=device, mean=mean, std=std, channels_last=cl)
-    tr = TensorLoader(
-        train.images[keep],
-        train.labels[keep],
-        cfg.train.batch_size,
-        train=True,
-        crop_padding=cfg.aug.crop_padding,
-        flip=cfg.aug.flip,
-        seed=cfg.seed,
-        **common,
-    )
-    val = (
-        TensorLoader(train.images[held], train.labels[held], cfg.train.eval_batch_size, **common)
-        if len(held)
-        else None
-    )
-    test_split = ds.splits["test"]
-    test = TensorLoader(test_split.images, test_split.labels, cfg.train.eval_batch_size, **common)
-    stats = {
-        "train": len(keep),
-        "val": len(held),
-        "test": len(test_split),
-        "mean": mean,
-        "std": std,
-        "val_split": f"stratified {cfg.data.val_fraction:.0%} of train, seed {cfg.data.split_seed}",
-    }
-    return Prepared(ds, tr, val, test, stats, dataset_report(ds))
+    mean, std = channel_stats(train.images, keep)
+    return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
 def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
@@ -269,7 +290,7 @@ def train(
                 checkpoint(
                     epoch, tr["next_batch"], {k: tr[k] for k in ("loss_sum", "correct", "seen", "seconds")}
                 )
-                run.write_json("run.json", {**run.read_json("run.json"), "status": "interrupted"})
+                run.set_status("interrupted")
                 raise Interrupted(run, stop.signum)
             row = {
                 "epoch": epoch + 1,
@@ -293,7 +314,7 @@ def train(
                 + f"  {row['seconds']:.1f}s {row['images_per_s']:,.0f} img/s"
             )
             if stop:
-                run.write_json("run.json", {**run.read_json("run.json"), "status": "interrupted"})
+                run.set_status("interrupted")
                 raise Interrupted(run, stop.signum)
     train_seconds = time.perf_counter() - t_start
 
@@ -317,7 +338,7 @@ def train(
         "test_n": report["n"],
     }
     run.write_json("eval.json", report)
-    run.write_json("run.json", {**run.read_json("run.json"), "status": "finished"})
+    run.set_status("finished")
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished
     console.print(
         f"[bold green]test accuracy {report['top1']:.2%}[/] (top-5 {report['top5']:.2%}, "

@@ -37,8 +37,13 @@ class TensorLoader:
         channels_last: bool = False,
     ):
         self.device = torch.device(device)
-        # a private, writable copy: the cache's memory map is read-only and must stay untouched
-        self.images = torch.from_numpy(np.array(images, dtype=np.uint8, order="C")).to(self.device)
+        # in memory and writable: the cache's memory map is read-only and must stay untouched
+        # (a fancy-indexed array already is a private copy: no second copy then)
+        private = isinstance(images, np.ndarray) and not isinstance(images, np.memmap)
+        images = np.asarray(images, dtype=np.uint8)
+        if not (private and images.flags.writeable and images.flags.c_contiguous):
+            images = np.array(images, order="C")
+        self.images = torch.from_numpy(images).to(self.device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.crop_padding, self.flip = crop_padding if train else 0, flip and train

@@ -20,7 +20,9 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return kept, held
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units, from (a sample of) uint8 NCHW images."""
-    sample = np.asarray(images[:: max(1, len(images) // 10000)], dtype=np.float32) / 255
+def channel_stats(images: np.ndarray, idx: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, from (a sample of at most ~10,000 of) the uint8
+    NCHW images, or of those at `idx`; only the sample is read from a memory-mapped cache."""
+    idx = np.arange(len(images)) if idx is None else np.asarray(idx)
+    sample = np.asarray(images[np.sort(idx[:: max(1, len(idx) // 10000)])], dtype=np.float32) / 255
     return sample.mean(axis=(0, 2, 3)).tolist(), (sample.std(axis=(0, 2, 3)) + 1e-6).tolist()

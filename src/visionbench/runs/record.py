@@ -97,6 +97,10 @@ class Run:
     def write_text(self, name: str, text: str) -> None:
         atomic_write_bytes(self.path / name, text.encode())
 
+    def set_status(self, status: str) -> None:
+        """running / interrupted / finished, kept in run.json beside the data report."""
+        self.write_json("run.json", {**self.read_json("run.json"), "status": status})
+
     def log_metrics(self, row: dict) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
