@@ -93,3 +93,23 @@ def test_rng_state_round_trips():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     ck.set_rng_state(s)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_killed_between_renames_still_leaves_a_verifiable_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    ck.save_checkpoint(path, state(1))
+    ck.save_checkpoint(path, state(2))
+    real_replace, calls = os.replace, {"n": 0}
+
+    def dies_on_the_second_rename(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 3:  # digest write (1: tmp -> prev digest), current -> prev (2), new -> current (3)
+            raise KeyboardInterrupt("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ck.os, "replace", dies_on_the_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(path, state(3))
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    with pytest.warns(UserWarning, match="corrupt or incomplete"):
+        assert ck.load_checkpoint(path)["epoch"] == 2  # the previous one, verified

@@ -99,9 +99,13 @@ def test_run_record_has_everything(tiny_overrides):
     report = run.read_json("run.json")["data_report"]
     assert report["splits"]["train"] + report["splits"]["val"] == 1438
     assert report["splits"]["test"] == 359
-    # the saved config reproduces the run's settings
+    # the saved config reproduces the run: fed back, it trains a new run to the same weights
     again = resolve_config([run.path / "config.yaml"])
-    assert again.model_dump() == resolve_config([], tiny_overrides + [f"name={run.id}"]).model_dump()
+    assert again.model_dump() == resolve_config([], tiny_overrides).model_dump()
+    rerun = train(again, quiet=True)
+    assert rerun.id != run.id
+    a, b = weights_of(run), weights_of(rerun)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrides):

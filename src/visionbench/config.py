@@ -112,7 +112,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:  # e.g. name=@run: not YAML, so the text itself
+            node[leaf] = raw
     return tree
 
 

@@ -174,7 +174,7 @@ def train(
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
     run = Run.create(
         run.path.parent if resume else root,
-        run.id if resume else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
+        run.id if resume else cfg.name or default_run_id(root, cfg.data.name, cfg.model.name),
         resume=bool(resume),
     )
     optimizer = create_optimizer(model, cfg.optim)
@@ -198,7 +198,7 @@ def train(
         run.truncate_metrics(start_epoch)
         console.print(f"resuming [bold]{run.id}[/] at epoch {start_epoch + 1}, batch {start_batch}")
     else:
-        run.write_text("config.yaml", dump_config(cfg.model_copy(update={"name": run.id})))
+        run.write_text("config.yaml", dump_config(cfg.model_copy(update={"name": None})))
         run.write_json("environment.json", environment(device))
     run.write_json(
         "run.json",

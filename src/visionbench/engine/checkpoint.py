@@ -77,8 +77,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
     prev = path.with_name(path.name + ".prev")
     digest = path.with_name(path.name + ".sha256")
     if path.exists() and digest.exists():
+        # the digest goes first: at every instant one of (current, prev) matches its digest
+        atomic_write_bytes(prev.with_name(prev.name + ".sha256"), digest.read_bytes())
         os.replace(path, prev)
-        os.replace(digest, prev.with_name(prev.name + ".sha256"))
     os.replace(tmp, path)
     atomic_write_bytes(digest, hashlib.sha256(data).hexdigest().encode())
 

@@ -24,9 +24,15 @@ def runs_root(runs_dir: str | Path | None = None) -> Path:
     return Path(runs_dir or os.environ.get("VISIONBENCH_RUNS") or "runs")
 
 
-def default_run_id(data: str, model: str) -> str:
+def default_run_id(root: Path, data: str, model: str) -> str:
+    """<time>-<data>-<model>, with -2, -3, ... when runs start within the same second."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{data}-{model}")[-60:].strip("_")
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    run_id, n = base, 1
+    while (root / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
 
 
 class Run:
@@ -61,7 +67,7 @@ class Run:
                 fix="choose another name= (or leave it out)",
             )
         if resume:
-            if not run.checkpoint.exists():
+            if not any(run.path.glob("checkpoint.pt*")):  # load_checkpoint judges what is intact
                 raise VisionbenchError(
                     f"nothing to resume: no checkpoint in run '{run_id}'",
                     where=str(run.path),
