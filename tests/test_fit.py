@@ -127,7 +127,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrid
     with pytest.raises(VisionbenchError, match="loss became nan in epoch 2"):
         train(cfg, quiet=True)
     run = Run.open("nan")
-    assert not run.finished
+    assert not run.finished and run.read_json("run.json")["status"] == "failed"
     assert [r["epoch"] for r in run.metrics()] == [1]
     assert load_checkpoint(run.checkpoint)["epoch"] == 1  # the last good one, intact
     best = run.load_weights("best")

@@ -180,3 +180,16 @@ def test_resize_policy_crop_versus_stretch(tmp_path):
 def test_folder_options_are_refused_for_other_sources():
     with pytest.raises(VisionbenchError, match="takes no option img_size"):
         load_dataset("digits", None, img_size=16)
+
+
+def test_broken_archive_is_a_clear_error(tmp_path):
+    bad = tmp_path / "photos.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00" + b"not really gzip" * 10)
+    with pytest.raises(VisionbenchError, match="cannot read the archive"):
+        load_dataset(f"folder:{bad}", None)
+
+
+def test_nested_folders_inside_a_class_keep_the_class(tmp_path):
+    files = {f"{cls}/2019/{i}.png": png((i, 0, 0)) for cls in ("cat", "dog") for i in range(5)}
+    ds = load_dataset(f"folder:{write_tree(tmp_path / 'tree', files)}", None)
+    assert ds.classes == ["cat", "dog"]

@@ -136,6 +136,21 @@ def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
 
 
 @contextmanager
+def recorded_failure(run: Run):
+    """A run that dies says so in run.json (`visionbench runs` shows it), not "running" for ever."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        run.set_status("interrupted")
+        raise
+    except Exception:
+        run.set_status("failed")
+        raise
+
+
+@contextmanager
 def stop_on_signals():
     """SIGINT/SIGTERM set a flag instead of killing: the loop saves a checkpoint and stops."""
     flag = StopFlag()
@@ -258,7 +273,7 @@ def train(
         console=console,
         transient=True,
     )
-    with stop_on_signals() as stop, bar:
+    with recorded_failure(run), stop_on_signals() as stop, bar:
         for epoch in range(start_epoch, cfg.train.epochs):
             task = bar.add_task(
                 f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -384,9 +399,15 @@ def evaluate_run(
     """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
     run = Run.open(ref, runs_root(runs_dir))
     cfg = read_config(run)
-    cfg.train.device = device
     dev = pick_device(device)
     data = prepare_data(cfg, dev)
+    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
+    if trained_on and trained_on != data.dataset.fingerprint:
+        raise VisionbenchError(
+            "the data found now differs from the data this run was trained and tested on",
+            where=data.dataset.source,
+            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
+        )
     model = build_model(cfg, data.dataset, dev)
     model.load_state_dict(run.load_weights(weights))
     res = evaluate(model, data.test, torch.bfloat16 if cfg.train.amp and dev.type == "cuda" else None)

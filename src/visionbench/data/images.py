@@ -7,6 +7,7 @@ import os
 import tarfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -40,6 +41,18 @@ def _hidden(parts: tuple[str, ...]) -> bool:
 
 
 def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
+    """`_iter_files`, with a broken archive reported as one clear error, not a traceback."""
+    try:
+        yield from _iter_files(path)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
+        raise VisionbenchError(
+            f"cannot read the archive: {type(e).__name__}: {e}",
+            where=str(path),
+            fix="the file is truncated or not a zip/tar; download or pack it again",
+        ) from None
+
+
+def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
     """(relative path parts, bytes) of every candidate image file, in a directory or archive.
 
     Archives are read in place, never extracted, so a member named ../x cannot escape;
@@ -184,7 +197,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         if has_splits and len(parts) >= 3 and parts[0].lower() in SPLIT_NAMES:
             rows.append((SPLIT_NAMES[parts[0].lower()], parts[1], "/".join(parts), blob))
         elif not has_splits and len(parts) >= 2:
-            rows.append(("train", parts[-2], "/".join(parts), blob))
+            rows.append(("train", parts[0], "/".join(parts), blob))  # the top folder is the class
         else:
             where = "<split>/<class>/" if has_splits else "<class>/"
             skipped.append({"file": "/".join(parts), "reason": f"not inside a {where} folder"})
