@@ -313,7 +313,7 @@ DEMO = [
 @app.command()
 @friendly
 def demo(runs_dir: RunsDir = None, epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None):
-    """Train a small CNN on the embedded digits dataset (about a minute on 2 CPU cores)."""
+    """Train a small CNN on the embedded digits dataset (about 15 s on 2 CPU cores)."""
     from .config import resolve_config
     from .fit import train as fit
 

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
-from .config import RunConfig, build_config, dump_config
+from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import make_console
 from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.report import check_skipped, dataset_report
@@ -117,6 +116,11 @@ def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
+def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA when asked; never on CPU, where it is slower for these models."""
+    return torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
+
+
 def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
     c, h, _ = ds.shape
     model = create_model(
@@ -184,7 +188,7 @@ def train(
         cfg = read_config(run)
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
-    amp = torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
+    amp = amp_dtype(cfg, device)
     data = prepare_data(cfg, device, say=lambda msg: console.print(escape(msg), style="dim"))
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
     run = Run.create(
@@ -378,7 +382,7 @@ def progress_callback(bar: Progress, task, loader: TensorLoader, every: int = 25
 
 def read_config(run: Run) -> RunConfig:
     path = run.path / "config.yaml"
-    return build_config(yaml.safe_load(path.read_text()), str(path))
+    return build_config(load_yaml(path), str(path))
 
 
 def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") -> None:
@@ -410,7 +414,7 @@ def evaluate_run(
         )
     model = build_model(cfg, data.dataset, dev)
     model.load_state_dict(run.load_weights(weights))
-    res = evaluate(model, data.test, torch.bfloat16 if cfg.train.amp and dev.type == "cuda" else None)
+    res = evaluate(model, data.test, amp_dtype(cfg, dev))
     report = classification_report(res["logits"], res["targets"], data.dataset.classes)
     report |= {"loss": res["loss"], "weights": weights, "run": run.id}
     run.write_json(f"eval-{weights}.json", report)

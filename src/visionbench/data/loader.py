@@ -60,10 +60,6 @@ class TensorLoader:
         # training drops the last partial batch: every step sees a full batch (BatchNorm)
         return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.labels)
-
     def _epoch_plan(self, epoch: int) -> dict[str, torch.Tensor]:
         n = len(self.labels)
         if not self.train:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from pathlib import Path
@@ -116,7 +115,3 @@ def load_checkpoint(path: Path) -> dict:
         f"{path} is corrupt or incomplete; resuming from the previous checkpoint {prev}", stacklevel=2
     )
     return state
-
-
-def describe(state: dict) -> str:
-    return json.dumps({k: state[k] for k in ("epoch", "step") if k in state})

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..engine.checkpoint import atomic_write_bytes
 from ..errors import VisionbenchError
@@ -120,9 +120,7 @@ class Run:
 
     def save_weights(self, name: str, model: torch.nn.Module) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        tmp = self.path / f".{name}.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, self.path / name)
+        atomic_write_bytes(self.path / name, save(state))
 
     # --- reading ------------------------------------------------------------------------------
     def read_json(self, name: str) -> dict:
