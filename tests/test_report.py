@@ -193,3 +193,51 @@ def test_nested_folders_inside_a_class_keep_the_class(tmp_path):
     files = {f"{cls}/2019/{i}.png": png((i, 0, 0)) for cls in ("cat", "dog") for i in range(5)}
     ds = load_dataset(f"folder:{write_tree(tmp_path / 'tree', files)}", None)
     assert ds.classes == ["cat", "dog"]
+
+
+def test_a_folder_with_its_own_val_split_uses_it(tmp_path):
+    files = two_class_tree(tmp_path, n=20)
+    files |= {f"val/{cls}/{i}.png": png((9, i, 9)) for cls in ("cat", "dog") for i in range(3)}
+    root = write_tree(tmp_path / "tree", files)
+    run = train(
+        resolve_config(
+            [],
+            [
+                f"data.name=folder:{root}",
+                "model.name=small_cnn",
+                "train.epochs=1",
+                "train.device=cpu",
+                "train.batch_size=8",
+            ],
+        ),
+        quiet=True,
+    )
+    splits = run.read_json("run.json")["data_report"]["splits"]
+    assert (splits["train"], splits["val"], splits["test"]) == (40, 6, 4)
+    assert splits["val_split"] == "the dataset's own val split"
+    assert "val_acc" in run.metrics()[0]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_listed_not_dropped(tmp_path):
+    root = write_tree(tmp_path / "tree", two_class_tree(tmp_path))
+    locked = root / "train" / "cat" / "0.png"
+    locked.chmod(0)
+    ds = load_dataset(f"folder:{root}", None)
+    assert [s["file"] for s in ds.skipped] == ["train/cat/0.png"]
+    assert "cannot read the file" in ds.skipped[0]["reason"]
+
+
+def test_file_vanishing_between_listing_and_reading_is_listed(tmp_path, monkeypatch):
+    root = write_tree(tmp_path / "tree", two_class_tree(tmp_path))
+    real = Path.read_bytes
+
+    def vanishing(self):
+        if self.name == "1.png" and self.parent.name == "dog" and self.parent.parent.name == "train":
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", vanishing)
+    ds = load_dataset(f"folder:{root}", None)
+    assert [s["file"] for s in ds.skipped] == ["train/dog/1.png"]
+    assert "No such file or directory" in ds.skipped[0]["reason"]

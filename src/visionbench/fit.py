@@ -80,6 +80,8 @@ class Prepared:
 
     @cached_property
     def val(self) -> TensorLoader | None:
+        if "val" in self.dataset.splits:  # the dataset's own val/ split wins over a carved one
+            return self.loader("val")
         return self.loader("train", self.held) if len(self.held) else None
 
     @cached_property
@@ -94,11 +96,13 @@ class Prepared:
     def stats(self) -> dict:
         return {
             "train": len(self.keep),
-            "val": len(self.held),
+            "val": len(self.dataset.splits["val"]) if "val" in self.dataset.splits else len(self.held),
             "test": len(self.dataset.splits["test"]),
             "mean": self.mean,
             "std": self.std,
-            "val_split": f"stratified {self.cfg.data.val_fraction:.0%} of train, seed {self.cfg.data.split_seed}",
+            "val_split": "the dataset's own val split"
+            if "val" in self.dataset.splits
+            else f"stratified {self.cfg.data.val_fraction:.0%} of train, seed {self.cfg.data.split_seed}",
         }
 
 
@@ -111,7 +115,9 @@ def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None
     ds = load_dataset(cfg.data.name, cfg.data.dir, say, **{k: v for k, v in options.items() if v is not None})
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
     train = ds.splits["train"]
-    keep, held = stratified_split(train.labels, cfg.data.val_fraction, cfg.data.split_seed)
+    # a dataset with its own val split (folder: train/ val/ test/) keeps all of train for training
+    fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
+    keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
     mean, std = channel_stats(train.images, keep)
     return Prepared(cfg, ds, device, keep, held, mean, std)
 

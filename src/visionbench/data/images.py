@@ -40,7 +40,7 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "Thumbs.db" or p == "__MACOSX" for p in parts)
 
 
-def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
+def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
     """`_iter_files`, with a broken archive reported as one clear error, not a traceback."""
     try:
         yield from _iter_files(path)
@@ -52,8 +52,9 @@ def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
         ) from None
 
 
-def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
-    """(relative path parts, bytes) of every candidate image file, in a directory or archive.
+def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
+    """(relative path parts, bytes) of every candidate image file, in a directory or archive;
+    for a file that cannot be read, the reason (str) instead of its bytes.
 
     Archives are read in place, never extracted, so a member named ../x cannot escape;
     links and other non-regular members are ignored. In folders, directory symlinks are not
@@ -72,8 +73,8 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes]]:
                     continue
                 try:
                     yield parts, full.read_bytes()
-                except OSError:
-                    continue  # deleted between listing and reading
+                except OSError as e:  # deleted since listing, no permission, I/O error: reported
+                    yield parts, f"cannot read the file ({e.strerror or e})"
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
@@ -141,7 +142,10 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
 
 
 def decode(blob: bytes, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
-    """HWC uint8 array, or the reason the bytes are not a usable image."""
+    """HWC uint8 array, or the reason the bytes are not a usable image (a str `blob` is
+    already such a reason: the file could not be read)."""
+    if isinstance(blob, str):
+        return blob
     try:
         with warnings.catch_warnings():
             # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS: refuse those too, before decoding
