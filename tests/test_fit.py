@@ -193,3 +193,11 @@ def test_resume_refuses_changed_data(tmp_path, monkeypatch):
     write(root / "train" / "a" / "new.png", 7)  # the data changed under the run
     with pytest.raises(VisionbenchError, match="other data"):
         train(None, resume="changing", quiet=True)
+
+
+def test_run_killed_before_its_first_checkpoint_can_be_resumed(tiny_overrides):
+    first = train(resolve_config([], tiny_overrides + ["name=early", "train.epochs=1"]), quiet=True)
+    for f in list(first.path.glob("checkpoint.pt*")) + [first.path / "summary.json"]:
+        f.unlink()  # as if killed during epoch 1, before any checkpoint was written
+    run = train(None, resume="early", quiet=True)
+    assert run.finished and [r["epoch"] for r in run.metrics()] == [1]

@@ -207,7 +207,7 @@ def train(
     n_params = count_params(model)
 
     start_epoch, start_batch, partial, best = 0, 0, None, -1.0
-    if resume:
+    if resume and any(run.path.glob("checkpoint.pt*")):  # load_checkpoint judges what is intact
         ck = load_checkpoint(run.checkpoint)
         if ck["fingerprint"] != data.dataset.fingerprint or ck["batch_size"] != cfg.train.batch_size:
             raise VisionbenchError(
@@ -223,6 +223,9 @@ def train(
         run.truncate_metrics(start_epoch)
         console.print(f"resuming [bold]{run.id}[/] at epoch {start_epoch + 1}, batch {start_batch}")
     else:
+        if resume:  # stopped before its first checkpoint: start it again, same config
+            console.print(f"no checkpoint in [bold]{run.id}[/] yet: starting it from the beginning")
+            run.truncate_metrics(0)
         run.write_text("config.yaml", dump_config(cfg.model_copy(update={"name": None})))
         run.write_json("environment.json", environment(device))
     run.write_json(

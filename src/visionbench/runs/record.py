@@ -66,14 +66,7 @@ class Run:
                 where=str(run.path),
                 fix="choose another name= (or leave it out)",
             )
-        if resume:
-            if not any(run.path.glob("checkpoint.pt*")):  # load_checkpoint judges what is intact
-                raise VisionbenchError(
-                    f"nothing to resume: no checkpoint in run '{run_id}'",
-                    where=str(run.path),
-                    fix="start it without --resume",
-                )
-        elif run.path.exists():
+        if not resume and run.path.exists():
             raise VisionbenchError(
                 f"run '{run_id}' exists and is unfinished",
                 where=str(run.path),
