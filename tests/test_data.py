@@ -668,3 +668,10 @@ def test_cifar10_extracted_missing_first_batch_names_it(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").unlink()
     with pytest.raises(VisionbenchError, match=r"missing CIFAR-10 files: \['data_batch_1'\]"):
         load_dataset("cifar10", tmp_path)
+
+
+def test_download_bad_url_is_a_clear_error_and_leaves_nothing(tmp_path):
+    remote = Remote("not-a-url/x.gz", "x.gz", "0" * 32)
+    with pytest.raises(VisionbenchError, match="download failed"):
+        download(remote, tmp_path / "dest")
+    assert list((tmp_path / "dest").iterdir()) == []

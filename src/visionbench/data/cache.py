@@ -54,7 +54,7 @@ def cache_root() -> Path:
 def source_key(name: str, path: Path, options: dict) -> str:
     """Identity of what would be decoded: source name, files (path, size, mtime), options."""
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    stats = [(str(f), st.st_size, st.st_mtime_ns) for f in files if f.is_file() and (st := f.stat())]
     blob = json.dumps([CACHE_VERSION, name, str(path.resolve()), stats, options], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import urllib.request
@@ -43,7 +44,7 @@ def download(remote: Remote, dest_dir: Path, url: str | None = None) -> Path:
     try:
         with urllib.request.urlopen(url or remote.url, timeout=60) as resp, open(tmp, "wb") as out:
             shutil.copyfileobj(resp, out, 1 << 20)
-    except OSError as e:
+    except (OSError, ValueError, http.client.HTTPException) as e:  # no network, bad URL, cut short
         tmp.unlink(missing_ok=True)
         raise VisionbenchError(
             f"download failed: {e}",
