@@ -395,8 +395,10 @@ def read_config(run: Run) -> RunConfig:
 
 
 def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") -> None:
+    """Learning curves (once, when training ends) and the confusion matrix of `report`;
+    a re-evaluation (`prefix`) adds its own confusion PNG and leaves the curves alone."""
     rows = run.metrics()
-    if rows:
+    if rows and not prefix:
         plot_curves(rows, run.path / "curves.png", title=run.id)
     plot_confusion(
         report["confusion"],
