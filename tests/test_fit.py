@@ -135,7 +135,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrid
 
 
 def test_bad_model_for_data_leaves_no_run_folder(tmp_path, tiny_overrides):
-    cfg = resolve_config([], tiny_overrides + ["model.name=simple_cnn", "name=bad"])
+    cfg = resolve_config([], tiny_overrides + ["model.name=simple_cnn", "model.kwargs={}", "name=bad"])
     with pytest.raises(VisionbenchError, match="at least 14 px"):
         train(cfg, quiet=True)
     assert not (tmp_path / "runs" / "bad").exists()

@@ -1,4 +1,5 @@
-"""Every registered model builds for 1- and 3-channel input and takes a training step."""
+"""Models: the seeds' families build for 1- and 3-channel input and take a training step;
+builders refuse unknown options; pretrained weights come from local files only."""
 
 from __future__ import annotations
 
@@ -7,30 +8,57 @@ import torch
 import torch.nn.functional as F
 
 from visionbench.errors import VisionbenchError
-from visionbench.models import MODELS, count_params, create_model
+from visionbench.models import MODELS, count_params, create_model, head_name
+from visionbench.models.listing import list_models
+from visionbench.models.torchvision_zoo import weight_file
+from visionbench.models.vit import patch_size_for
+
+# every family seeds 002 and 004 train, and our own builders
+FAMILIES = ["vgg16", "resnet18", "resnet50", "resnet152", "mobilenet_v2", "mobilenet_v3_large"]
+FAMILIES += ["efficientnet_b0", "vit_b_16", "timm:resnet18", *sorted(MODELS)]
 
 
 def test_simple_cnn_is_seed_002_network():
     assert count_params(create_model("simple_cnn", num_classes=10, in_chans=3, img_size=32)) == 62_006
+    assert count_params(create_model("cnn_dropout", num_classes=10, in_chans=3, img_size=32)) == 62_006
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_builds_and_trains_one_step(name, in_chans):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_chans=in_chans, img_size=32)
     x, y = torch.randn(2, in_chans, 32, 32), torch.tensor([1, 7])
+    head = model.get_submodule(head_name(model))
+    before = head.weight.detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    before = [p.detach().clone() for p in model.parameters()]
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    F.cross_entropy(logits, y).backward()
     opt.step()
-    assert model(x).shape == (2, 10)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not torch.equal(before, head.weight)
+
+
+def test_unknown_builder_option_names_the_valid_ones():
+    with pytest.raises(VisionbenchError, match="takes no option width") as e:
+        create_model("simple_cnn", num_classes=10, width=8)
+    assert "dropout" in str(e.value)
+    with pytest.raises(VisionbenchError, match="Did you mean 'resnet18'"):
+        create_model("resnet81", num_classes=10)
+    with pytest.raises(VisionbenchError, match="no pretrained weights"):
+        create_model("simple_cnn", num_classes=10, pretrained=True)
+
+
+def test_builder_options_change_the_network():
+    deep = create_model("scratch_cnn", 10, depth=4, width=8)
+    shallow = create_model("scratch_cnn", 10, depth=2, width=8)
+    assert count_params(deep) > count_params(shallow)
+    assert create_model("cnn_dropout", 10, rate=0.4).features[3].p == 0.4
+    assert [patch_size_for(s) for s in (28, 32, 48, 64)] == [4, 4, 6, 8]
 
 
 def test_resnet_small_stem_keeps_resolution():
-    model = create_model("resnet18", num_classes=10, in_chans=3, small_stem=True)
+    model = create_model("resnet18", num_classes=10, in_chans=3, defaults={"small_stem": True})
     feats = torch.nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)(torch.zeros(1, 3, 32, 32))
     assert feats.shape[-2:] == (32, 32)
     big = create_model("resnet18", num_classes=10, in_chans=1, small_stem=False)
@@ -42,3 +70,28 @@ def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):
     with pytest.raises(VisionbenchError) as e:
         create_model("resnet18", num_classes=10, pretrained=True)
     assert str(tmp_path) in str(e.value) and "resnet18-" in str(e.value)
+
+
+def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head(monkeypatch, tmp_path):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path, _ = weight_file("mobilenet_v2")
+    path.parent.mkdir(parents=True)
+    imagenet = torchvision.models.mobilenet_v2().state_dict()  # a stand-in with ImageNet's shapes
+    torch.save(imagenet, path)
+    model = create_model("mobilenet_v2", num_classes=10, in_chans=1, pretrained=True)
+    stem = imagenet["features.0.0.weight"]
+    assert torch.allclose(model.features[0][0].weight, stem.sum(1, keepdim=True))
+    assert torch.equal(model.features[1].conv[0][0].weight, imagenet["features.1.conv.0.0.weight"])
+    report = model.weights_report
+    assert report["adapted"] == ["features.0.0.weight"]
+    assert sorted(s.split()[0] for s in report["skipped"]) == ["classifier.1.bias", "classifier.1.weight"]
+    assert [r["weights_offline"] for r in list_models("mobilenet_v2")] == [True]
+
+
+def test_models_lists_counts_for_short_lists():
+    rows = {r["name"]: r for r in list_models("resnet1")}
+    assert rows["resnet18"]["params"] == count_params(create_model("resnet18", 10))
+    assert rows["resnet18"]["weights_offline"] is False
+    assert all(r["params"] is None for r in list_models(""))  # too many to build: not counted

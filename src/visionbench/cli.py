@@ -72,6 +72,13 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N, mps.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run id [default: <time>-<data>-<model>].")] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="Start from a .safetensors/.pth file or run:RUN_ID.")
+    ] = None,
+    img_size: Annotated[
+        Optional[int],
+        typer.Option(help="Resize inputs on the device to this size (224 for ImageNet weights)."),
+    ] = None,
     data_dir: DataDir = None,
     config: Annotated[
         Optional[list[Path]], typer.Option(help="YAML config file(s), merged in order.")
@@ -104,7 +111,7 @@ def train(
     # data.dir is stored absolute, so `eval` and `--resume` work from any folder
     cli = {
         "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
-        "model": {"name": model},
+        "model": {"name": model, "weights": weights, "input_size": img_size},
         "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
         "optim": {"lr": lr},
         "seed": seed,
@@ -193,18 +200,31 @@ def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
 
 @app.command()
 @friendly
-def models(pattern: Annotated[str, typer.Argument(help="Substring filter.")] = "", as_json: AsJson = False):
-    """List registered models."""
-    from .models import MODELS
+def models(
+    pattern: Annotated[str, typer.Argument(help="Substring or glob; timm:PATTERN lists timm's.")] = "",
+    num_classes: Annotated[int, typer.Option(help="Head size the parameters are counted for.")] = 10,
+    as_json: AsJson = False,
+):
+    """List models: name, source, parameters (for 3x32x32 input) and offline weights."""
+    from .models.listing import MAX_COUNTED, list_models
 
-    names = sorted(n for n in MODELS if pattern in n)
+    rows = list_models(pattern, num_classes)
     if as_json:
-        print(json.dumps(names))
-    else:
-        for n in names:
-            out.print(
-                f"{n:<12} {(MODELS[n].__doc__ or '').strip().splitlines()[0] if MODELS[n].__doc__ else ''}"
-            )
+        print(json.dumps(rows))
+        return
+    table = Table("model", "source", f"params ({num_classes} classes, 3x32x32)", "weights on disk")
+    for r in rows:
+        params = f"{r['params']:,}" if r["params"] is not None else "-"
+        table.add_row(
+            r["name"], r["source"], params, {True: "yes", False: "no", None: "-"}[r["weights_offline"]]
+        )
+    out.print(table)
+    if len(rows) > MAX_COUNTED:
+        out.print(
+            f"{len(rows)} models; give a PATTERN matching at most {MAX_COUNTED} to count their parameters"
+        )
+    if not pattern.startswith("timm:"):
+        out.print("timm's models: visionbench models timm:PATTERN (e.g. timm:resnet*)")
 
 
 @data_app.command("download")

@@ -24,6 +24,9 @@ class DataConfig(Section):
     resize: Literal["crop", "stretch"] = "crop"  # folders: shorter side + centre crop, or stretch
     strict: bool = False  # any unreadable image is an error (else skipped and listed)
     max_bad_fraction: float = 0.01  # more unreadable files than this is an error anyway
+    classes: list[int | str] | None = None  # keep these classes (indices or names), relabelled in order
+    per_class: int | None = None  # at most this many train images per class (seeded by split_seed)
+    test_per_class: int | None = None  # at most this many test images per class (quick experiments)
 
 
 class AugConfig(Section):
@@ -37,6 +40,9 @@ class ModelConfig(Section):
     small_stem: bool = True  # ResNets: 3x3 stride-1 stem, no max-pool, for 28-64 px inputs
     dropout: float = 0.0
     kwargs: dict[str, Any] = {}  # builder-specific, e.g. {width: 24} for small_cnn
+    weights: str | None = None  # start from a .safetensors/.pth file, or run:RUN_ID (its last weights)
+    reset_head: bool = False  # with weights: keep the new head even where the file's has the same shape
+    input_size: int | None = None  # resize inputs on the device to this size first (224 for ImageNet weights)
 
 
 class OptimConfig(Section):
@@ -71,6 +77,19 @@ class TrainConfig(Section):
     threads: int | None = None  # CPU threads; default: all cores
 
 
+class FreezeStage(Section):
+    epochs: int | None = None  # None: until the run ends
+    freeze: str = "none"  # head-only | until:<layer> (layers before it frozen) | none
+    backbone_lr_mult: float = 1.0  # learning rate of every layer but the head, times this
+
+
+class FinetuneConfig(Section):
+    freeze: str = "none"  # for the whole run, when there are no stages
+    backbone_lr_mult: float = 1.0  # for the whole run, when there are no stages
+    stages: list[FreezeStage] = []  # e.g. [{epochs: 3, freeze: head-only}, {backbone_lr_mult: 0.1}]
+    bn_eval: bool = True  # BatchNorm layers that are frozen stay in eval mode (running stats kept)
+
+
 class RunConfig(Section):
     name: str | None = None  # run id; default: <time>-<data>-<model>
     seed: int = 0
@@ -80,6 +99,7 @@ class RunConfig(Section):
     optim: OptimConfig = OptimConfig()
     sched: SchedConfig = SchedConfig()
     train: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
 
 def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:

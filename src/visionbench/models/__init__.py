@@ -1,6 +1,22 @@
-"""Models: one registry over our small CNNs and torchvision's ResNets."""
+"""Models: one registry over our own networks, torchvision's and timm's (`timm:` prefix)."""
 
-from . import cnn, resnet  # noqa: F401  (registers the builders)
-from .registry import MODELS, count_params, create_model, register_model
+from . import cnn, vit  # noqa: F401  (registers the builders)
+from .registry import (
+    MODELS,
+    count_params,
+    create_model,
+    get_builder,
+    head_name,
+    register_model,
+    resize_inputs,
+)
 
-__all__ = ["MODELS", "count_params", "create_model", "register_model"]
+__all__ = [
+    "MODELS",
+    "count_params",
+    "create_model",
+    "get_builder",
+    "head_name",
+    "register_model",
+    "resize_inputs",
+]

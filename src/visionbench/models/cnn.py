@@ -1,4 +1,5 @@
-"""Our own small CNNs: seed 002's 62,006-parameter network and a fast MNIST-sized net."""
+"""Our own CNNs: seed 002's 62,006-parameter network (plain and with dropout), a fast
+MNIST-sized net, and a from-scratch CNN whose depth and width are parameters."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ class SimpleCNN(nn.Module):
     shapes change only the first linear layer's width.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, img_size: int = 32, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        img_size: int = 32,
+        dropout: float = 0.0,
+        conv_dropout: float = 0.0,
+    ):
         super().__init__()
         side = ((img_size - 4) // 2 - 4) // 2
         if side < 1:
@@ -29,9 +37,11 @@ class SimpleCNN(nn.Module):
             nn.Conv2d(in_chans, 6, 5),
             act,
             nn.MaxPool2d(2),
+            nn.Dropout(conv_dropout),
             nn.Conv2d(6, 16, 5),
             act,
             nn.MaxPool2d(2),
+            nn.Dropout(conv_dropout),
             nn.Flatten(),
         )
         self.classifier = nn.Sequential(
@@ -78,13 +88,57 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class ScratchCNN(nn.Module):
+    """`depth` conv blocks doubling the width from `width`, pooling while the map is larger
+    than 4x4, then global average pooling and a linear head."""
+
+    def __init__(
+        self, num_classes: int, in_chans: int, img_size: int, depth: int, width: int, dropout: float
+    ):
+        super().__init__()
+        blocks, c, side = [], in_chans, img_size
+        for i in range(depth):
+            pool = side > 4
+            blocks.append(conv_block(c, width * 2**i, pool))
+            c, side = width * 2**i, side // 2 if pool else side
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 @register_model
-def simple_cnn(
-    num_classes: int, in_chans: int = 3, img_size: int = 32, dropout: float = 0.0, **_
-) -> nn.Module:
+def simple_cnn(num_classes: int, in_chans: int = 3, img_size: int = 32, dropout: float = 0.0) -> nn.Module:
+    """Seed 002's CIFAR network: 62,006 parameters on 3x32x32."""
     return SimpleCNN(num_classes, in_chans, img_size, dropout)
 
 
 @register_model
-def small_cnn(num_classes: int, in_chans: int = 1, dropout: float = 0.0, width: int = 16, **_) -> nn.Module:
+def cnn_dropout(num_classes: int, in_chans: int = 3, img_size: int = 32, rate: float = 0.25) -> nn.Module:
+    """simple_cnn with dropout at `rate` after each conv block and hidden layer (seed 002's sweep)."""
+    return SimpleCNN(num_classes, in_chans, img_size, dropout=rate, conv_dropout=rate)
+
+
+@register_model
+def small_cnn(num_classes: int, in_chans: int = 1, dropout: float = 0.0, width: int = 16) -> nn.Module:
+    """Three conv blocks, ~2M multiply-adds on 28x28: built for CPU speed."""
     return SmallCNN(num_classes, in_chans, width, dropout)
+
+
+@register_model
+def scratch_cnn(
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 32,
+    depth: int = 3,
+    width: int = 32,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """A CNN to train from scratch, its depth and width as parameters (seed 004's simple ->
+    complex -> medium)."""
+    if depth < 1 or width < 1:
+        raise VisionbenchError(
+            "scratch_cnn needs depth >= 1 and width >= 1", fix="e.g. model.kwargs={depth: 3, width: 32}"
+        )
+    return ScratchCNN(num_classes, in_chans, img_size, depth, width, dropout)

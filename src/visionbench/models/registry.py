@@ -1,14 +1,18 @@
-"""One way in: `create_model(name, num_classes, in_chans, ...)` over registered builders."""
+"""One way in: `create_model(name, num_classes, in_chans, ...)` over our builders, every
+torchvision classification model (imported on first use) and timm's (`timm:` prefix)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ..errors import unknown_name
+from ..errors import VisionbenchError, unknown_name
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+TIMM_PREFIX = "timm:"
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -17,15 +21,83 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    if name in MODELS:
+        return MODELS[name]
+    if name.startswith(TIMM_PREFIX):
+        from .timm_zoo import timm_builder
+
+        return timm_builder(name[len(TIMM_PREFIX) :])
+    from .torchvision_zoo import torchvision_builder, torchvision_names
+
+    if name in torchvision_names():
+        return torchvision_builder(name)
+    raise unknown_name("model", name, [*MODELS, *torchvision_names(), "timm:<name>"])
+
+
+def builder_options(builder: Callable[..., nn.Module]) -> list[str]:
+    return [p for p in inspect.signature(builder).parameters if p != "num_classes"]
+
+
 def create_model(
-    name: str, num_classes: int, in_chans: int = 3, img_size: int = 32, pretrained: bool = False, **kwargs
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    img_size: int = 32,
+    pretrained: bool = False,
+    defaults: dict | None = None,
+    **kwargs,
 ) -> nn.Module:
-    if name not in MODELS:
-        raise unknown_name("model", name, MODELS)
-    return MODELS[name](
-        num_classes=num_classes, in_chans=in_chans, img_size=img_size, pretrained=pretrained, **kwargs
-    )
+    """Build `name` with a `num_classes` head for `in_chans` x `img_size` inputs. `kwargs` must
+    be options of the builder (else an error naming them); `defaults` (and in_chans/img_size)
+    are passed only to builders that take them. pretrained=True loads the local weight file
+    (nothing is downloaded) and leaves the load report in `model.weights_report`."""
+    builder = get_builder(name)
+    options = builder_options(builder)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise VisionbenchError(
+            f"model '{name}' takes no option {', '.join(unknown)}",
+            fix=f"its options: {', '.join(options) or 'none'} (set them with model.kwargs={{...}})",
+        )
+    if pretrained and "pretrained" not in options:
+        raise VisionbenchError(
+            f"model '{name}' has no pretrained weights",
+            fix="use model.pretrained=false, or start from a file or a run with model.weights",
+        )
+    given = {"in_chans": in_chans, "img_size": img_size, "pretrained": pretrained, **(defaults or {})}
+    return builder(num_classes=num_classes, **{k: v for k, v in given.items() if k in options}, **kwargs)
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def head_name(model: nn.Module) -> str:
+    """The classifier layer's module name: timm's own answer where it has one, else the last
+    Linear or Conv2d (the layer a new class count replaces: fc, classifier.6, heads.head ...)."""
+    if hasattr(model, "get_classifier"):
+        classifier = model.get_classifier()
+        for name, module in model.named_modules():
+            if module is classifier:
+                return name
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            last = name
+    if last is None:
+        raise VisionbenchError(f"cannot find the classifier layer of {type(model).__name__}")
+    return last
+
+
+def resize_inputs(model: nn.Module, size: int) -> None:
+    """Resize every input batch to size x size on its device before the model sees it (a
+    forward pre-hook: one batched interpolate, no per-image Python, state dict unchanged)."""
+
+    def hook(_, args):
+        x = args[0]
+        if x.shape[-2:] == (size, size):
+            return None
+        return (F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), *args[1:])
+
+    model.register_forward_pre_hook(hook)

@@ -1,0 +1,82 @@
+"""Weights into a model, safely and tolerantly: safetensors or torch.load(weights_only=True);
+tensors of another shape are skipped, RGB stems summed for grey input, and every tensor is
+accounted for (loaded, adapted, skipped, missing, unused, reset)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import VisionbenchError
+
+
+def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from .pth/.pt/.bin (never unpickling code); a dict
+    holding the weights under 'model' or 'state_dict' (a checkpoint) is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise VisionbenchError("weights file not found", where=str(path), fix="check the path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle that wants to run code, or not a torch file at all
+        raise VisionbenchError(
+            f"cannot read weights safely: {str(e).splitlines()[0]}",
+            where=str(path),
+            fix="give a .safetensors file or a .pth holding a plain state dict",
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise VisionbenchError("the file holds no state dict of tensors", where=str(path))
+    return state
+
+
+def adapt_channels(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
+    """An RGB conv stem for `dst`'s input channels: filters summed over colour (grey from RGB),
+    spread evenly over the channels asked for; None when the shapes differ otherwise."""
+    if src.ndim != 4 or src.shape[1] != 3 or src.shape[:1] + src.shape[2:] != dst.shape[:1] + dst.shape[2:]:
+        return None
+    c = dst.shape[1]
+    return src.sum(1, keepdim=True).repeat(1, c, 1, 1) / c
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], reset: str | None = None) -> dict:
+    """Load what fits of `state` into `model`; tensors under the module `reset` (the head) are
+    left as initialised. Returns the report: names per outcome."""
+    own = model.state_dict()
+    report: dict[str, list] = {k: [] for k in ("loaded", "adapted", "skipped", "missing", "unused", "reset")}
+    take = {}
+    for key, value in state.items():
+        if key not in own:
+            report["unused"].append(key)
+        elif reset and (key == reset or key.startswith(reset + ".")):
+            report["reset"].append(key)
+        elif value.shape == own[key].shape:
+            take[key] = value
+            report["loaded"].append(key)
+        elif (adapted := adapt_channels(value, own[key])) is not None:
+            take[key] = adapted
+            report["adapted"].append(key)
+        else:
+            report["skipped"].append(f"{key} {tuple(value.shape)} -> {tuple(own[key].shape)}")
+    report["missing"] = [k for k in own if k not in take and k not in report["reset"]]
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in take.items()}, strict=False)
+    return report
+
+
+def describe(report: dict) -> str:
+    """One line: how many tensors of each outcome, naming the few skipped ones."""
+    counts = ", ".join(f"{len(v)} {k}" for k, v in report.items() if v)
+    skipped = report["skipped"][:3]
+    return counts + (
+        f" (shape mismatch: {'; '.join(skipped)}{' ...' if len(report['skipped']) > 3 else ''})"
+        if skipped
+        else ""
+    )
