@@ -163,6 +163,68 @@ def eval_cmd(
 
 @app.command()
 @friendly
+def explain(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    index: Annotated[
+        Optional[list[int]],
+        typer.Option("--index", help="Test image index (repeatable) [default: the worst]."),
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many worst-classified images, without --index.")] = 8,
+    layer: Annotated[
+        Optional[str], typer.Option(help="Grad-CAM layer name [default: the last conv layer].")
+    ] = None,
+    target: Annotated[str, typer.Option(help="Explain the predicted class (pred) or the true one.")] = "pred",
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Saliency, SmoothGrad, Integrated Gradients and Grad-CAM for test images, as a PNG grid."""
+    from .explain import explain_run
+
+    rep = explain_run(run, runs_dir, index, count, layer, target, weights, device)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    for r in rep["images"]:
+        out.print(
+            f"#{r['index']:<6} true {escape(r['true'])}  pred {escape(r['pred'])} ({r['confidence']:.1%})"
+        )
+    out.print(f"Grad-CAM layer {escape(rep['layer'])}; wrote {escape(rep['png'])}")
+
+
+@app.command()
+@friendly
+def export(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="File to write [default: RUN/export/model.onnx|pt].")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    images: Annotated[int, typer.Option(help="Test images for the parity check.")] = 64,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed abs logit difference.")] = 1e-4,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Export the model (normalisation included, [0, 1] NCHW input, dynamic batch) and check its
+    logits against PyTorch's on real test images."""
+    from .export import export_run
+
+    rep = export_run(run, fmt, out_path, runs_dir, weights, images, tolerance)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    p = rep["parity"]
+    out.print(f"wrote {escape(rep['path'])} (+ .json: classes, input)")
+    out.print(
+        f"parity on {p['images']} test images: max abs logit difference {p['max_abs_logit_diff']:.3g} "
+        f"(tolerance {p['tolerance']:g})"
+    )
+
+
+@app.command()
+@friendly
 def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
     """List runs, newest first."""
     from .runs import list_runs, runs_root

@@ -92,3 +92,33 @@ def plot_samples(images, labels, classes: list[str], path: Path, augmented=None,
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_attributions(images, maps: dict, rows: list[dict], path: Path, title: str = "") -> None:
+    """One row per image: the image, then each method's map (Grad-CAM over the image)."""
+    images = np.asarray(images)
+    n, cols = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.8, n * 1.9 + 0.6), squeeze=False)
+    for r, img in enumerate(images):
+        img = img.transpose(1, 2, 0)
+        gray = img.mean(2) if img.shape[2] > 1 else img[..., 0]
+        axes[r, 0].imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+        row = rows[r]
+        axes[r, 0].set_title(
+            f"#{row['index']} {row['true']}\npred {row['pred']} {row['confidence']:.0%}", fontsize=7
+        )
+        for c, (method, m) in enumerate(maps.items(), start=1):
+            a = m[r] / max(float(m[r].max()), 1e-12)  # each map scaled to its own maximum
+            if method == "gradcam":
+                axes[r, c].imshow(gray, cmap="gray", vmin=0, vmax=255)
+                axes[r, c].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            else:
+                axes[r, c].imshow(a, cmap="hot", vmin=0, vmax=1)
+            if r == 0:
+                axes[r, c].set_title(method.replace("_", " "), fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
