@@ -225,6 +225,72 @@ def export(
 
 @app.command()
 @friendly
+def compare(
+    runs: Annotated[
+        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+    ] = None,
+    rows: Annotated[str, typer.Option(help="Config key whose values are the rows.")] = "model.name",
+    cols: Annotated[
+        Optional[str],
+        typer.Option(help="Config key whose values are the columns [default: recipe, else data.name]."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or markdown.")] = "table",
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Published figures to show beside (repeatable); 'list' lists them."),
+    ] = None,
+    curves: Annotated[
+        Optional[Path], typer.Option(help="Write the runs' learning curves, overlaid, to this PNG.")
+    ] = None,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Runs side by side: test accuracy (mean ± std over seeds) by two config keys, with params,
+    training time and images/s; published references beside them."""
+    from .analysis import compare as cmp
+
+    if reference == ["list"]:
+        for name, ref in cmp.load_references().items():
+            out.print(f"{name:<24} {escape(ref['title'])}")
+        return
+    if fmt not in ("table", "csv", "markdown"):
+        raise VisionbenchError(f"unknown format '{fmt}'", fix="use --format table, csv or markdown")
+    records = cmp.read_runs(runs, runs_dir)
+    table = cmp.compare_table(records, rows, cols)
+    refs = [cmp.reference_block(name, records) for name in reference or []]
+    if curves:
+        from .analysis.plots import plot_overlaid_curves
+
+        plot_overlaid_curves({r.id: r.metrics for r in records}, curves, title="learning curves")
+    if as_json:
+        print(json.dumps({**table, "references": refs}))
+    elif fmt == "csv":
+        sys.stdout.write(cmp.to_csv(table))
+    elif fmt == "markdown":
+        sys.stdout.write(cmp.to_markdown(table, refs))
+    else:
+        out.print(f"test accuracy %, mean ± std over seeds ({len(records)} runs)")
+        out.print(rich_table(*cmp.pivot(table)))
+        out.print(rich_table(*cmp.details(table)))
+        for ref in refs:
+            out.print(
+                f"[bold]{escape(ref['name'])}[/]: {escape(ref['title'])}\nsource: {escape(ref['source'])}"
+            )
+            out.print(rich_table(ref["header"], ref["rows"]))
+            out.print(rich_table(["", "ours", "reference"], [list(d.values()) for d in ref["differences"]]))
+    if curves:
+        err.print(f"wrote {escape(str(curves))}")
+
+
+def rich_table(header: list[str], body: list[list[str]]) -> Table:
+    table = Table(*map(escape, header))
+    for row in body:
+        table.add_row(*map(escape, row))
+    return table
+
+
+@app.command()
+@friendly
 def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
     """List runs, newest first."""
     from .runs import list_runs, runs_root

@@ -122,3 +122,22 @@ def plot_attributions(images, maps: dict, rows: list[dict], path: Path, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_overlaid_curves(series: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """Several runs' curves on shared axes: training loss, and validation (else training) accuracy."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, rows in series.items():
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r.get("train_loss") for r in rows], label=name)
+        acc = "val_acc" if any("val_acc" in r for r in rows) else "train_acc"
+        axes[1].plot(epochs, [r.get(acc) for r in rows], marker=".", label=name)
+    for ax, ylabel in zip(axes, ("train loss", "val accuracy (train where no val)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
