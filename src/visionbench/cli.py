@@ -291,6 +291,30 @@ def rich_table(header: list[str], body: list[list[str]]) -> Table:
 
 @app.command()
 @friendly
+def report(
+    runs: Annotated[
+        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file to write.")] = None,
+    rows: Annotated[str, typer.Option(help="Config key for the group table's rows.")] = "model.name",
+    cols: Annotated[
+        Optional[str], typer.Option(help="Config key for its columns [default: recipe, else data.name].")
+    ] = None,
+    runs_dir: RunsDir = None,
+):
+    """One self-contained HTML report (figures inlined, works offline) and/or a markdown one:
+    leaderboard, groups, learning curves, confusion matrices and explanations."""
+    from .analysis.report import write_report
+
+    if not html and not markdown:
+        html = Path("report.html")
+    for path in write_report(runs, runs_dir, html, markdown, rows, cols):
+        out.print(f"wrote {escape(str(path))}")
+
+
+@app.command()
+@friendly
 def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
     """List runs, newest first."""
     from .runs import list_runs, runs_root
