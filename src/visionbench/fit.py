@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -21,8 +21,9 @@ from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import make_console
-from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.report import check_skipped, dataset_report
+from .data.split import to_channels
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
 from .engine.optim import create_optimizer, create_scheduler
@@ -114,6 +115,13 @@ def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None
     }
     ds = load_dataset(cfg.data.name, cfg.data.dir, say, **{k: v for k, v in options.items() if v is not None})
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
+    if cfg.data.channels:
+        ds = replace(
+            ds,
+            splits={
+                k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
+            },
+        )
     train = ds.splits["train"]
     # a dataset with its own val split (folder: train/ val/ test/) keeps all of train for training
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction

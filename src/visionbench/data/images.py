@@ -205,6 +205,15 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         else:
             where = "<split>/<class>/" if has_splits else "<class>/"
             skipped.append({"file": "/".join(parts), "reason": f"not inside a {where} folder"})
+    train_classes = check_classes(rows, path)
+    if path.is_dir():
+        check_no_empty_class_folders(path, has_splits)
+    return train_classes, decode_rows(rows, train_classes, img_size, resize, skipped), skipped
+
+
+def check_classes(rows: list[tuple], path: Path) -> list[str]:
+    """The sorted training classes of (split, class, ...) rows: at least two, no case clash,
+    and no class that only other splits have (labels go by class name, never by index)."""
     train_classes = sorted({c for s, c, _, _ in rows if s == "train"})
     if not train_classes:
         raise VisionbenchError(
@@ -233,9 +242,14 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
             where=str(path),
             fix="merge or rename them: on macOS and Windows they would be one folder",
         )
-    if path.is_dir():
-        check_no_empty_class_folders(path, has_splits)
-    index = {c: i for i, c in enumerate(train_classes)}
+    return train_classes
+
+
+def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list):
+    """(split, class, file, blob) rows -> {split: (images NCHW, labels)}, decoded on every core;
+    a file that does not decode is appended to `skipped` with the reason. Without `img_size`,
+    every image takes the size of the first one that decodes."""
+    index = {c: i for i, c in enumerate(classes)}
     size = (img_size, img_size) if img_size else None
     if size is None:  # one size for all: that of the first image that decodes
         for _, _, _, blob in rows:
@@ -256,4 +270,4 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         s: (np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64))
         for s, (imgs, labels) in splits.items()
     }
-    return train_classes, out, skipped
+    return out

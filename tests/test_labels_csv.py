@@ -1,0 +1,123 @@
+"""Datasets given as a label CSV (`csv:PATH`): labels by name, missing files named, bad rows refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data import COLOURS, png
+
+from visionbench.data import load_dataset
+from visionbench.data.report import check_skipped
+from visionbench.errors import VisionbenchError
+
+
+def write_csv(tmp_path: Path, rows: list[str], header: str = "file,label,split") -> Path:
+    """Images for every class in images/<class>_<i>.png, and the CSV naming them."""
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    for cls, colour in COLOURS.items():
+        for i in range(4):
+            (folder / f"{cls}_{i}.png").write_bytes(png(colour))
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def tree_rows(split_of=lambda i: "train" if i < 3 else "test") -> list[str]:
+    return [f"images/{c}_{i}.png,{c},{split_of(i)}" for c in COLOURS for i in range(4)]
+
+
+def test_csv_labels_and_splits_follow_the_rows(tmp_path):
+    ds = load_dataset(f"csv:{write_csv(tmp_path, tree_rows())}", None)
+    assert ds.classes == sorted(COLOURS)
+    assert {s: len(v) for s, v in ds.splits.items()} == {"train": 9, "test": 3}
+    for split in ds.splits.values():
+        for img, label in zip(split.images, split.labels):  # the pixel colour is the class
+            assert tuple(img[:, 0, 0]) == COLOURS[ds.classes[label]]
+
+
+def test_csv_without_split_column_carves_a_fixed_test_split(tmp_path):
+    rows = [f"images/{c}_{i}.png,{c}" for c in COLOURS for i in range(4)]
+    ds = load_dataset(f"csv:{write_csv(tmp_path, rows, header='filename,class')}", None)
+    assert len(ds.splits["train"]) + len(ds.splits["test"]) == 12
+    assert any("stratified 20%" in n for n in ds.notes)
+
+
+def test_csv_missing_files_are_named_and_count_as_bad(tmp_path):
+    rows = tree_rows() + ["images/gone.png,cat,train"]
+    ds = load_dataset(f"csv:{write_csv(tmp_path, rows)}", None)
+    assert [s["file"] for s in ds.skipped] == ["images/gone.png"]
+    assert "labels.csv" in ds.skipped[0]["reason"]
+    with pytest.raises(VisionbenchError, match="images/gone.png"):
+        check_skipped(ds, strict=True, max_bad_fraction=0.5)
+    with pytest.raises(VisionbenchError, match="1 files skipped"):  # 1 of 13 is over 1%
+        check_skipped(ds, strict=False, max_bad_fraction=0.01)
+
+
+def test_csv_file_outside_its_folder_is_not_read(tmp_path):
+    (tmp_path.parent / "secret.png").write_bytes(png((1, 2, 3)))
+    rows = tree_rows() + ["../secret.png,cat,train"]
+    ds = load_dataset(f"csv:{write_csv(tmp_path, rows)}", None)
+    assert ds.skipped[0]["file"] == "../secret.png"
+    assert "outside" in ds.skipped[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "header, rows, message",
+    [
+        ("name,label", ["a.png,cat"], "no file column .*name, label"),
+        ("file,species", ["a.png,cat"], "no label column"),
+        ("file,label,split", ["images/cat_0.png,cat,holdout"], "unknown split 'holdout'"),
+        ("file,label", ["images/cat_0.png,"], "without a file or a label"),
+        ("file,label", ["images/cat_0.png,cat", "images/cat_0.png,dog"], "listed twice"),
+    ],
+)
+def test_csv_bad_rows_name_the_line(tmp_path, header, rows, message):
+    with pytest.raises(VisionbenchError, match=message):
+        load_dataset(f"csv:{write_csv(tmp_path, rows, header=header)}", None)
+
+
+def test_csv_class_only_in_test_is_refused(tmp_path):
+    rows = tree_rows(lambda i: "train") + ["images/bird_0.png,owl,test"]
+    with pytest.raises(VisionbenchError, match="owl"):
+        load_dataset(f"csv:{write_csv(tmp_path, rows)}", None)
+
+
+def test_csv_path_that_is_not_a_file(tmp_path):
+    with pytest.raises(VisionbenchError, match="not a CSV file"):
+        load_dataset(f"csv:{tmp_path}", None)
+
+
+def test_csv_cache_follows_the_csv(tmp_path):
+    path = write_csv(tmp_path, tree_rows())
+    first = load_dataset(f"csv:{path}", None)
+    path.write_text(path.read_text().replace("images/dog_0.png,dog,train\n", ""))
+    second = load_dataset(f"csv:{path}", None)
+    assert len(second.splits["train"]) == len(first.splits["train"]) - 1
+    assert not np.array_equal(first.fingerprint, second.fingerprint)
+
+
+def test_to_channels_grey_rgb_round_trip():
+    from PIL import Image
+
+    from visionbench.data.split import to_channels
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 3, 4, 6), dtype=np.uint8)
+    grey = to_channels(rgb, 1)
+    pil = np.stack([np.asarray(Image.fromarray(x.transpose(1, 2, 0)).convert("L")) for x in rgb])
+    assert np.abs(grey[:, 0].astype(int) - pil).max() <= 1  # PIL's own luma, to rounding
+    again = to_channels(grey, 3)
+    assert again.shape == (5, 3, 4, 6) and (again == grey).all()
+    assert to_channels(rgb, 3) is rgb
+
+
+def test_grey_data_trains_an_rgb_model(tiny_overrides):
+    from visionbench.config import resolve_config
+    from visionbench.fit import train
+
+    run = train(resolve_config([], tiny_overrides + ["data.channels=3", "train.epochs=1"]), quiet=True)
+    assert len(run.read_json("run.json")["data_report"]["splits"]["mean"]) == 3
+    assert run.read_json("summary.json")["test_acc"] > 0.3
