@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
-from .console import make_console
+from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
@@ -107,13 +107,19 @@ class Prepared:
         }
 
 
-def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None] | None = None) -> Prepared:
+def prepare_data(
+    cfg: RunConfig,
+    device: torch.device,
+    say: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Prepared:
     # folder-only options, passed only when set: other sources refuse options they do not take
     options = {
         "img_size": cfg.data.img_size,
         "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
     }
-    ds = load_dataset(cfg.data.name, cfg.data.dir, say, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    ds = load_dataset(cfg.data.name, cfg.data.dir, say, on_progress, **options)
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
     if cfg.data.channels:
         ds = replace(
@@ -203,7 +209,8 @@ def train(
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = amp_dtype(cfg, device)
-    data = prepare_data(cfg, device, say=lambda msg: console.print(escape(msg), style="dim"))
+    with count_bar(console, "decoding images") as update:
+        data = prepare_data(cfg, device, lambda msg: console.print(escape(msg), style="dim"), update)
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
     run = Run.create(
         run.path.parent if resume else root,

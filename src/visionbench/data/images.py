@@ -8,8 +8,10 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -167,15 +169,35 @@ def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list
     return [decode(b, size, resize) for b in blobs]
 
 
+_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)
+
+
+@contextmanager
+def decode_progress(update: Callable[[int, int], None] | None):
+    """Within this block, `decode_all` reports (done, total) to `update` as chunks finish."""
+    token = _PROGRESS.set(update)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def decode_all(blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop") -> list:
     """Decode on every core: the one-time cost of building a cache."""
+    report = _PROGRESS.get() or (lambda done, total: None)
     workers = min(os.cpu_count() or 1, 8)
     if len(blobs) < 2000 or workers == 1:
-        return _decode_chunk((blobs, size, resize))
+        out = _decode_chunk((blobs, size, resize))
+        report(len(out), len(blobs))
+        return out
     chunk = max(256, len(blobs) // (workers * 8))
     jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
+    out = []
     with ProcessPoolExecutor(workers) as pool:
-        return [a for part in pool.map(_decode_chunk, jobs) for a in part]
+        for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
+            out.extend(part)
+            report(len(out), len(blobs))
+    return out
 
 
 def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop"):

@@ -18,7 +18,7 @@ from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset, Split
 from .download import Remote, download
-from .images import RESIZE_POLICIES, is_archive, read_image_folder
+from .images import RESIZE_POLICIES, decode_progress, is_archive, read_image_folder
 from .labels_csv import read_label_csv
 from .split import stratified_split
 
@@ -92,10 +92,15 @@ def locate(source: Source, data_dir: str | Path | None = None) -> Path:
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, on_build: Callable[[str], None] | None = None, **options
+    name: str,
+    data_dir: str | Path | None = None,
+    on_build: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    **options,
 ) -> Dataset:
     """Find, decode once into the array cache, and return the dataset (memory-mapped).
-    `on_build` hears one line before a first decode, which can take a while."""
+    `on_build` hears one line before a first decode, which can take a while, and
+    `on_progress` (images done, total) while image files decode."""
     source = get_source(name)
     unknown = sorted(set(options) - set(source.options))
     if unknown:
@@ -112,7 +117,8 @@ def load_dataset(
     if ds is None:
         if on_build is not None:
             on_build(f"decoding {name} from {path} into the array cache {folder} (once; later runs reuse it)")
-        ds = source.read(path, **options)
+        with decode_progress(on_progress):
+            ds = source.read(path, **options)
         ds.source = str(path)
         ds.fingerprint = cache.fingerprint(ds)
         cache.save(ds, folder)
@@ -399,6 +405,7 @@ def _with_test_split(name: str, classes: list[str], arrays: dict, skipped: list[
             **splits,
         }
         notes.append("no test split given: test split is a stratified 20% of the images, seed 0")
+    splits = dict(sorted(splits.items(), key=lambda kv: cache.SPLIT_ORDER[kv[0]]))
     return Dataset(name, classes, splits, skipped=skipped, notes=notes)
 
 

@@ -1,4 +1,4 @@
-"""Datasets given as a label CSV (`csv:PATH`): labels by name, missing files named, bad rows refused."""
+"""More inputs: label CSVs (`csv:PATH`), grey <-> RGB conversion, decode progress, archive caps."""
 
 from __future__ import annotations
 
@@ -121,3 +121,15 @@ def test_grey_data_trains_an_rgb_model(tiny_overrides):
     run = train(resolve_config([], tiny_overrides + ["data.channels=3", "train.epochs=1"]), quiet=True)
     assert len(run.read_json("run.json")["data_report"]["splits"]["mean"]) == 3
     assert run.read_json("summary.json")["test_acc"] > 0.3
+
+
+def test_decode_progress_reports_every_image():
+    from visionbench.data.images import decode_all, decode_progress
+
+    calls = []
+    with decode_progress(lambda done, total: calls.append((done, total))):
+        out = decode_all([png((1, 2, 3)), b"junk", png((4, 5, 6))], None)
+    assert calls[-1] == (3, 3)
+    assert isinstance(out[1], str) and out[0].shape == (8, 8, 3)
+    decode_all([png((1, 2, 3))], None)  # outside the block: nobody hears
+    assert len(calls) == 1
