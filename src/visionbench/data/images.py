@@ -79,20 +79,40 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
                     yield parts, f"cannot read the file ({e.strerror or e})"
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as zf:
-            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            infos = zf.infolist()
+            _check_archive_size(path, len(infos), sum(i.file_size for i in infos))  # before reading any
+            for info in sorted(infos, key=lambda i: i.filename):
                 parts = PurePosixPath(info.filename).parts
                 if info.is_dir() or ".." in parts or info.filename.startswith("/"):
                     continue
                 if PurePosixPath(info.filename).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
-                    yield parts, zf.read(info)
+                    yield parts, zf.read(info)  # never more than the declared size: zipfile stops there
     else:
+        members, total = 0, 0
         with tarfile.open(path) as tf:
             for m in tf:  # streaming: one pass through the compressed file
+                members, total = members + 1, total + m.size
+                _check_archive_size(path, members, total)  # as it goes: a tar has no index
                 parts = PurePosixPath(m.name).parts
                 if not m.isfile() or ".." in parts or m.name.startswith("/"):
                     continue
                 if PurePosixPath(m.name).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
                     yield parts, tf.extractfile(m).read()
+
+
+MAX_ARCHIVE_MEMBERS = 5_000_000
+MAX_ARCHIVE_BYTES = 64 * 2**30  # uncompressed: a zip bomb stops here, not at a full disk or memory
+
+
+def _check_archive_size(path: Path, members: int, total: int) -> None:
+    if members > MAX_ARCHIVE_MEMBERS or total > MAX_ARCHIVE_BYTES:
+        raise VisionbenchError(
+            f"archive too large once uncompressed: {members:,}+ members, {total / 2**30:,.1f}+ GiB "
+            f"(caps: {MAX_ARCHIVE_MEMBERS:,} members, {MAX_ARCHIVE_BYTES / 2**30:,.0f} GiB)",
+            where=str(path),
+            fix="this looks like a zip bomb; if the archive is genuine, extract it yourself and "
+            "pass the folder (folder:PATH)",
+        )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
