@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
+from .data.stream import FileImages, StreamLoader
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
 from .engine.optim import create_optimizer, create_scheduler
@@ -61,7 +62,8 @@ class Prepared:
         s = self.dataset.splits[split]
         images, labels = (s.images, s.labels) if idx is None else (s.images[idx], s.labels[idx])
         aug = self.cfg.aug if train else None
-        return TensorLoader(
+        streamed = isinstance(images, FileImages)
+        return (partial(StreamLoader, workers=self.cfg.data.workers) if streamed else TensorLoader)(
             images,
             labels,
             self.cfg.train.batch_size if train else self.cfg.train.eval_batch_size,
@@ -117,10 +119,15 @@ def prepare_data(
     options = {
         "img_size": cfg.data.img_size,
         "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
+        "stream": cfg.data.stream or None,
     }
     options = {k: v for k, v in options.items() if v is not None}
     ds = load_dataset(cfg.data.name, cfg.data.dir, say, on_progress, **options)
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
+    if cfg.data.channels and cfg.data.stream:
+        raise VisionbenchError(
+            "data.channels cannot convert streamed images", fix="drop data.stream or data.channels"
+        )
     if cfg.data.channels:
         ds = replace(
             ds,
@@ -132,7 +139,8 @@ def prepare_data(
     # a dataset with its own val split (folder: train/ val/ test/) keeps all of train for training
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
-    mean, std = channel_stats(train.images, keep)
+    # streamed images are decoded to be measured: a sample of about 1,000 is enough
+    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 

@@ -42,10 +42,10 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "Thumbs.db" or p == "__MACOSX" for p in parts)
 
 
-def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
+def iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     """`_iter_files`, with a broken archive reported as one clear error, not a traceback."""
     try:
-        yield from _iter_files(path)
+        yield from _iter_files(path, read)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
         raise VisionbenchError(
             f"cannot read the archive: {type(e).__name__}: {e}",
@@ -54,9 +54,10 @@ def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
         ) from None
 
 
-def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
+def _iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     """(relative path parts, bytes) of every candidate image file, in a directory or archive;
-    for a file that cannot be read, the reason (str) instead of its bytes.
+    for a file that cannot be read, the reason (str) instead of its bytes; with `read` off
+    (directories only), the file's path instead of its bytes.
 
     Archives are read in place, never extracted, so a member named ../x cannot escape;
     links and other non-regular members are ignored. In folders, directory symlinks are not
@@ -72,6 +73,9 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
                 if full.suffix.lower() not in IMAGE_EXTS or _hidden(parts) or not full.is_file():
                     continue
                 if full.is_symlink() and not full.resolve().is_relative_to(root):
+                    continue
+                if not read:
+                    yield parts, full
                     continue
                 try:
                     yield parts, full.read_bytes()
@@ -220,13 +224,14 @@ def decode_all(blobs: list[bytes], size: tuple[int, int] | None, resize: str = "
     return out
 
 
-def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop"):
+def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):
     """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
 
     Returns (classes, {split: (images NCHW, labels)}, skipped). Labels follow the sorted
     class names of the training split; a class found only outside train is an error.
+    With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
     """
-    entries = [(parts, blob) for parts, blob in iter_files(path)]
+    entries = [(parts, blob) for parts, blob in iter_files(path, read=not stream)]
     if not entries:
         raise VisionbenchError(
             "no images found",
@@ -250,6 +255,10 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     train_classes = check_classes(rows, path)
     if path.is_dir():
         check_no_empty_class_folders(path, has_splits)
+    if stream:
+        from .stream import file_splits
+
+        return train_classes, file_splits(rows, train_classes, img_size, resize), skipped
     return train_classes, decode_rows(rows, train_classes, img_size, resize, skipped), skipped
 
 

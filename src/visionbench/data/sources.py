@@ -68,7 +68,7 @@ def get_source(name: str) -> Source:
                 lambda root, path=path: [path],
                 lambda p, read=read, **kw: read(name, p, **kw),
                 hint=hint,
-                options=("img_size", "resize"),
+                options=("img_size", "resize", "stream") if prefix == "folder:" else ("img_size", "resize"),
                 key_root=key_root,
             )
     if name not in SOURCES:
@@ -106,9 +106,14 @@ def load_dataset(
     if unknown:
         raise VisionbenchError(
             f"dataset '{name}' takes no option {', '.join(unknown)}",
-            fix="data.img_size applies to folder: datasets of varied image sizes; leave it unset here",
+            fix="data.img_size and data.resize apply to folder: and csv: datasets, data.stream to "
+            "folder: datasets; leave them unset here",
         )
     path = locate(source, data_dir)
+    if options.get("stream"):  # too large to cache: the files are the data
+        ds = source.read(path, **options)
+        ds.source = str(path)
+        return ds
     folder = (
         cache.cache_root()
         / f"{name.replace(':', '_').replace('/', '_')[:40]}-{cache.source_key(name, source.key_root(path), options)}"
@@ -375,12 +380,25 @@ register(
 
 
 # --- any ImageFolder tree, or images listed in a label CSV -------------------------------------
-def read_folder(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:
+def read_folder(
+    name: str, path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False
+) -> Dataset:
     if not (path.is_dir() or is_archive(path)):
         raise VisionbenchError("not a folder or a .zip/.tar archive", where=str(path))
+    if stream and not path.is_dir():
+        raise VisionbenchError(
+            "data.stream reads files from a folder, not from an archive",
+            where=str(path),
+            fix="extract the archive and give the folder, or drop data.stream (archives are cached)",
+        )
     if resize not in RESIZE_POLICIES:
         raise unknown_name("resize policy", resize, RESIZE_POLICIES)
-    return _with_test_split(name, *read_image_folder(path, img_size, resize))
+    ds = _with_test_split(name, *read_image_folder(path, img_size, resize, stream))
+    if stream:
+        from .stream import stream_fingerprint
+
+        ds.fingerprint = stream_fingerprint(ds.classes, ds.splits)
+    return ds
 
 
 def read_csv(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:
