@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
-from .console import make_console
-from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
+from .console import count_bar, make_console
+from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.report import check_skipped, dataset_report
+from .data.split import to_channels
+from .data.stream import FileImages, StreamLoader
 from .data.subset import select_classes
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.freeze import StagedFreezing
@@ -63,7 +65,8 @@ class Prepared:
         s = self.dataset.splits[split]
         images, labels = (s.images, s.labels) if idx is None else (s.images[idx], s.labels[idx])
         aug = self.cfg.aug if train else None
-        return TensorLoader(
+        streamed = isinstance(images, FileImages)
+        return (partial(StreamLoader, workers=self.cfg.data.workers) if streamed else TensorLoader)(
             images,
             labels,
             self.cfg.train.batch_size if train else self.cfg.train.eval_batch_size,
@@ -109,14 +112,37 @@ class Prepared:
         }
 
 
-def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None] | None = None) -> Prepared:
+def prepare_data(
+    cfg: RunConfig,
+    device: torch.device,
+    say: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Prepared:
     # folder-only options, passed only when set: other sources refuse options they do not take
     options = {
         "img_size": cfg.data.img_size,
         "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
+        "stream": cfg.data.stream or None,
     }
-    ds = load_dataset(cfg.data.name, cfg.data.dir, say, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    ds = load_dataset(cfg.data.name, cfg.data.dir, say, on_progress, **options)
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
+    if cfg.data.channels and cfg.data.stream:
+        raise VisionbenchError(
+            "data.channels cannot convert streamed images", fix="drop data.stream or data.channels"
+        )
+    if cfg.data.channels:
+        ds = replace(
+            ds,
+            splits={
+                k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
+            },
+        )
+    if cfg.data.stream and (cfg.data.classes or cfg.data.per_class or cfg.data.test_per_class):
+        raise VisionbenchError(
+            "data.classes and data.per_class select from cached images, not streamed ones",
+            fix="drop data.stream, or make a folder of the classes wanted",
+        )
     ds = select_classes(
         ds, cfg.data.classes, cfg.data.per_class, cfg.data.split_seed, cfg.data.test_per_class
     )
@@ -124,7 +150,8 @@ def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None
     # a dataset with its own val split (folder: train/ val/ test/) keeps all of train for training
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
-    mean, std = channel_stats(train.images, keep)
+    # streamed images are decoded to be measured: a sample of about 1,000 is enough
+    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
@@ -203,7 +230,8 @@ def train(
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = amp_dtype(cfg, device)
-    data = prepare_data(cfg, device, say=lambda msg: console.print(escape(msg), style="dim"))
+    with count_bar(console, "decoding images") as update:
+        data = prepare_data(cfg, device, lambda msg: console.print(escape(msg), style="dim"), update)
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
     weights_report = None if resume else initial_weights(model, cfg, root)
     run = Run.create(
@@ -437,10 +465,20 @@ def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") 
     )
 
 
-def evaluate_run(
+@dataclass
+class LoadedRun:
+    """A finished run back in memory: its config, data and weights (model in eval mode)."""
+
+    run: Run
+    cfg: RunConfig
+    data: Prepared
+    model: nn.Module
+
+
+def load_run(
     ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
-) -> dict:
-    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+) -> LoadedRun:
+    """Open a run with its own data (refused if it changed since training) and its weights."""
     run = Run.open(ref, runs_root(runs_dir))
     cfg = read_config(run)
     dev = pick_device(device)
@@ -454,7 +492,16 @@ def evaluate_run(
         )
     model = build_model(cfg, data.dataset, dev)
     model.load_state_dict(run.load_weights(weights))
-    res = evaluate(model, data.test, amp_dtype(cfg, dev))
+    return LoadedRun(run, cfg, data, model.eval())
+
+
+def evaluate_run(
+    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
+) -> dict:
+    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+    loaded = load_run(ref, runs_dir, weights, device)
+    run, data = loaded.run, loaded.data
+    res = evaluate(loaded.model, data.test, amp_dtype(loaded.cfg, data.device))
     report = classification_report(res["logits"], res["targets"], data.dataset.classes)
     report |= {"loss": res["loss"], "weights": weights, "run": run.id}
     run.write_json(f"eval-{weights}.json", report)
