@@ -112,8 +112,18 @@ def test_data_info_digits():
 
 
 def test_models_lists_registry():
-    names = json.loads(invoke("models", "--json").stdout)
-    assert {"simple_cnn", "small_cnn", "resnet18", "resnet152"} <= set(names)
+    rows = json.loads(invoke("models", "--json").stdout)
+    assert {"simple_cnn", "small_cnn", "scratch_cnn", "vit_small", "vgg16", "resnet152"} <= {
+        r["name"] for r in rows
+    }
+    counted = {r["name"]: r for r in json.loads(invoke("models", "simple_cnn", "--json").stdout)}
+    assert counted["simple_cnn"] == {
+        "name": "simple_cnn",
+        "source": "visionbench",
+        "params": 62_006,
+        "weights_offline": None,
+    }
+    assert "timm:resnet18" in invoke("models", "timm:resnet1*").stdout
 
 
 def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):

@@ -1,0 +1,52 @@
+"""Weights from files: safetensors or safe .pth, tensors of another shape skipped, grey stems
+summed from RGB, every tensor accounted for; a pickle that runs code is refused."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from visionbench.errors import VisionbenchError
+from visionbench.models import create_model
+from visionbench.models.weights import load_state, read_state_file
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_file_weights_load_with_a_report(tmp_path, suffix):
+    source = create_model("simple_cnn", num_classes=5, in_chans=3)
+    path = tmp_path / f"w{suffix}"
+    state = source.state_dict()
+    save_file(state, path) if suffix == ".safetensors" else torch.save({"model": state}, path)
+    target = create_model("simple_cnn", num_classes=10, in_chans=1)
+    report = load_state(target, read_state_file(path))
+    assert report["adapted"] == ["features.0.weight"]
+    assert torch.allclose(target.features[0].weight, state["features.0.weight"].sum(1, keepdim=True))
+    head = ["classifier.5.bias", "classifier.5.weight"]
+    assert sorted(s.split()[0] for s in report["skipped"]) == head and sorted(report["missing"]) == head
+    assert torch.equal(target.classifier[0].weight, state["classifier.0.weight"])
+    assert len(report["loaded"]) == len(state) - 3
+
+
+def test_reset_head_keeps_a_fresh_head_of_the_same_shape():
+    source, target = create_model("simple_cnn", 10), create_model("simple_cnn", 10)
+    before = target.classifier[5].weight.clone()
+    report = load_state(target, source.state_dict(), reset="classifier.5")
+    assert report["reset"] == ["classifier.5.weight", "classifier.5.bias"]
+    assert torch.equal(target.classifier[5].weight, before)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("ran code",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
+    with pytest.raises(VisionbenchError, match="cannot read weights safely"):
+        read_state_file(path)
+    with pytest.raises(VisionbenchError, match="not found"):
+        read_state_file(tmp_path / "none.pth")
