@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from visionbench.errors import VisionbenchError
-from visionbench.models import MODELS, count_params, create_model, head_name
+from visionbench.models import MODELS, count_params, create_model, head_name, resize_inputs
 from visionbench.models.listing import list_models
 from visionbench.models.torchvision_zoo import weight_file
 from visionbench.models.vit import patch_size_for
@@ -95,3 +95,11 @@ def test_models_lists_counts_for_short_lists():
     assert rows["resnet18"]["params"] == count_params(create_model("resnet18", 10))
     assert rows["resnet18"]["weights_offline"] is False
     assert all(r["params"] is None for r in list_models(""))  # too many to build: not counted
+
+
+def test_inputs_are_resized_inside_the_model():
+    model = create_model("vit_small", 10, in_chans=1, img_size=64)
+    resize_inputs(model, 64)
+    assert model.patch_embed.stride == (8, 8)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert set(model.state_dict()) == set(create_model("vit_small", 10, in_chans=1, img_size=64).state_dict())
