@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .data.images import IMAGE_EXTS, decode_all, is_archive, iter_files
+from .data.split import to_channels
 from .errors import VisionbenchError
 from .inference import Predictor
 
@@ -20,7 +20,7 @@ def read_images(
     path: Path, shape: tuple[int, int, int], resize: str
 ) -> tuple[list[str], np.ndarray, list[dict]]:
     """(files, uint8 NCHW images, skipped) for the images under `path`, decoded as the run's
-    data was (images.decode: EXIF, alpha, 16-bit; then the run's size and resize policy), in
+    data was (images.decode: EXIF, alpha, 16-bit; the run's size, resize policy, channels), in
     sorted order of relative path. Files that are not readable images are listed in `skipped`."""
     if not (path.is_dir() or is_archive(path)):
         raise VisionbenchError("not a folder or a .zip/.tar archive of images", where=str(path))
@@ -46,11 +46,14 @@ def read_images(
         if isinstance(arr, str):  # PIL's messages can hold an object's address: the CSV stays stable
             skipped.append({"file": name, "reason": re.sub(r" at 0x[0-9a-fA-F]+", "", arr)})
             continue
-        if c == 1:  # a greyscale run: luma of the decoded RGB (PIL's ITU-R 601 weights)
-            arr = np.asarray(Image.fromarray(arr).convert("L"))[..., None]
         files.append(name)
         arrays.append(arr)
-    images = np.stack(arrays).transpose(0, 3, 1, 2).copy() if arrays else np.zeros((0, c, h, w), np.uint8)
+    # decoded as RGB; a greyscale run (MNIST, data.channels=1) gets their luma, as training did
+    images = (
+        to_channels(np.stack(arrays).transpose(0, 3, 1, 2).copy(), c)
+        if arrays
+        else np.zeros((0, c, h, w), np.uint8)
+    )
     return files, images, sorted(skipped, key=lambda s: s["file"])
 
 
