@@ -80,3 +80,14 @@ def test_precision_recall_f1_and_calibration():
     cal = calibration(np.full(4, 0.9), np.array([1, 1, 1, 0]), bins=10)
     assert cal["ece"] == pytest.approx(0.15) and cal["count"][8] == 4
     assert calibration(np.array([0.55, 1.0]), np.array([1, 1]), bins=2)["count"] == [0, 2]
+
+
+def test_top_classes_put_the_vote_first_then_votes_then_mean_probability():
+    from visionbench.inference import Outputs
+
+    # three members voted 0, 1, 2 (a tie, won by class 2); mean probabilities rank 3 above 4
+    shares = np.array([[1 / 3, 1 / 3, 1 / 3, 0, 0]])
+    mean = np.array([[0.3, 0.2, 0.1, 0.25, 0.15]])
+    out = Outputs(shares, np.array([2]), np.log(shares + 1e-12), second=mean)
+    assert out.top_classes(5).tolist() == [[2, 0, 1, 3, 4]]
+    assert out.top_classes(9).shape == (1, 5)

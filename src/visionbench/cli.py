@@ -199,18 +199,11 @@ def ensemble(
 ):
     """Combine runs by vote; test accuracy beside each member's, agreement between members, and
     the ensemble's confusion matrix. Members must share the class list and the test data."""
-    from .evaluation import bundle_name, evaluate_predictor
-    from .inference import build_ensemble, save_ensemble
+    from .evaluation import evaluate_ensemble
+    from .inference import build_ensemble
 
     ens = build_ensemble(runs, runs_dir, vote, tie_break, weights, run_weights, device)
-    folder = save_ensemble(ens, runs_dir, save) if save else None
-    rep = evaluate_predictor(ens, "flip" if tta else None, folder / bundle_name(ens, tta) if folder else None)
-    if folder:
-        from .runs import Run
-
-        Run(folder).write_json(
-            "summary.json", {k: rep[k] for k in ("vote", "top1", "n", "members", "agreement", "tie_break")}
-        )
+    rep = evaluate_ensemble(ens, "flip" if tta else None, runs_dir, save)
     if as_json:
         print(json.dumps(rep))
         return
@@ -221,9 +214,8 @@ def ensemble(
         for cls, row in zip(classes, rep["confusion"]):
             table.add_row(escape(cls), *map(str, row))
         out.print(table)
-    out.print(
-        f"saved: {escape(str(folder))}" if folder else "add --save NAME to keep it (bundle, ensemble.json)"
-    )
+    saved = f"saved: {escape(str(Path(rep['bundle']).parent))}" if save else None
+    out.print(saved or "add --save NAME to keep it (ensemble.json and its eval bundle)")
 
 
 @app.command("predict")

@@ -33,19 +33,10 @@ import torch
 from .analysis.metrics import calibration, confusion_matrix, precision_recall_f1
 from .analysis.plots import plot_confusion, plot_image_grid, plot_reliability
 from .analysis.vote import agreement
-from .inference import Ensemble, Outputs, Predictor, load_test_split, open_predictor
+from .inference import Ensemble, Outputs, Predictor, load_test_split, open_predictor, save_ensemble
 from .runs import Run
 
 MISTAKES = 24  # images in mistakes.png
-
-
-def topk_accuracy(preds: np.ndarray, probs: np.ndarray, targets: np.ndarray, k: int) -> float:
-    """Share of targets among the top k: the prediction first, then the rest by probability
-    (a hard vote's prediction need not be its highest-scoring class when votes tie)."""
-    scores = probs.astype(np.float64).copy()
-    scores[np.arange(len(preds)), preds] = np.inf
-    top = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, probs.shape[1])]
-    return float((top == targets[:, None]).any(1).mean())
 
 
 def summarize(out: Outputs, targets: np.ndarray, classes: list[str], nll: bool = True) -> dict:
@@ -62,7 +53,7 @@ def summarize(out: Outputs, targets: np.ndarray, classes: list[str], nll: bool =
     return {
         "n": n,
         "top1": float(correct.mean()),
-        "top5": topk_accuracy(out.preds, out.probs, targets, 5),
+        "top5": float((out.top_classes(5) == targets[:, None]).any(1).mean()),
         "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()) if nll else None,
         "ece": cal["ece"],
         "ece_bins": cal["bins"],
@@ -184,3 +175,14 @@ def evaluate(
     predictor = open_predictor(ref, runs_dir, weights, device)
     home = predictor.path if isinstance(predictor, Ensemble) else predictor.run.path
     return evaluate_predictor(predictor, tta, home / bundle_name(predictor, tta))
+
+
+def evaluate_ensemble(ens: Ensemble, tta: str | None = None, runs_dir=None, save: str | None = None) -> dict:
+    """`visionbench ensemble`: evaluate; with `save`, the ensemble's folder with its bundle
+    and a summary.json of what was measured."""
+    folder = save_ensemble(ens, runs_dir, save) if save else None
+    rep = evaluate_predictor(ens, tta, folder / bundle_name(ens, tta) if folder else None)
+    if folder:
+        keys = ("vote", "top1", "n", "members", "agreement", "tie_break", "weights")
+        Run(folder).write_json("summary.json", {k: rep[k] for k in keys})
+    return rep

@@ -11,8 +11,9 @@ A saved ensemble is a folder that `eval`, `predict` (and `report`) accept wherev
                                     "weight": vote weight}, ...],
                        "classes": [class names, shared by every member],
                        "fingerprint": the test data's fingerprint, shared by every member}
-      summary.json    what `ensemble` measured when saving: {"vote", "test_acc", "n",
-                       "members": [{"id", "test_acc"}, ...], "agreement": M x M matrix}
+      summary.json    what `ensemble` measured when saving: {"vote", "tie_break" (member id),
+                       "weights", "top1", "n", "members": [{"id", "top1"}, ...],
+                       "agreement": M x M share of test images two members label alike}
       eval[-tta]/     evaluation bundles, as for a run (see evaluation.py)
 
 Members are found by "path", else by "id" under the runs folder.
@@ -57,6 +58,15 @@ class Outputs:
     preds: np.ndarray
     logits: np.ndarray
     members: np.ndarray | None = None  # (M, N, C)
+    second: np.ndarray | None = None  # (N, C) orders classes of equal probs (hard vote: mean probs)
+
+    def top_classes(self, k: int) -> np.ndarray:
+        """(N, k) class indices: the prediction first (a hard vote's need not have the most
+        votes alone), then by probability, then by `second`."""
+        first = self.probs.astype(np.float64).copy()
+        first[np.arange(len(self.preds)), self.preds] = np.inf
+        second = np.zeros_like(first) if self.second is None else self.second
+        return np.lexsort((-second, -first), axis=-1)[:, : min(k, first.shape[1])]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -170,16 +180,16 @@ class Ensemble:
 
     def combine(self, member_logits: np.ndarray) -> Outputs:
         probs = np.stack([softmax(m) for m in member_logits])
+        mean = soft_vote(probs, self.weights)
         if self.vote == "soft":
-            mean = soft_vote(probs, self.weights)
-            out, preds = mean, mean.argmax(1)
-        else:  # confidence of a hard vote: the winner's share of the (weighted) votes
-            member_preds = probs.argmax(2)
-            out = vote_shares(member_preds, len(self.classes), self.weights)
-            preds = hard_vote(
-                member_preds, len(self.classes), self.weights, self.tie_break, probs[self.tie_break]
-            )
-        return Outputs(out, preds, np.log(np.clip(out, 1e-12, None)), member_logits)
+            return Outputs(mean, mean.argmax(1), np.log(np.clip(mean, 1e-12, None)), member_logits)
+        # a hard vote's confidence is the winner's share of the (weighted) votes
+        member_preds = probs.argmax(2)
+        shares = vote_shares(member_preds, len(self.classes), self.weights)
+        preds = hard_vote(
+            member_preds, len(self.classes), self.weights, self.tie_break, probs[self.tie_break]
+        )
+        return Outputs(shares, preds, np.log(np.clip(shares, 1e-12, None)), member_logits, second=mean)
 
     def outputs(self, images: np.ndarray, tta: str | None = None) -> Outputs:
         return self.combine(np.stack([m.logits(images, tta) for m in self.members]))

@@ -71,11 +71,7 @@ def predict_folder(
     rows = [[s["file"], "", "", "", s["reason"]] for s in skipped]
     if files:
         out = predictor.outputs(images, tta)
-        k = min(top_k, len(classes))
-        for i, name in enumerate(files):
-            scores = out.probs[i].copy()
-            scores[out.preds[i]] = np.inf  # the prediction first (a hard vote may tie)
-            top = np.argsort(-scores, kind="stable")[:k]
+        for i, (name, top) in enumerate(zip(files, out.top_classes(top_k))):
             topk = " ".join(f"{classes[j]}:{out.probs[i, j]:.4f}" for j in top)
             rows.append([name, classes[out.preds[i]], f"{out.probs[i, out.preds[i]]:.4f}", topk, ""])
     rows.sort(key=lambda r: r[0])
