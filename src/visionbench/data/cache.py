@@ -37,6 +37,8 @@ class Dataset:
     skipped: list[dict] = field(default_factory=list)  # [{"file": ..., "reason": ...}]
     notes: list[str] = field(default_factory=list)  # e.g. how a test split was carved
     class_names: list[str] = field(default_factory=list)  # readable names when classes are ids (wnids)
+    originals: dict = field(default_factory=dict)  # image files as stored: {"modes": {...}, "sizes": {...}}
+    cache: str = ""  # the array cache folder it was loaded from (not saved)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -86,6 +88,7 @@ def save(ds: Dataset, folder: Path) -> None:
             skipped=ds.skipped,
             notes=ds.notes,
             class_names=ds.class_names,
+            originals=ds.originals,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
@@ -118,4 +121,5 @@ def load(folder: Path) -> Dataset | None:
         meta["skipped"],
         meta["notes"],
         meta.get("class_names", []),  # caches written before the field existed have none
+        meta.get("originals", {}),
     )
