@@ -313,3 +313,20 @@ def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
     assert info["cache"]["folder"].startswith(str(tmp_path)) and info["cache"]["mib"] > 0
     text = CliRunner().invoke(app, ["data", "info", f"folder:{root}"], catch_exceptions=False).stdout
     assert "modes RGB 4, L 2, CMYK 2; sizes 12x9 6, 30x20 2" in text and "cache: " in text
+
+
+def test_report_and_channel_stats_are_remembered_beside_the_cache(monkeypatch):
+    import torch
+
+    from visionbench import fit
+    from visionbench.config import resolve_config
+
+    cfg = resolve_config([], ["data.name=digits"])
+    first = fit.prepare_data(cfg, torch.device("cpu"))
+    report = first.report
+    folder = Path(first.dataset.cache)
+    assert (folder / "report.json").is_file() and (folder / "stats-0.1-0.json").is_file()
+    monkeypatch.setattr(fit, "channel_stats", lambda *a: pytest.fail("stats recomputed"))
+    monkeypatch.setattr(fit, "dataset_report", lambda *a: pytest.fail("report recomputed"))
+    again = fit.prepare_data(cfg, torch.device("cpu"))
+    assert (again.mean, again.std) == (first.mean, first.std) and again.report == report

@@ -243,10 +243,11 @@ def cache_state(ds) -> dict | None:
 def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     """Classes, counts per class and split, image shape, source; warns on imbalance, classes
     missing from a split, exact duplicates across splits and unreadable files."""
+    from .data.cache import memo
     from .data.report import dataset_report
 
     ds = load_with_progress(name, data_dir)
-    rep = dataset_report(ds)
+    rep = memo(ds, "report", lambda: dataset_report(ds))
     counts = rep.pop("counts")
     splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
     cached = cache_state(ds)

@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,3 +125,23 @@ def load(folder: Path) -> Dataset | None:
         meta.get("class_names", []),  # caches written before the field existed have none
         meta.get("originals", {}),
     )
+
+
+def memo(ds: Dataset, key: str, compute: Callable[[], Any]) -> Any:
+    """A JSON value computed once per cached dataset and kept beside its arrays (the report,
+    channel statistics): later runs read it instead of scanning the images again."""
+    if not ds.cache:
+        return compute()
+    path = Path(ds.cache) / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    try:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache still works, it just does not remember
+        pass
+    return value
