@@ -22,6 +22,7 @@ from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data.cache import memo
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
 from .data.stream import FileImages, StreamLoader
@@ -93,7 +94,7 @@ class Prepared:
 
     @cached_property
     def report(self) -> dict:  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
-        return dataset_report(self.dataset)
+        return memo(self.dataset, "report", lambda: dataset_report(self.dataset))
 
     @property
     def stats(self) -> dict:
@@ -131,6 +132,7 @@ def prepare_data(
     if cfg.data.channels:
         ds = replace(
             ds,
+            cache="",  # what is remembered beside the cache describes the unconverted images
             splits={
                 k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
             },
@@ -140,7 +142,9 @@ def prepare_data(
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
     # streamed images are decoded to be measured: a sample of about 1,000 is enough
-    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
+    sample = keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep
+    key = f"stats-{fraction}-{cfg.data.split_seed}"
+    mean, std = memo(ds, key, lambda: channel_stats(train.images, sample))
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
@@ -431,3 +435,39 @@ def write_figures(run: Run, report: dict, classes: list[str]) -> None:
         run.path / "confusion.png",
         title=f"{run.id}: test top-1 {report['top1']:.2%}",
     )
+
+
+def run_data(run: Run, cfg: RunConfig, device: torch.device) -> Prepared:
+    """A run's own data, refused if it changed since the run was trained and tested on it."""
+    data = prepare_data(cfg, device)
+    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
+    if trained_on and trained_on != data.dataset.fingerprint:
+        raise VisionbenchError(
+            "the data found now differs from the data this run was trained and tested on",
+            where=data.dataset.source,
+            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
+        )
+    return data
+
+
+@dataclass
+class LoadedRun:
+    """A finished run back in memory: its config, data and weights (model in eval mode)."""
+
+    run: Run
+    cfg: RunConfig
+    data: Prepared
+    model: nn.Module
+
+
+def load_run(
+    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
+) -> LoadedRun:
+    """Open a run with its own data (refused if it changed since training) and its weights."""
+    run = Run.open(ref, runs_root(runs_dir))
+    cfg = read_config(run)
+    dev = pick_device(device)
+    data = run_data(run, cfg, dev)
+    model = build_model(cfg, data.dataset, dev)
+    model.load_state_dict(run.load_weights(weights))
+    return LoadedRun(run, cfg, data, model.eval())

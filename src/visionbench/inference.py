@@ -35,7 +35,7 @@ from .data import TensorLoader
 from .engine.loop import pick_device, predict
 from .engine.tta import tta_views
 from .errors import VisionbenchError
-from .fit import amp_dtype, build_model, prepare_data, read_config
+from .fit import amp_dtype, build_model, prepare_data, read_config, run_data
 from .runs import Run, runs_root
 
 VOTES = ("hard", "soft")
@@ -320,13 +320,6 @@ def save_ensemble(ens: Ensemble, runs_dir: str | Path | None, name: str) -> Path
 def load_test_split(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
     """The test images (uint8 NCHW) and labels the predictor's run(s) were tested on; an error
     when the data found now is not the data recorded at training time."""
-    member = predictor.members[0]
-    data = prepare_data(member.cfg, torch.device("cpu"))
-    if member.fingerprint and member.fingerprint != data.dataset.fingerprint:
-        raise VisionbenchError(
-            "the data found now differs from the data this run was trained and tested on",
-            where=data.dataset.source,
-            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
-        )
-    test = data.dataset.splits["test"]
+    member = predictor.members[0]  # members share the test data (check_compatible)
+    test = run_data(member.run, member.cfg, torch.device("cpu")).dataset.splits["test"]
     return np.asarray(test.images), np.asarray(test.labels)
