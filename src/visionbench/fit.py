@@ -22,6 +22,7 @@ from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data.cache import memo
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
 from .data.stream import FileImages, StreamLoader
@@ -96,7 +97,7 @@ class Prepared:
 
     @cached_property
     def report(self) -> dict:  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
-        return dataset_report(self.dataset)
+        return memo(self.dataset, "report", lambda: dataset_report(self.dataset))
 
     @property
     def stats(self) -> dict:
@@ -134,6 +135,7 @@ def prepare_data(
     if cfg.data.channels:
         ds = replace(
             ds,
+            cache="",  # what is remembered beside the cache describes the unconverted images
             splits={
                 k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
             },
@@ -151,7 +153,9 @@ def prepare_data(
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
     # streamed images are decoded to be measured: a sample of about 1,000 is enough
-    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
+    sample = keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep
+    key = f"stats-{fraction}-{cfg.data.split_seed}"
+    mean, std = memo(ds, key, lambda: channel_stats(train.images, sample))
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
@@ -160,7 +164,10 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cfg.train.amp and device.type == "cuda" else None
 
 
-def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
+def build_model(cfg: RunConfig, ds: Dataset, device: torch.device, init_weights: bool = True) -> nn.Module:
+    """The run's model on `device`; init_weights=False skips the pretrained file when a run's
+    own weights are loaded next."""
+    """The run's model for `ds` (a Dataset, or anything with its .classes and .shape)."""
     c, h, _ = ds.shape
     size = cfg.model.input_size or h
     model = create_model(
@@ -168,7 +175,7 @@ def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
         num_classes=len(ds.classes),
         in_chans=c,
         img_size=size,
-        pretrained=cfg.model.pretrained,
+        pretrained=cfg.model.pretrained and init_weights,
         defaults={"small_stem": cfg.model.small_stem, "dropout": cfg.model.dropout},
         **cfg.model.kwargs,
     )
@@ -283,6 +290,8 @@ def train(
             "data_report": {
                 "source": data.dataset.source,
                 "fingerprint": data.dataset.fingerprint,
+                "classes": data.dataset.classes,  # with shape and splits' mean/std: what predict needs
+                "shape": list(data.dataset.shape),
                 "splits": data.stats,
                 **data.report,
             },
@@ -451,18 +460,30 @@ def read_config(run: Run) -> RunConfig:
     return build_config(load_yaml(path), str(path))
 
 
-def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") -> None:
-    """Learning curves (once, when training ends) and the confusion matrix of `report`;
-    a re-evaluation (`prefix`) adds its own confusion PNG and leaves the curves alone."""
+def write_figures(run: Run, report: dict, classes: list[str]) -> None:
+    """Learning curves and the test confusion matrix, once, when training ends."""
     rows = run.metrics()
-    if rows and not prefix:
+    if rows:
         plot_curves(rows, run.path / "curves.png", title=run.id)
     plot_confusion(
         report["confusion"],
         classes,
-        run.path / f"{prefix}confusion.png",
+        run.path / "confusion.png",
         title=f"{run.id}: test top-1 {report['top1']:.2%}",
     )
+
+
+def run_data(run: Run, cfg: RunConfig, device: torch.device) -> Prepared:
+    """A run's own data, refused if it changed since the run was trained and tested on it."""
+    data = prepare_data(cfg, device)
+    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
+    if trained_on and trained_on != data.dataset.fingerprint:
+        raise VisionbenchError(
+            "the data found now differs from the data this run was trained and tested on",
+            where=data.dataset.source,
+            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
+        )
+    return data
 
 
 @dataclass
@@ -482,29 +503,7 @@ def load_run(
     run = Run.open(ref, runs_root(runs_dir))
     cfg = read_config(run)
     dev = pick_device(device)
-    data = prepare_data(cfg, dev)
-    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
-    if trained_on and trained_on != data.dataset.fingerprint:
-        raise VisionbenchError(
-            "the data found now differs from the data this run was trained and tested on",
-            where=data.dataset.source,
-            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
-        )
-    model = build_model(cfg, data.dataset, dev)
+    data = run_data(run, cfg, dev)
+    model = build_model(cfg, data.dataset, dev, init_weights=False)
     model.load_state_dict(run.load_weights(weights))
     return LoadedRun(run, cfg, data, model.eval())
-
-
-def evaluate_run(
-    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
-) -> dict:
-    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
-    loaded = load_run(ref, runs_dir, weights, device)
-    run, data = loaded.run, loaded.data
-    res = evaluate(loaded.model, data.test, amp_dtype(loaded.cfg, data.device))
-    report = classification_report(res["logits"], res["targets"], data.dataset.classes)
-    report |= {"loss": res["loss"], "weights": weights, "run": run.id}
-    run.write_json(f"eval-{weights}.json", report)
-    write_figures(run, report, data.dataset.classes, prefix=f"eval-{weights}-")
-    np.save(run.path / f"eval-{weights}-logits.npy", res["logits"].numpy())
-    return report
