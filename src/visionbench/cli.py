@@ -111,7 +111,13 @@ def train(
     # data.dir is stored absolute, so `eval` and `--resume` work from any folder
     cli = {
         "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
-        "model": {"name": model, "weights": weights, "input_size": img_size},
+        "model": {
+            "name": model,
+            "weights": str(Path(weights).resolve())
+            if weights and not weights.startswith("run:")
+            else weights,
+            "input_size": img_size,
+        },
         "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
         "optim": {"lr": lr},
         "seed": seed,

@@ -165,9 +165,8 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 
 
 def build_model(cfg: RunConfig, ds: Dataset, device: torch.device, init_weights: bool = True) -> nn.Module:
-    """The run's model on `device`; init_weights=False skips the pretrained file when a run's
-    own weights are loaded next."""
-    """The run's model for `ds` (a Dataset, or anything with its .classes and .shape)."""
+    """The run's model for `ds` (a Dataset, or anything with its .classes and .shape);
+    init_weights=False skips the pretrained file when a run's own weights are loaded next."""
     c, h, _ = ds.shape
     size = cfg.model.input_size or h
     model = create_model(
