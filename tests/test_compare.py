@@ -149,3 +149,4 @@ def test_compare_reads_a_real_run(tiny_run):
         cell["acc_mean"] == pytest.approx(100 * summary["test_acc"]) and cell["params"] == summary["params"]
     )
     assert cell["images_per_s"] > 0
+    assert json.loads(res.stdout)["cols"] == "data.name"  # no recipe: one column per dataset
