@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -107,3 +108,36 @@ def test_markdown_report_links_figures_that_exist(explained_run, tmp_path):
 def test_report_with_no_runs_says_so(tmp_path):
     res = runner.invoke(app, ["report", "--runs-dir", str(tmp_path / "none")])
     assert res.exit_code == 2 and "no finished runs" in res.output
+
+
+def saved_ensemble(folder: Path, run: Path) -> Path:
+    """A saved ensemble folder in the layout `visionbench ensemble --save` writes."""
+    (folder / "eval").mkdir(parents=True)
+    shutil.copy(run / "confusion.png", folder / "eval" / "confusion.png")
+    members = [{"id": "tiny", "path": str(run), "weights": "last", "weight": 1}]
+    (folder / "ensemble.json").write_text(
+        json.dumps({"kind": "ensemble", "vote": "soft", "members": members})
+    )
+    summary = {
+        "vote": "soft",
+        "test_acc": 0.5,
+        "members": [{"id": "tiny", "test_acc": 0.25}],
+        "agreement": [[1.0]],
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_report_shows_a_saved_ensemble_beside_its_members(tiny_run, tmp_path):
+    ens = saved_ensemble(tmp_path / "trio", tiny_run)
+    md = tmp_path / "report.md"
+    res = runner.invoke(app, ["report", str(ens), "--runs-dir", str(tiny_run.parent), "--markdown", str(md)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert (
+        "## Ensemble trio" in text
+        and "| ensemble (soft vote) | 50.00 |" in text
+        and "| tiny | 25.00 |" in text
+    )
+    assert "## tiny" in text  # its member, read from ensemble.json
+    assert "![confusion matrix (eval)](trio/eval/confusion.png)" in text
