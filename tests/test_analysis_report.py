@@ -110,34 +110,19 @@ def test_report_with_no_runs_says_so(tmp_path):
     assert res.exit_code == 2 and "no finished runs" in res.output
 
 
-def saved_ensemble(folder: Path, run: Path) -> Path:
-    """A saved ensemble folder in the layout `visionbench ensemble --save` writes."""
-    (folder / "eval").mkdir(parents=True)
-    shutil.copy(run / "confusion.png", folder / "eval" / "confusion.png")
-    members = [{"id": "tiny", "path": str(run), "weights": "last", "weight": 1}]
-    (folder / "ensemble.json").write_text(
-        json.dumps({"kind": "ensemble", "vote": "soft", "members": members})
-    )
-    summary = {
-        "vote": "soft",
-        "test_acc": 0.5,
-        "members": [{"id": "tiny", "test_acc": 0.25}],
-        "agreement": [[1.0]],
-    }
-    (folder / "summary.json").write_text(json.dumps(summary))
-    return folder
-
-
 def test_report_shows_a_saved_ensemble_beside_its_members(tiny_run, tmp_path):
-    ens = saved_ensemble(tmp_path / "trio", tiny_run)
+    runs = str(tmp_path / "ensembles")
+    member = str(tiny_run)
+    res = runner.invoke(
+        app, ["ensemble", member, member, "--vote", "soft", "--save", "trio", "--runs-dir", runs]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ensembles" / "trio" / "summary.json").read_text())
     md = tmp_path / "report.md"
-    res = runner.invoke(app, ["report", str(ens), "--runs-dir", str(tiny_run.parent), "--markdown", str(md)])
+    res = runner.invoke(app, ["report", "trio", "--runs-dir", runs, "--markdown", str(md)])
     assert res.exit_code == 0, res.output
     text = md.read_text()
-    assert (
-        "## Ensemble trio" in text
-        and "| ensemble (soft vote) | 50.00 |" in text
-        and "| tiny | 25.00 |" in text
-    )
+    assert "## Ensemble trio" in text and f"| ensemble (soft vote) | {100 * summary['top1']:.2f} |" in text
+    assert "| agreement | tiny | tiny |" in text and "| tiny | 1.000 | 1.000 |" in text
     assert "## tiny" in text  # its member, read from ensemble.json
-    assert "![confusion matrix (eval)](trio/eval/confusion.png)" in text
+    assert "![confusion matrix (eval)](ensembles/trio/eval/confusion.png)" in text

@@ -28,7 +28,6 @@ FIGURES = [
     ("eval*/confusion_normalized.png", "confusion matrix, normalised per true class"),
     ("eval*/reliability.png", "calibration: reliability diagram"),
     ("eval*/mistakes.png", "most confident mistakes"),
-    ("eval-*-confusion.png", "confusion matrix, re-evaluated"),
     ("explain/explain.png", "explanations: saliency, SmoothGrad, Integrated Gradients, Grad-CAM"),
 ]
 
@@ -115,8 +114,8 @@ def ensemble_section(folder: Path) -> dict:
         "vote": meta.get("vote", "?"),
         "accuracy": (
             ["model", "test top-1 %"],
-            [[f"ensemble ({meta.get('vote', '?')} vote)", pct(summary.get("test_acc"))]]
-            + [[m["id"], pct(m.get("test_acc"))] for m in members],
+            [[f"ensemble ({meta.get('vote', '?')} vote)", pct(summary.get("top1"))]]
+            + [[m["id"], pct(m.get("top1"))] for m in members],
         ),
         "agreement": (
             ["agreement", *ids],
