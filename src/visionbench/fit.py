@@ -23,12 +23,13 @@ from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import make_console
 from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.report import check_skipped, dataset_report
-from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .engine import distributed
+from .engine.checkpoint import CheckpointTimer, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
 from .engine.optim import create_optimizer, create_scheduler
 from .errors import VisionbenchError
 from .models import count_params, create_model
-from .runs import Run, default_run_id, environment, runs_root
+from .runs import Run, RunView, default_run_id, environment, runs_root
 
 
 class Interrupted(VisionbenchError):
@@ -55,6 +56,7 @@ class Prepared:
     held: np.ndarray  # train indices held out for validation
     mean: list[float]
     std: list[float]
+    shard: tuple[int, int] = (0, 1)  # (rank, world): a distributed rank trains on its slice
 
     def loader(self, split: str, idx=None, train: bool = False) -> TensorLoader:
         s = self.dataset.splits[split]
@@ -72,6 +74,7 @@ class Prepared:
             crop_padding=aug.crop_padding if aug else 0,
             flip=bool(aug and aug.flip),
             seed=self.cfg.seed,
+            shard=self.shard if train else (0, 1),
         )
 
     @cached_property
@@ -106,7 +109,12 @@ class Prepared:
         }
 
 
-def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None] | None = None) -> Prepared:
+def prepare_data(
+    cfg: RunConfig,
+    device: torch.device,
+    say: Callable[[str], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
+) -> Prepared:
     # folder-only options, passed only when set: other sources refuse options they do not take
     options = {
         "img_size": cfg.data.img_size,
@@ -119,7 +127,7 @@ def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
     mean, std = channel_stats(train.images, keep)
-    return Prepared(cfg, ds, device, keep, held, mean, std)
+    return Prepared(cfg, ds, device, keep, held, mean, std, shard)
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -184,24 +192,37 @@ def stop_on_signals():
 
 
 def train(
-    cfg: RunConfig, runs_dir: str | Path | None = None, resume: str | None = None, quiet: bool = False
+    cfg: RunConfig,
+    runs_dir: str | Path | None = None,
+    resume: str | None = None,
+    quiet: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> Run:
-    """Train a run to the end (or resume one) and return its finished record."""
-    console = make_console(quiet=quiet)
+    """Train a run to the end (or resume one) and return its finished record. `on_epoch` sees
+    each epoch's metrics row (a search uses it to prune); under torchrun, ranks share the work."""
+    console = make_console(quiet=quiet or not distributed.is_main_process())
     root = runs_root(runs_dir)
     if resume:
         run = Run.open(resume, root)
         cfg = read_config(run)
-    device = pick_device(cfg.train.device)
+    ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
+    device = ranks.device
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = amp_dtype(cfg, device)
-    data = prepare_data(cfg, device, say=lambda msg: console.print(escape(msg), style="dim"))
+    data = prepare_data(cfg, device, lambda msg: console.print(escape(msg), style="dim"), ranks.shard)
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
-    run = Run.create(
-        run.path.parent if resume else root,
-        run.id if resume else cfg.name or default_run_id(root, cfg.data.name, cfg.model.name),
-        resume=bool(resume),
+    path = ranks.main_first(
+        lambda: (
+            Run.create(
+                run.path.parent if resume else root,
+                run.id if resume else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
+                resume=bool(resume),
+                unique=not resume and not cfg.name,
+            ).path
+        )
     )
+    run = Run(path) if ranks.is_main else RunView(path)
+    trained = ranks.wrap(model, cfg.train.sync_bn)  # what trains; `model` is evaluated and saved
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs)
     n_params = count_params(model)
@@ -253,6 +274,8 @@ def train(
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     def checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+        if not ranks.is_main:
+            return
         try:
             save_checkpoint(
                 run.checkpoint,
@@ -287,6 +310,8 @@ def train(
         transient=True,
     )
     with recorded_failure(run), stop_on_signals() as stop, bar:
+        # breaks the epoch at a batch boundary on a signal or when a periodic checkpoint is due
+        pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
         for epoch in range(start_epoch, cfg.train.epochs):
             task = bar.add_task(
                 f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -294,32 +319,34 @@ def train(
                 completed=start_batch,
                 stats="",
             )
-            tr = train_one_epoch(
-                model,
-                data.train,
-                optimizer,
-                scheduler,
-                epoch=epoch,
-                start_batch=start_batch,
-                label_smoothing=cfg.train.label_smoothing,
-                grad_clip=cfg.train.grad_clip,
-                amp_dtype=amp,
-                stop=stop,
-                on_step=progress_callback(bar, task, data.train),
-            )
-            bar.remove_task(task)
-            if partial:  # the part of this epoch trained before an interruption
-                tr = {
-                    k: tr[k] + partial.get(k, 0) if k in ("loss_sum", "correct", "seen", "seconds") else tr[k]
-                    for k in tr
-                }
-            start_batch, partial = 0, None
-            if tr["stopped"] and tr["next_batch"] < len(data.train):
-                checkpoint(
-                    epoch, tr["next_batch"], {k: tr[k] for k in ("loss_sum", "correct", "seen", "seconds")}
+            on_step = pause.counting(progress_callback(bar, task, data.train))
+            while True:  # the epoch, in pieces cut by checkpoints
+                tr = train_one_epoch(
+                    trained,
+                    data.train,
+                    optimizer,
+                    scheduler,
+                    epoch=epoch,
+                    start_batch=start_batch,
+                    label_smoothing=cfg.train.label_smoothing,
+                    grad_clip=cfg.train.grad_clip,
+                    amp_dtype=amp,
+                    stop=pause,
+                    on_step=on_step,
                 )
-                run.set_status("interrupted")
-                raise Interrupted(run, stop.signum)
+                tr = ranks.sum(tr)
+                if partial:  # the part of this epoch trained before the last checkpoint
+                    tr = {k: tr[k] + partial.get(k, 0) if k in PARTIAL_SUMS else tr[k] for k in tr}
+                if not (tr["stopped"] and tr["next_batch"] < len(data.train)):
+                    break
+                start_batch, partial = tr["next_batch"], {k: tr[k] for k in PARTIAL_SUMS}
+                checkpoint(epoch, start_batch, partial)
+                pause.reset()
+                if stop:
+                    run.set_status("interrupted")
+                    raise Interrupted(run, stop.signum)
+            bar.remove_task(task)
+            start_batch, partial = 0, None
             row = {
                 "epoch": epoch + 1,
                 "train_loss": tr["loss_sum"] / tr["seen"],
@@ -336,15 +363,20 @@ def train(
                 run.save_weights("best.safetensors", model)
             run.log_metrics(row)
             checkpoint(epoch + 1, 0, None)
+            pause.reset()
             console.print(
                 f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
                 + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}" if "val_acc" in row else "")
                 + f"  {row['seconds']:.1f}s {row['images_per_s']:,.0f} img/s"
             )
+            if on_epoch is not None:
+                on_epoch(row)
             if stop:
                 run.set_status("interrupted")
                 raise Interrupted(run, stop.signum)
     train_seconds = time.perf_counter() - t_start
+    if not ranks.is_main:  # rank 0 tests the model and writes the summary
+        return run
 
     run.save_weights("last.safetensors", model)
     test = evaluate(model, data.test, amp)
@@ -373,6 +405,9 @@ def train(
         f"{report['n']:,} images)  run: {escape(str(run.path))}"
     )
     return run
+
+
+PARTIAL_SUMS = ("loss_sum", "correct", "seen", "seconds")
 
 
 def progress_callback(bar: Progress, task, loader: TensorLoader, every: int = 25):
