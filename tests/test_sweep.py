@@ -54,7 +54,7 @@ def test_grid_cut_short_then_rerun_skips_finished_and_resumes(tmp_path, monkeypa
     monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
 
-    again = invoke("sweep", "--name", "g", *GRID, *TINY, "--json")
+    again = invoke("sweep", "--name", "g", *GRID, *TINY, "--json", "--jobs", "2")  # worker processes
     assert again.exit_code == 0, again.output
     rows = json.loads(again.stdout)["runs"]
     assert len(rows) == len({r["id"] for r in rows}) == 8

@@ -200,6 +200,8 @@ def run_grid(cells: list[Cell], runs_dir: str | Path | None, jobs: int = 1, say=
         futures = [workers.submit(run_cell, cell, runs_dir) for cell in cells]
         try:
             for fut in as_completed(futures):
+                if fut.cancelled():  # not started: the sweep was interrupted
+                    continue
                 res = fut.result()
                 say(f"{res['status']:>11}  {res['id']}" + (f": {res['error']}" if "error" in res else ""))
                 results.append(res)
@@ -220,7 +222,7 @@ def summary_rows(cells: list[tuple[str, dict]], runs_dir: str | Path | None) -> 
         rows.append(
             {
                 "id": run_id,
-                **{k: v for k, v in values.items()},
+                **values,
                 "status": "finished" if summary else meta.get("status", "absent"),
                 "best_val_acc": summary.get("best_val_acc"),
                 "test_acc": summary.get("test_acc"),

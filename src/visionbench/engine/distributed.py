@@ -44,6 +44,10 @@ class Ranks:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
+        if sync_bn and self.device.type != "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only
+            raise VisionbenchError(
+                "train.sync_bn needs GPUs", fix="leave train.sync_bn off for CPU processes"
+            )
         if sync_bn:
             for name, child in list(model.named_children()):
                 setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
