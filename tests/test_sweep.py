@@ -65,6 +65,8 @@ def test_grid_cut_short_then_rerun_skips_finished_and_resumes(tmp_path, monkeypa
     assert len(list_runs(tmp_path / "runs")) == 8  # no cell ran twice under another id
     third = invoke("sweep", "--name", "g", *GRID, *TINY)
     assert third.output.count("skipped") == 8
+    assert "mean ± std over seeds (8 finished runs)" in third.output  # the compare table
+    assert "model.kwargs.width \\ optim.lr" in third.output
 
 
 def test_sweep_file_and_a_changed_setting_under_the_same_name(tmp_path):

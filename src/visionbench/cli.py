@@ -204,6 +204,7 @@ def sweep(
         print(json.dumps({"sweep": plan.name, "runs": rows}))
     else:
         print_sweep_table(plan.name, rows)
+        print_sweep_comparison(rows, list(plan.grid), runs_dir)
     codes = [r["exit_code"] for r in results if r["status"] == "interrupted"]
     if codes:
         raise stopped(codes[0])
@@ -229,6 +230,24 @@ def print_sweep_table(name: str, rows: list[dict]) -> None:
             f"{r['seconds']:.1f}" if r["seconds"] else "-",
         )
     out.print(table)
+
+
+def print_sweep_comparison(rows: list[dict], grid_keys: list[str], runs_dir: Path | None) -> None:
+    """The `compare` tables of the finished runs, by the grid's keys (seeds averaged), when
+    the grid has at most two keys besides the seed: more would be averaged together."""
+    from .analysis import compare as cmp
+
+    finished = [r["id"] for r in rows if r["status"] == "finished"]
+    keys = [k for k in grid_keys if k != "seed"]
+    if not finished or len(keys) > 2:
+        return
+    records = cmp.read_runs(finished, runs_dir)
+    flat = sorted(records[0].config)  # a dict-valued key (model.kwargs) is compared by its first entry
+    by = [next((c for c in flat if c == k or c.startswith(k + ".")), "model.name") for k in keys]
+    table = cmp.compare_table(records, by[0] if by else "model.name", by[1] if len(by) > 1 else None)
+    out.print(f"test accuracy %, mean ± std over seeds ({len(finished)} finished runs)")
+    out.print(rich_table(*cmp.pivot(table)))
+    out.print(rich_table(*cmp.details(table)))
 
 
 def prune(tree: dict) -> dict:
@@ -263,6 +282,158 @@ def eval_cmd(
     for (cls, acc), row in zip(rep["per_class_acc"].items(), rep["confusion"]):
         table.add_row(cls, f"{acc:.2%}", str(sum(row)))
     out.print(table)
+
+
+@app.command()
+@friendly
+def explain(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    index: Annotated[
+        Optional[list[int]],
+        typer.Option("--index", help="Test image index (repeatable) [default: the worst]."),
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many worst-classified images, without --index.")] = 8,
+    layer: Annotated[
+        Optional[str], typer.Option(help="Grad-CAM layer name [default: the last conv layer].")
+    ] = None,
+    target: Annotated[str, typer.Option(help="Explain the predicted class (pred) or the true one.")] = "pred",
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Saliency, SmoothGrad, Integrated Gradients and Grad-CAM for test images, as a PNG grid."""
+    from .explain import explain_run
+
+    rep = explain_run(run, runs_dir, index, count, layer, target, weights, device)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    for r in rep["images"]:
+        out.print(
+            f"#{r['index']:<6} true {escape(r['true'])}  pred {escape(r['pred'])} ({r['confidence']:.1%})"
+        )
+    out.print(f"Grad-CAM layer {escape(rep['layer'])}; wrote {escape(rep['png'])}")
+
+
+@app.command()
+@friendly
+def export(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="File to write [default: RUN/export/model.onnx|pt].")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    images: Annotated[int, typer.Option(help="Test images for the parity check.")] = 64,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed abs logit difference.")] = 1e-4,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Export the model (normalisation included, [0, 1] NCHW input, dynamic batch) and check its
+    logits against PyTorch's on real test images."""
+    from .export import export_run
+
+    rep = export_run(run, fmt, out_path, runs_dir, weights, images, tolerance)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    p = rep["parity"]
+    out.print(f"wrote {escape(rep['path'])} (+ .json: classes, input)")
+    out.print(
+        f"parity on {p['images']} test images: max abs logit difference {p['max_abs_logit_diff']:.3g} "
+        f"(tolerance {p['tolerance']:g})"
+    )
+
+
+@app.command()
+@friendly
+def compare(
+    runs: Annotated[
+        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+    ] = None,
+    rows: Annotated[str, typer.Option(help="Config key whose values are the rows.")] = "model.name",
+    cols: Annotated[
+        Optional[str],
+        typer.Option(help="Config key whose values are the columns [default: recipe, else data.name]."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or markdown.")] = "table",
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Published figures to show beside (repeatable); 'list' lists them."),
+    ] = None,
+    curves: Annotated[
+        Optional[Path], typer.Option(help="Write the runs' learning curves, overlaid, to this PNG.")
+    ] = None,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Runs side by side: test accuracy (mean ± std over seeds) by two config keys, with params,
+    training time and images/s; published references beside them."""
+    from .analysis import compare as cmp
+
+    if reference == ["list"]:
+        for name, ref in cmp.load_references().items():
+            out.print(f"{name:<24} {escape(ref['title'])}")
+        return
+    if fmt not in ("table", "csv", "markdown"):
+        raise VisionbenchError(f"unknown format '{fmt}'", fix="use --format table, csv or markdown")
+    records = cmp.read_runs(runs, runs_dir)
+    table = cmp.compare_table(records, rows, cols)
+    refs = [cmp.reference_block(name, records) for name in reference or []]
+    if curves:
+        from .analysis.plots import plot_overlaid_curves
+
+        plot_overlaid_curves({r.id: r.metrics for r in records}, curves, title="learning curves")
+    if as_json:
+        print(json.dumps({**table, "references": refs}))
+    elif fmt == "csv":
+        sys.stdout.write(cmp.to_csv(table))
+    elif fmt == "markdown":
+        sys.stdout.write(cmp.to_markdown(table, refs))
+    else:
+        out.print(f"test accuracy %, mean ± std over seeds ({len(records)} runs)")
+        out.print(rich_table(*cmp.pivot(table)))
+        out.print(rich_table(*cmp.details(table)))
+        for ref in refs:
+            out.print(
+                f"[bold]{escape(ref['name'])}[/]: {escape(ref['title'])}\nsource: {escape(ref['source'])}"
+            )
+            out.print(rich_table(ref["header"], ref["rows"]))
+            out.print(rich_table(["", "ours", "reference"], [list(d.values()) for d in ref["differences"]]))
+    if curves:
+        err.print(f"wrote {escape(str(curves))}")
+
+
+def rich_table(header: list[str], body: list[list[str]]) -> Table:
+    table = Table(*map(escape, header))
+    for row in body:
+        table.add_row(*map(escape, row))
+    return table
+
+
+@app.command()
+@friendly
+def report(
+    runs: Annotated[
+        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file to write.")] = None,
+    rows: Annotated[str, typer.Option(help="Config key for the group table's rows.")] = "model.name",
+    cols: Annotated[
+        Optional[str], typer.Option(help="Config key for its columns [default: recipe, else data.name].")
+    ] = None,
+    runs_dir: RunsDir = None,
+):
+    """One self-contained HTML report (figures inlined, works offline) and/or a markdown one:
+    leaderboard, groups, learning curves, confusion matrices and explanations."""
+    from .analysis.report import write_report
+
+    if not html and not markdown:
+        html = Path("report.html")
+    for path in write_report(runs, runs_dir, html, markdown, rows, cols):
+        out.print(f"wrote {escape(str(path))}")
 
 
 @app.command()

@@ -464,10 +464,20 @@ def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") 
     )
 
 
-def evaluate_run(
+@dataclass
+class LoadedRun:
+    """A finished run back in memory: its config, data and weights (model in eval mode)."""
+
+    run: Run
+    cfg: RunConfig
+    data: Prepared
+    model: nn.Module
+
+
+def load_run(
     ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
-) -> dict:
-    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+) -> LoadedRun:
+    """Open a run with its own data (refused if it changed since training) and its weights."""
     run = Run.open(ref, runs_root(runs_dir))
     cfg = read_config(run)
     dev = pick_device(device)
@@ -481,7 +491,16 @@ def evaluate_run(
         )
     model = build_model(cfg, data.dataset, dev)
     model.load_state_dict(run.load_weights(weights))
-    res = evaluate(model, data.test, amp_dtype(cfg, dev))
+    return LoadedRun(run, cfg, data, model.eval())
+
+
+def evaluate_run(
+    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
+) -> dict:
+    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+    loaded = load_run(ref, runs_dir, weights, device)
+    run, data = loaded.run, loaded.data
+    res = evaluate(loaded.model, data.test, amp_dtype(loaded.cfg, data.device))
     report = classification_report(res["logits"], res["targets"], data.dataset.classes)
     report |= {"loss": res["loss"], "weights": weights, "run": run.id}
     run.write_json(f"eval-{weights}.json", report)
