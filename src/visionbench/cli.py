@@ -506,21 +506,38 @@ def load_with_progress(name: str, data_dir: Path | None):
         )
 
 
+def cache_state(ds) -> dict | None:
+    if not ds.cache:
+        return None
+    files = [f for f in Path(ds.cache).iterdir() if f.is_file()]
+    return {"folder": ds.cache, "mib": sum(f.stat().st_size for f in files) / 2**20}
+
+
 @data_app.command("info")
 @friendly
 def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     """Classes, counts per class and split, image shape, source; warns on imbalance, classes
     missing from a split, exact duplicates across splits and unreadable files."""
+    from .data.cache import memo
     from .data.report import dataset_report
 
     ds = load_with_progress(name, data_dir)
-    rep = dataset_report(ds)
+    rep = memo(ds, "report", lambda: dataset_report(ds))
     counts = rep.pop("counts")
     splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
+    cached = cache_state(ds)
     if as_json:
         print(
             json.dumps(
-                {"name": name, "source": ds.source, "fingerprint": ds.fingerprint, "splits": splits, **rep}
+                {
+                    "name": name,
+                    "source": ds.source,
+                    "fingerprint": ds.fingerprint,
+                    "cache": cached,
+                    "originals": ds.originals,
+                    "splits": splits,
+                    **rep,
+                }
             )
         )
         return
@@ -528,6 +545,16 @@ def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
         f"[bold]{escape(name)}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
     )
     out.print(f"source: {escape(ds.source)}")
+    if ds.originals:
+        listed = lambda d: ", ".join(f"{k} {v:,}" for k, v in d.items())
+        out.print(
+            f"files as stored: modes {listed(ds.originals['modes'])}; sizes {listed(ds.originals['sizes'])}"
+        )
+    out.print(
+        f"cache: {escape(cached['folder'])} ({cached['mib']:,.1f} MiB)"
+        if cached
+        else "cache: none (streamed from files)"
+    )
     names = ds.class_names or [""] * len(ds.classes)  # readable names where classes are ids (wnids)
     table = Table("class", *(["name"] if ds.class_names else []), *splits)
     for i, c in enumerate(ds.classes):

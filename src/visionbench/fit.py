@@ -22,6 +22,7 @@ from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data.cache import memo
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
 from .data.stream import FileImages, StreamLoader
@@ -96,7 +97,7 @@ class Prepared:
 
     @cached_property
     def report(self) -> dict:  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
-        return dataset_report(self.dataset)
+        return memo(self.dataset, "report", lambda: dataset_report(self.dataset))
 
     @property
     def stats(self) -> dict:
@@ -135,6 +136,7 @@ def prepare_data(
     if cfg.data.channels:
         ds = replace(
             ds,
+            cache="",  # what is remembered beside the cache describes the unconverted images
             splits={
                 k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
             },
@@ -144,7 +146,9 @@ def prepare_data(
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
     # streamed images are decoded to be measured: a sample of about 1,000 is enough
-    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
+    sample = keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep
+    key = f"stats-{fraction}-{cfg.data.split_seed}"
+    mean, std = memo(ds, key, lambda: channel_stats(train.images, sample))
     return Prepared(cfg, ds, device, keep, held, mean, std, shard)
 
 
