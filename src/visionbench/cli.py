@@ -151,7 +151,9 @@ def sweep(
     storage: Annotated[
         Optional[str], typer.Option(help="Search: RDB URL (postgresql://...) or journal file.")
     ] = None,
-    metric: Annotated[str, typer.Option(help="Search: epoch metric to optimise and prune on.")] = "val_acc",
+    metric: Annotated[
+        Optional[str], typer.Option(help="Search: epoch metric to optimise and prune on [default: val_acc].")
+    ] = None,
     data: Annotated[Optional[str], typer.Option(help="Dataset for every run.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model for every run.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
@@ -190,6 +192,7 @@ def sweep(
     if search == "optuna":
         from .search import run_search
 
+        metric = metric or spec.get("metric", "val_acc")
         cells = run_search(plan, trials or spec.get("trials", 20), metric, storage, runs_dir, jobs)
         results = []
     elif search:

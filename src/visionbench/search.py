@@ -99,8 +99,12 @@ def search_worker(
             print(f"trial {run_id} failed: {res['error']}")
             return float("nan")
         rows = Run(runs_root(runs_dir) / run_id).metrics()
-        pick = min if "loss" in metric else max
-        return pick(r[metric] for r in rows)
+        seen = [r[metric] for r in rows if metric in r]
+        if not seen:
+            raise VisionbenchError(
+                f"the runs have no epoch metric '{metric}'", fix=f"use --metric {' or '.join(rows[-1])}"
+            )
+        return (min if "loss" in metric else max)(seen)
 
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     study.optimize(objective, n_trials=trials, callbacks=[MaxTrialsCallback(trials, states=done)])
