@@ -18,7 +18,9 @@ class TensorLoader:
 
     Each epoch's order and augmentation parameters are drawn up front from a generator
     seeded by (seed, epoch): any batch of any epoch can be reproduced, so a run resumed
-    at a batch boundary sees exactly the batches an uninterrupted one would.
+    at a batch boundary sees exactly the batches an uninterrupted one would. With
+    `shard=(rank, world)` each of `world` processes yields its own equal slice of every
+    batch of that one plan: together they train on the global batch of a single process.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class TensorLoader:
         flip: bool = False,
         seed: int = 0,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
         self.images = self._place(images)
@@ -42,6 +45,7 @@ class TensorLoader:
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.crop_padding, self.flip = crop_padding if train else 0, flip and train
         self.channels_last = channels_last
+        self.rank, self.world = shard
         c = self.images.shape[1]
         mean = torch.tensor(mean if mean is not None else [0.5] * c, dtype=torch.float32)
         std = torch.tensor(std if std is not None else [0.5] * c, dtype=torch.float32)
@@ -62,9 +66,12 @@ class TensorLoader:
         return self.images[idx].float()
 
     def _slices(self, start_batch: int = 0):
-        """(batch index, slice of the epoch's order) for each batch from `start_batch`."""
+        """(batch index, slice of the epoch's order) for each batch from `start_batch`: this
+        rank's share of the global batch (all of it in a single process)."""
+        per = self.batch_size // self.world
         for b in range(start_batch, len(self)):
-            yield b, slice(b * self.batch_size, (b + 1) * self.batch_size)
+            start = b * self.batch_size + self.rank * per
+            yield b, slice(start, start + per)
 
     def __len__(self) -> int:
         n = len(self.labels)
