@@ -22,10 +22,14 @@ from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import make_console
 from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data.augment import build_augment
 from .data.report import check_skipped, dataset_report
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .engine.ema import ModelEMA
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
+from .engine.losses import create_loss
 from .engine.optim import create_optimizer, create_scheduler
+from .engine.stopping import early_stop_due
 from .errors import VisionbenchError
 from .models import count_params, create_model
 from .runs import Run, default_run_id, environment, runs_root
@@ -72,6 +76,8 @@ class Prepared:
             crop_padding=aug.crop_padding if aug else 0,
             flip=bool(aug and aug.flip),
             seed=self.cfg.seed,
+            augment=build_augment(self.cfg.aug, len(self.dataset.classes)) if train else None,
+            repeats=self.cfg.aug.repeats,
         )
 
     @cached_property
@@ -205,6 +211,9 @@ def train(
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs)
     n_params = count_params(model)
+    loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)
+    ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema else None
+    scored = ema.module if ema else model  # the weights evaluated and saved
 
     start_epoch, start_batch, partial, best = 0, 0, None, -1.0
     if resume and any(run.path.glob("checkpoint.pt*")):  # load_checkpoint judges what is intact
@@ -219,6 +228,8 @@ def train(
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         start_epoch, start_batch, partial, best = ck["epoch"], ck["batch"], ck["partial"], ck["best"]
         run.truncate_metrics(start_epoch)
         console.print(f"resuming [bold]{run.id}[/] at epoch {start_epoch + 1}, batch {start_batch}")
@@ -264,6 +275,7 @@ def train(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema else None,
                     "rng": rng_state(),
                     "fingerprint": data.dataset.fingerprint,
                     "batch_size": cfg.train.batch_size,
@@ -306,6 +318,8 @@ def train(
                 amp_dtype=amp,
                 stop=stop,
                 on_step=progress_callback(bar, task, data.train),
+                loss_fn=loss_fn,
+                ema=ema,
             )
             bar.remove_task(task)
             if partial:  # the part of this epoch trained before an interruption
@@ -329,11 +343,12 @@ def train(
                 "images_per_s": tr["seen"] / tr["seconds"],
             }
             if data.val is not None:
-                v = evaluate(model, data.val, amp)
+                v = evaluate(scored, data.val, amp)
                 row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
+            scheduler.report(row.get("val_loss", row["train_loss"]))
             if row.get("val_acc", row["train_acc"]) > best:
                 best = row.get("val_acc", row["train_acc"])
-                run.save_weights("best.safetensors", model)
+                run.save_weights("best.safetensors", scored)
             run.log_metrics(row)
             checkpoint(epoch + 1, 0, None)
             console.print(
@@ -344,10 +359,13 @@ def train(
             if stop:
                 run.set_status("interrupted")
                 raise Interrupted(run, stop.signum)
+            if early_stop_due(run.metrics(), cfg.train.early_stop):
+                console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
+                break
     train_seconds = time.perf_counter() - t_start
 
-    run.save_weights("last.safetensors", model)
-    test = evaluate(model, data.test, amp)
+    run.save_weights("last.safetensors", scored)
+    test = evaluate(scored, data.test, amp)
     report = classification_report(test["logits"], test["targets"], data.dataset.classes)
     write_figures(run, report, data.dataset.classes)
     summary = {
