@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .console import make_console
+from .console import count_bar, make_console
 from .errors import VisionbenchError, did_you_mean
 
 app = typer.Typer(
@@ -310,15 +310,24 @@ def data_download(
         out.print(f"ok  {p}")
 
 
+def load_with_progress(name: str, data_dir: Path | None):
+    """load_dataset, saying so on stderr (with a bar for image files) when a cache is built."""
+    from .data import load_dataset
+
+    with count_bar(err, "decoding images") as update:
+        return load_dataset(
+            name, data_dir, on_build=lambda msg: err.print(escape(msg), style="dim"), on_progress=update
+        )
+
+
 @data_app.command("info")
 @friendly
 def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     """Classes, counts per class and split, image shape, source; warns on imbalance, classes
     missing from a split, exact duplicates across splits and unreadable files."""
-    from .data import load_dataset
     from .data.report import dataset_report
 
-    ds = load_dataset(name, data_dir, on_build=lambda msg: err.print(escape(msg), style="dim"))
+    ds = load_with_progress(name, data_dir)
     rep = dataset_report(ds)
     counts = rep.pop("counts")
     splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
@@ -366,11 +375,10 @@ def data_show(
     augments them (aug.* from --config files or KEY=VALUE arguments)."""
     from .analysis.plots import plot_samples
     from .config import resolve_config
-    from .data import load_dataset
     from .data.loader import augmented_view
 
     cfg = resolve_config(config or [], ctx.args)
-    ds = load_dataset(name, data_dir, on_build=lambda msg: err.print(escape(msg), style="dim"))
+    ds = load_with_progress(name, data_dir)
     train = ds.splits["train"]
     rng = np.random.default_rng(seed)
     classes = list(range(min(len(ds.classes), max_classes)))

@@ -22,6 +22,9 @@ class DataConfig(Section):
     split_seed: int = 0
     img_size: int | None = None  # folders: every image to this square size (default: the first image's)
     resize: Literal["crop", "stretch"] = "crop"  # folders: shorter side + centre crop, or stretch
+    channels: Literal[1, 3] | None = None  # grey <-> RGB conversion, e.g. 3 for RGB-pretrained models
+    stream: bool = False  # folders too large to cache: decode each batch from the files (DataLoader)
+    workers: int | None = None  # data.stream: decoding processes (default: the cores, at most 8)
     strict: bool = False  # any unreadable image is an error (else skipped and listed)
     max_bad_fraction: float = 0.01  # more unreadable files than this is an error anyway
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 def make_console(quiet: bool = False, stderr: bool = False) -> Console:
@@ -12,3 +15,31 @@ def make_console(quiet: bool = False, stderr: bool = False) -> Console:
     # off a terminal rich assumes 80 columns and wraps run ids and epoch lines; logs want whole lines
     width = None if stream.isatty() else 200
     return Console(quiet=quiet, stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
+
+
+@contextmanager
+def count_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
+    """An `update(done, total)` callback whose bar appears on the first call, not before:
+    a cache that is already built shows nothing."""
+    bar, task = None, None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar, task
+        if bar is None:
+            bar = Progress(
+                TextColumn(description),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            bar.start()
+            task = bar.add_task(description, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.stop()

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .analysis.metrics import classification_report
 from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
-from .console import make_console
-from .data import Dataset, TensorLoader, channel_stats, load_dataset, stratified_split
+from .console import count_bar, make_console
+from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.augment import build_augment
 from .data.report import check_skipped, dataset_report
+from .data.split import to_channels
+from .data.stream import FileImages, StreamLoader
 from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.ema import ModelEMA
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
@@ -64,7 +66,8 @@ class Prepared:
         s = self.dataset.splits[split]
         images, labels = (s.images, s.labels) if idx is None else (s.images[idx], s.labels[idx])
         aug = self.cfg.aug if train else None
-        return TensorLoader(
+        streamed = isinstance(images, FileImages)
+        return (partial(StreamLoader, workers=self.cfg.data.workers) if streamed else TensorLoader)(
             images,
             labels,
             self.cfg.train.batch_size if train else self.cfg.train.eval_batch_size,
@@ -112,19 +115,38 @@ class Prepared:
         }
 
 
-def prepare_data(cfg: RunConfig, device: torch.device, say: Callable[[str], None] | None = None) -> Prepared:
+def prepare_data(
+    cfg: RunConfig,
+    device: torch.device,
+    say: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Prepared:
     # folder-only options, passed only when set: other sources refuse options they do not take
     options = {
         "img_size": cfg.data.img_size,
         "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
+        "stream": cfg.data.stream or None,
     }
-    ds = load_dataset(cfg.data.name, cfg.data.dir, say, **{k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    ds = load_dataset(cfg.data.name, cfg.data.dir, say, on_progress, **options)
     check_skipped(ds, cfg.data.strict, cfg.data.max_bad_fraction)
+    if cfg.data.channels and cfg.data.stream:
+        raise VisionbenchError(
+            "data.channels cannot convert streamed images", fix="drop data.stream or data.channels"
+        )
+    if cfg.data.channels:
+        ds = replace(
+            ds,
+            splits={
+                k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
+            },
+        )
     train = ds.splits["train"]
     # a dataset with its own val split (folder: train/ val/ test/) keeps all of train for training
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
-    mean, std = channel_stats(train.images, keep)
+    # streamed images are decoded to be measured: a sample of about 1,000 is enough
+    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
@@ -201,7 +223,8 @@ def train(
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = amp_dtype(cfg, device)
-    data = prepare_data(cfg, device, say=lambda msg: console.print(escape(msg), style="dim"))
+    with count_bar(console, "decoding images") as update:
+        data = prepare_data(cfg, device, lambda msg: console.print(escape(msg), style="dim"), update)
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
     run = Run.create(
         run.path.parent if resume else root,

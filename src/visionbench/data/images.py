@@ -8,8 +8,10 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -40,10 +42,10 @@ def _hidden(parts: tuple[str, ...]) -> bool:
     return any(p.startswith(".") or p == "Thumbs.db" or p == "__MACOSX" for p in parts)
 
 
-def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
+def iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     """`_iter_files`, with a broken archive reported as one clear error, not a traceback."""
     try:
-        yield from _iter_files(path)
+        yield from _iter_files(path, read)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
         raise VisionbenchError(
             f"cannot read the archive: {type(e).__name__}: {e}",
@@ -52,9 +54,10 @@ def iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
         ) from None
 
 
-def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
+def _iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     """(relative path parts, bytes) of every candidate image file, in a directory or archive;
-    for a file that cannot be read, the reason (str) instead of its bytes.
+    for a file that cannot be read, the reason (str) instead of its bytes; with `read` off
+    (directories only), the file's path instead of its bytes.
 
     Archives are read in place, never extracted, so a member named ../x cannot escape;
     links and other non-regular members are ignored. In folders, directory symlinks are not
@@ -71,26 +74,49 @@ def _iter_files(path: Path) -> Iterator[tuple[tuple[str, ...], bytes | str]]:
                     continue
                 if full.is_symlink() and not full.resolve().is_relative_to(root):
                     continue
+                if not read:
+                    yield parts, full
+                    continue
                 try:
                     yield parts, full.read_bytes()
                 except OSError as e:  # deleted since listing, no permission, I/O error: reported
                     yield parts, f"cannot read the file ({e.strerror or e})"
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as zf:
-            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            infos = zf.infolist()
+            _check_archive_size(path, len(infos), sum(i.file_size for i in infos))  # before reading any
+            for info in sorted(infos, key=lambda i: i.filename):
                 parts = PurePosixPath(info.filename).parts
                 if info.is_dir() or ".." in parts or info.filename.startswith("/"):
                     continue
                 if PurePosixPath(info.filename).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
-                    yield parts, zf.read(info)
+                    yield parts, zf.read(info)  # never more than the declared size: zipfile stops there
     else:
+        members, total = 0, 0
         with tarfile.open(path) as tf:
             for m in tf:  # streaming: one pass through the compressed file
+                members, total = members + 1, total + m.size
+                _check_archive_size(path, members, total)  # as it goes: a tar has no index
                 parts = PurePosixPath(m.name).parts
                 if not m.isfile() or ".." in parts or m.name.startswith("/"):
                     continue
                 if PurePosixPath(m.name).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
                     yield parts, tf.extractfile(m).read()
+
+
+MAX_ARCHIVE_MEMBERS = 5_000_000
+MAX_ARCHIVE_BYTES = 64 * 2**30  # uncompressed: a zip bomb stops here, not at a full disk or memory
+
+
+def _check_archive_size(path: Path, members: int, total: int) -> None:
+    if members > MAX_ARCHIVE_MEMBERS or total > MAX_ARCHIVE_BYTES:
+        raise VisionbenchError(
+            f"archive too large once uncompressed: {members:,}+ members, {total / 2**30:,.1f}+ GiB "
+            f"(caps: {MAX_ARCHIVE_MEMBERS:,} members, {MAX_ARCHIVE_BYTES / 2**30:,.0f} GiB)",
+            where=str(path),
+            fix="this looks like a zip bomb; if the archive is genuine, extract it yourself and "
+            "pass the folder (folder:PATH)",
+        )
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -167,24 +193,45 @@ def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list
     return [decode(b, size, resize) for b in blobs]
 
 
+_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)
+
+
+@contextmanager
+def decode_progress(update: Callable[[int, int], None] | None):
+    """Within this block, `decode_all` reports (done, total) to `update` as chunks finish."""
+    token = _PROGRESS.set(update)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def decode_all(blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop") -> list:
     """Decode on every core: the one-time cost of building a cache."""
+    report = _PROGRESS.get() or (lambda done, total: None)
     workers = min(os.cpu_count() or 1, 8)
     if len(blobs) < 2000 or workers == 1:
-        return _decode_chunk((blobs, size, resize))
+        out = _decode_chunk((blobs, size, resize))
+        report(len(out), len(blobs))
+        return out
     chunk = max(256, len(blobs) // (workers * 8))
     jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
+    out = []
     with ProcessPoolExecutor(workers) as pool:
-        return [a for part in pool.map(_decode_chunk, jobs) for a in part]
+        for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
+            out.extend(part)
+            report(len(out), len(blobs))
+    return out
 
 
-def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop"):
+def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):
     """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
 
     Returns (classes, {split: (images NCHW, labels)}, skipped). Labels follow the sorted
     class names of the training split; a class found only outside train is an error.
+    With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
     """
-    entries = [(parts, blob) for parts, blob in iter_files(path)]
+    entries = [(parts, blob) for parts, blob in iter_files(path, read=not stream)]
     if not entries:
         raise VisionbenchError(
             "no images found",
@@ -205,6 +252,19 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         else:
             where = "<split>/<class>/" if has_splits else "<class>/"
             skipped.append({"file": "/".join(parts), "reason": f"not inside a {where} folder"})
+    train_classes = check_classes(rows, path)
+    if path.is_dir():
+        check_no_empty_class_folders(path, has_splits)
+    if stream:
+        from .stream import file_splits
+
+        return train_classes, file_splits(rows, train_classes, img_size, resize), skipped
+    return train_classes, decode_rows(rows, train_classes, img_size, resize, skipped), skipped
+
+
+def check_classes(rows: list[tuple], path: Path) -> list[str]:
+    """The sorted training classes of (split, class, ...) rows: at least two, no case clash,
+    and no class that only other splits have (labels go by class name, never by index)."""
     train_classes = sorted({c for s, c, _, _ in rows if s == "train"})
     if not train_classes:
         raise VisionbenchError(
@@ -233,9 +293,14 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
             where=str(path),
             fix="merge or rename them: on macOS and Windows they would be one folder",
         )
-    if path.is_dir():
-        check_no_empty_class_folders(path, has_splits)
-    index = {c: i for i, c in enumerate(train_classes)}
+    return train_classes
+
+
+def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list):
+    """(split, class, file, blob) rows -> {split: (images NCHW, labels)}, decoded on every core;
+    a file that does not decode is appended to `skipped` with the reason. Without `img_size`,
+    every image takes the size of the first one that decodes."""
+    index = {c: i for i, c in enumerate(classes)}
     size = (img_size, img_size) if img_size else None
     if size is None:  # one size for all: that of the first image that decodes
         for _, _, _, blob in rows:
@@ -256,4 +321,4 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         s: (np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64))
         for s, (imgs, labels) in splits.items()
     }
-    return train_classes, out, skipped
+    return out

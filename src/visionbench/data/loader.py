@@ -40,13 +40,7 @@ class TensorLoader:
         repeats: int = 1,
     ):
         self.device = torch.device(device)
-        # in memory and writable: the cache's memory map is read-only and must stay untouched
-        # (a fancy-indexed array already is a private copy: no second copy then)
-        private = isinstance(images, np.ndarray) and not isinstance(images, np.memmap)
-        images = np.asarray(images, dtype=np.uint8)
-        if not (private and images.flags.writeable and images.flags.c_contiguous):
-            images = np.array(images, order="C")
-        self.images = torch.from_numpy(images).to(self.device)
+        self.images = self._place(images)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.crop_padding, self.flip = crop_padding if train else 0, flip and train
@@ -59,6 +53,23 @@ class TensorLoader:
         # (x/255 - mean)/std folded into one multiply-add on the uint8 values
         self.scale = (1 / (255 * std)).view(1, c, 1, 1).to(self.device)
         self.shift = (-mean / std).view(1, c, 1, 1).to(self.device)
+
+    def _place(self, images: np.ndarray) -> torch.Tensor:
+        # in memory and writable: the cache's memory map is read-only and must stay untouched
+        # (a fancy-indexed array already is a private copy: no second copy then)
+        private = isinstance(images, np.ndarray) and not isinstance(images, np.memmap)
+        images = np.asarray(images, dtype=np.uint8)
+        if not (private and images.flags.writeable and images.flags.c_contiguous):
+            images = np.array(images, order="C")
+        return torch.from_numpy(images).to(self.device)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx].float()
+
+    def _slices(self, start_batch: int = 0):
+        """(batch index, slice of the epoch's order) for each batch from `start_batch`."""
+        for b in range(start_batch, len(self)):
+            yield b, slice(b * self.batch_size, (b + 1) * self.batch_size)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -83,10 +94,9 @@ class TensorLoader:
     def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self._epoch_plan(epoch)
         order = plan["order"]
-        for b in range(start_batch, len(self)):
-            sel = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        for b, sel in self._slices(start_batch):
             idx = order[sel]
-            x = self.images[idx].float()
+            x = self._gather(idx)
             if "shift" in plan:
                 x = translate(x, plan["shift"][sel], self.crop_padding)
             if "flip" in plan:

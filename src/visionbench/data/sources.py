@@ -18,7 +18,8 @@ from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset, Split
 from .download import Remote, download
-from .images import RESIZE_POLICIES, is_archive, read_image_folder
+from .images import RESIZE_POLICIES, decode_progress, is_archive, read_image_folder
+from .labels_csv import read_label_csv
 from .split import stratified_split
 
 
@@ -33,6 +34,7 @@ class Source:
     download_dir: Callable[[Path], Path] = lambda root: root
     hint: str = ""  # what to place where, for the not-found message
     options: tuple[str, ...] = ()  # keyword options `read` accepts, e.g. img_size
+    key_root: Callable[[Path], Path] = lambda path: path  # the files whose change rebuilds the cache
 
 
 SOURCES: dict[str, Source] = {}
@@ -55,17 +57,22 @@ def data_roots(data_dir: str | Path | None = None) -> list[Path]:
 
 
 def get_source(name: str) -> Source:
-    if name.startswith("folder:"):
-        path = Path(name.split(":", 1)[1]).expanduser()
-        return Source(
-            name,
-            lambda root: [path],
-            lambda p, **kw: read_folder(name, p, **kw),
-            hint="a folder or archive of <split>/<class>/<image> files",
-            options=("img_size", "resize"),
-        )
+    for prefix, read, hint, key_root in (
+        ("folder:", read_folder, "a folder or archive of <split>/<class>/<image> files", lambda p: p),
+        ("csv:", read_csv, "a CSV with file,label[,split] columns, paths relative to it", lambda p: p.parent),
+    ):
+        if name.startswith(prefix):
+            path = Path(name.split(":", 1)[1]).expanduser()
+            return Source(
+                name,
+                lambda root, path=path: [path],
+                lambda p, read=read, **kw: read(name, p, **kw),
+                hint=hint,
+                options=("img_size", "resize", "stream") if prefix == "folder:" else ("img_size", "resize"),
+                key_root=key_root,
+            )
     if name not in SOURCES:
-        raise unknown_name("dataset", name, list(SOURCES) + ["folder:PATH"])
+        raise unknown_name("dataset", name, list(SOURCES) + ["folder:PATH", "csv:PATH"])
     return SOURCES[name]
 
 
@@ -85,27 +92,38 @@ def locate(source: Source, data_dir: str | Path | None = None) -> Path:
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, on_build: Callable[[str], None] | None = None, **options
+    name: str,
+    data_dir: str | Path | None = None,
+    on_build: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    **options,
 ) -> Dataset:
     """Find, decode once into the array cache, and return the dataset (memory-mapped).
-    `on_build` hears one line before a first decode, which can take a while."""
+    `on_build` hears one line before a first decode, which can take a while, and
+    `on_progress` (images done, total) while image files decode."""
     source = get_source(name)
     unknown = sorted(set(options) - set(source.options))
     if unknown:
         raise VisionbenchError(
             f"dataset '{name}' takes no option {', '.join(unknown)}",
-            fix="data.img_size applies to folder: datasets of varied image sizes; leave it unset here",
+            fix="data.img_size and data.resize apply to folder: and csv: datasets, data.stream to "
+            "folder: datasets; leave them unset here",
         )
     path = locate(source, data_dir)
+    if options.get("stream"):  # too large to cache: the files are the data
+        ds = source.read(path, **options)
+        ds.source = str(path)
+        return ds
     folder = (
         cache.cache_root()
-        / f"{name.replace(':', '_').replace('/', '_')[:40]}-{cache.source_key(name, path, options)}"
+        / f"{name.replace(':', '_').replace('/', '_')[:40]}-{cache.source_key(name, source.key_root(path), options)}"
     )
     ds = cache.load(folder)
     if ds is None:
         if on_build is not None:
             on_build(f"decoding {name} from {path} into the array cache {folder} (once; later runs reuse it)")
-        ds = source.read(path, **options)
+        with decode_progress(on_progress):
+            ds = source.read(path, **options)
         ds.source = str(path)
         ds.fingerprint = cache.fingerprint(ds)
         cache.save(ds, folder)
@@ -361,16 +379,42 @@ register(
 )
 
 
-# --- any ImageFolder tree ----------------------------------------------------------------------
-def read_folder(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:
+# --- any ImageFolder tree, or images listed in a label CSV -------------------------------------
+def read_folder(
+    name: str, path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False
+) -> Dataset:
     if not (path.is_dir() or is_archive(path)):
         raise VisionbenchError("not a folder or a .zip/.tar archive", where=str(path))
+    if stream and not path.is_dir():
+        raise VisionbenchError(
+            "data.stream reads files from a folder, not from an archive",
+            where=str(path),
+            fix="extract the archive and give the folder, or drop data.stream (archives are cached)",
+        )
     if resize not in RESIZE_POLICIES:
         raise unknown_name("resize policy", resize, RESIZE_POLICIES)
-    classes, arrays, skipped = read_image_folder(path, img_size, resize)
+    ds = _with_test_split(name, *read_image_folder(path, img_size, resize, stream))
+    if stream:
+        from .stream import stream_fingerprint
+
+        ds.fingerprint = stream_fingerprint(ds.classes, ds.splits)
+    return ds
+
+
+def read_csv(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:
+    if not path.is_file():
+        raise VisionbenchError(
+            "not a CSV file", where=str(path), fix="give the CSV itself: csv:path/to/labels.csv"
+        )
+    if resize not in RESIZE_POLICIES:
+        raise unknown_name("resize policy", resize, RESIZE_POLICIES)
+    return _with_test_split(name, *read_label_csv(path, img_size, resize))
+
+
+def _with_test_split(name: str, classes: list[str], arrays: dict, skipped: list[dict]) -> Dataset:
     splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
     notes = []
-    if "test" not in splits:  # one folder: carve a fixed, stratified test split
+    if "test" not in splits:  # no test split given: carve a fixed, stratified one
         train = splits.pop("train")
         tr, te = stratified_split(train.labels, 0.2, seed=0)
         splits = {
@@ -378,7 +422,8 @@ def read_folder(name: str, path: Path, img_size: int | None = None, resize: str 
             "test": Split(train.images[te], train.labels[te]),
             **splits,
         }
-        notes.append("no test/ folder: test split is a stratified 20% of the images, seed 0")
+        notes.append("no test split given: test split is a stratified 20% of the images, seed 0")
+    splits = dict(sorted(splits.items(), key=lambda kv: cache.SPLIT_ORDER[kv[0]]))
     return Dataset(name, classes, splits, skipped=skipped, notes=notes)
 
 

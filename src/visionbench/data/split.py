@@ -26,3 +26,21 @@ def channel_stats(images: np.ndarray, idx: np.ndarray | None = None) -> tuple[li
     idx = np.arange(len(images)) if idx is None else np.asarray(idx)
     sample = np.asarray(images[np.sort(idx[:: max(1, len(idx) // 10000)])], dtype=np.float32) / 255
     return sample.mean(axis=(0, 2, 3)).tolist(), (sample.std(axis=(0, 2, 3)) + 1e-6).tolist()
+
+
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 NCHW images with 1 or 3 channels: grey is repeated into RGB; RGB becomes grey by
+    ITU-R 601 luma (PIL's "L": 299 R + 587 G + 114 B, rounded), in integers, chunk by chunk."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if (c, channels) == (1, 3):
+        return np.repeat(images, 3, axis=1)
+    if (c, channels) == (3, 1):
+        out = np.empty((len(images), 1, *images.shape[2:]), dtype=np.uint8)
+        weights = np.array([299, 587, 114], dtype=np.int32).reshape(1, 3, 1, 1)
+        for i in range(0, len(images), 4096):
+            x = np.asarray(images[i : i + 4096], dtype=np.int32)
+            out[i : i + 4096] = ((x * weights).sum(axis=1, keepdims=True) + 500) // 1000
+        return out
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")

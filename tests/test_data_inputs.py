@@ -1,0 +1,257 @@
+"""More inputs: label CSVs (`csv:PATH`), grey <-> RGB conversion, decode progress, archive caps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data import COLOURS, png
+
+from visionbench.data import load_dataset
+from visionbench.data.report import check_skipped
+from visionbench.errors import VisionbenchError
+
+
+def write_csv(tmp_path: Path, rows: list[str], header: str = "file,label,split") -> Path:
+    """Images for every class in images/<class>_<i>.png, and the CSV naming them."""
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
+    for cls, colour in COLOURS.items():
+        for i in range(4):
+            (folder / f"{cls}_{i}.png").write_bytes(png(colour))
+    path = tmp_path / "labels.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def tree_rows(split_of=lambda i: "train" if i < 3 else "test") -> list[str]:
+    return [f"images/{c}_{i}.png,{c},{split_of(i)}" for c in COLOURS for i in range(4)]
+
+
+def test_csv_labels_and_splits_follow_the_rows(tmp_path):
+    ds = load_dataset(f"csv:{write_csv(tmp_path, tree_rows())}", None)
+    assert ds.classes == sorted(COLOURS)
+    assert {s: len(v) for s, v in ds.splits.items()} == {"train": 9, "test": 3}
+    for split in ds.splits.values():
+        for img, label in zip(split.images, split.labels):  # the pixel colour is the class
+            assert tuple(img[:, 0, 0]) == COLOURS[ds.classes[label]]
+
+
+def test_csv_without_split_column_carves_a_fixed_test_split(tmp_path):
+    rows = [f"images/{c}_{i}.png,{c}" for c in COLOURS for i in range(4)]
+    ds = load_dataset(f"csv:{write_csv(tmp_path, rows, header='filename,class')}", None)
+    assert len(ds.splits["train"]) + len(ds.splits["test"]) == 12
+    assert any("stratified 20%" in n for n in ds.notes)
+
+
+def test_csv_missing_files_are_named_and_count_as_bad(tmp_path):
+    rows = tree_rows() + ["images/gone.png,cat,train"]
+    ds = load_dataset(f"csv:{write_csv(tmp_path, rows)}", None)
+    assert [s["file"] for s in ds.skipped] == ["images/gone.png"]
+    assert "labels.csv" in ds.skipped[0]["reason"]
+    with pytest.raises(VisionbenchError, match="images/gone.png"):
+        check_skipped(ds, strict=True, max_bad_fraction=0.5)
+    with pytest.raises(VisionbenchError, match="1 files skipped"):  # 1 of 13 is over 1%
+        check_skipped(ds, strict=False, max_bad_fraction=0.01)
+
+
+def test_csv_file_outside_its_folder_is_not_read(tmp_path):
+    (tmp_path.parent / "secret.png").write_bytes(png((1, 2, 3)))
+    rows = tree_rows() + ["../secret.png,cat,train"]
+    ds = load_dataset(f"csv:{write_csv(tmp_path, rows)}", None)
+    assert ds.skipped[0]["file"] == "../secret.png"
+    assert "outside" in ds.skipped[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "header, rows, message",
+    [
+        ("name,label", ["a.png,cat"], "no file column .*name, label"),
+        ("file,species", ["a.png,cat"], "no label column"),
+        ("file,label,split", ["images/cat_0.png,cat,holdout"], "unknown split 'holdout'"),
+        ("file,label", ["images/cat_0.png,"], "without a file or a label"),
+        ("file,label", ["images/cat_0.png,cat", "images/cat_0.png,dog"], "listed twice"),
+    ],
+)
+def test_csv_bad_rows_name_the_line(tmp_path, header, rows, message):
+    with pytest.raises(VisionbenchError, match=message):
+        load_dataset(f"csv:{write_csv(tmp_path, rows, header=header)}", None)
+
+
+def test_csv_class_only_in_test_is_refused(tmp_path):
+    rows = tree_rows(lambda i: "train") + ["images/bird_0.png,owl,test"]
+    with pytest.raises(VisionbenchError, match="owl"):
+        load_dataset(f"csv:{write_csv(tmp_path, rows)}", None)
+
+
+def test_csv_path_that_is_not_a_file(tmp_path):
+    with pytest.raises(VisionbenchError, match="not a CSV file"):
+        load_dataset(f"csv:{tmp_path}", None)
+
+
+def test_csv_cache_follows_the_csv(tmp_path):
+    path = write_csv(tmp_path, tree_rows())
+    first = load_dataset(f"csv:{path}", None)
+    path.write_text(path.read_text().replace("images/dog_0.png,dog,train\n", ""))
+    second = load_dataset(f"csv:{path}", None)
+    assert len(second.splits["train"]) == len(first.splits["train"]) - 1
+    assert not np.array_equal(first.fingerprint, second.fingerprint)
+
+
+def test_to_channels_grey_rgb_round_trip():
+    from PIL import Image
+
+    from visionbench.data.split import to_channels
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (5, 3, 4, 6), dtype=np.uint8)
+    grey = to_channels(rgb, 1)
+    pil = np.stack([np.asarray(Image.fromarray(x.transpose(1, 2, 0)).convert("L")) for x in rgb])
+    assert np.abs(grey[:, 0].astype(int) - pil).max() <= 1  # PIL's own luma, to rounding
+    again = to_channels(grey, 3)
+    assert again.shape == (5, 3, 4, 6) and (again == grey).all()
+    assert to_channels(rgb, 3) is rgb
+
+
+def test_grey_data_trains_an_rgb_model(tiny_overrides):
+    from visionbench.config import resolve_config
+    from visionbench.fit import train
+
+    run = train(resolve_config([], tiny_overrides + ["data.channels=3", "train.epochs=1"]), quiet=True)
+    assert len(run.read_json("run.json")["data_report"]["splits"]["mean"]) == 3
+    assert run.read_json("summary.json")["test_acc"] > 0.3
+
+
+def test_decode_progress_reports_every_image():
+    from visionbench.data.images import decode_all, decode_progress
+
+    calls = []
+    with decode_progress(lambda done, total: calls.append((done, total))):
+        out = decode_all([png((1, 2, 3)), b"junk", png((4, 5, 6))], None)
+    assert calls[-1] == (3, 3)
+    assert isinstance(out[1], str) and out[0].shape == (8, 8, 3)
+    decode_all([png((1, 2, 3))], None)  # outside the block: nobody hears
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+@pytest.mark.parametrize("cap", ["members", "bytes"])
+def test_archive_over_the_caps_is_refused_before_it_is_read(tmp_path, monkeypatch, kind, cap):
+    import tarfile
+    import zipfile
+
+    from visionbench.data import images
+
+    archive = tmp_path / f"bomb.{kind}"
+    zeros = b"\0" * 100_000  # compresses to almost nothing
+    names = [f"train/{c}/{i}.png" for c in ("a", "b") for i in range(3)]
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for n in names:
+                zf.writestr(n, zeros)
+    else:
+        import io
+
+        with tarfile.open(archive, "w:gz") as tf:
+            for n in names:
+                info = tarfile.TarInfo(n)
+                info.size = len(zeros)
+                tf.addfile(info, io.BytesIO(zeros))
+    assert archive.stat().st_size < 10_000
+    monkeypatch.setattr(
+        images,
+        "MAX_ARCHIVE_MEMBERS" if cap == "members" else "MAX_ARCHIVE_BYTES",
+        5 if cap == "members" else 400_000,
+    )
+    with pytest.raises(VisionbenchError, match="zip bomb"):
+        load_dataset(f"folder:{archive}", None)
+
+
+def noisy_tree(tmp_path: Path, n: int = 6) -> Path:
+    """train/test class folders of random 10x10 PNGs (lossless: cached and streamed bytes agree)."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for split, count in (("train", n), ("test", 2)):
+        for cls in ("ant", "bee", "cow"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(buf, "PNG")
+                (root / split / cls / f"{i}.png").write_bytes(buf.getvalue())
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_batches_equal_cached_batches(tmp_path, workers):
+    import torch
+
+    from visionbench.data.loader import TensorLoader
+    from visionbench.data.stream import FileImages, StreamLoader
+
+    root = noisy_tree(tmp_path)
+    cached = load_dataset(f"folder:{root}", None)
+    streamed = load_dataset(f"folder:{root}", None, stream=True)
+    assert isinstance(streamed.splits["train"].images, FileImages)
+    assert streamed.classes == cached.classes and streamed.shape == cached.shape
+    assert np.array_equal(np.asarray(streamed.splits["train"].images), cached.splits["train"].images)
+    kw = dict(train=True, crop_padding=2, flip=True, seed=3)
+    a = TensorLoader(cached.splits["train"].images, cached.splits["train"].labels, 4, **kw)
+    b = StreamLoader(
+        streamed.splits["train"].images, streamed.splits["train"].labels, 4, workers=workers, **kw
+    )
+    for epoch in (0, 1):
+        for (xa, ya), (xb, yb) in zip(a.epoch(epoch, 1), b.epoch(epoch, 1), strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_streamed_bad_file_names_it(tmp_path, workers):
+    from visionbench.data.stream import StreamLoader
+
+    root = noisy_tree(tmp_path)
+    ds = load_dataset(f"folder:{root}", None, stream=True)
+    bad = ds.splits["train"].images.files[0]
+    bad.write_bytes(b"<html>not a png</html>")
+    loader = StreamLoader(ds.splits["train"].images, ds.splits["train"].labels, 18, workers=workers)
+    with pytest.raises(VisionbenchError, match="streamed image") as e:
+        list(loader.epoch(0))
+    assert str(bad) in str(e.value)
+
+
+def test_stream_refuses_archives(tmp_path):
+    import shutil
+
+    archive = shutil.make_archive(str(tmp_path / "photos"), "zip", noisy_tree(tmp_path))
+    with pytest.raises(VisionbenchError, match="not from an archive"):
+        load_dataset(f"folder:{archive}", None, stream=True)
+
+
+def test_streamed_folder_trains_and_evaluates(tmp_path):
+    from visionbench.config import resolve_config
+    from visionbench.fit import evaluate_run, train
+
+    root = noisy_tree(tmp_path, n=8)
+    cfg = resolve_config(
+        [],
+        [
+            f"data.name=folder:{root}",
+            "data.stream=true",
+            "data.workers=0",
+            "model.name=small_cnn",
+            "model.kwargs={width: 8}",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.device=cpu",
+        ],
+    )
+    run = train(cfg, quiet=True)
+    report = run.read_json("run.json")["data_report"]
+    assert report["splits"]["train"] + report["splits"]["val"] == 24 and any(
+        "streamed" in n for n in report["notes"]
+    )
+    assert evaluate_run(run.id)["n"] == 6
