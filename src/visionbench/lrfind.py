@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .config import RunConfig
 from .engine.loop import pick_device, seed_everything
 from .engine.losses import create_loss
@@ -92,8 +94,11 @@ def plot_range_test(curves: list[dict], summary: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss (smoothed)")
-    top = min(max(c["losses"][0] for c in curves if c["losses"]) * 1.5, max(max(c["losses"]) for c in curves))
-    ax.set_ylim(top=top)
+    # from the lowest loss to 1.5x the starting one: the divergent tail would flatten the rest
+    finite = [v for c in curves for v in c["losses"] if np.isfinite(v)]
+    start = max(c["losses"][0] for c in curves if c["losses"])
+    low, top = min(finite), min(1.5 * start, max(finite))
+    ax.set_ylim(low - 0.05 * (top - low), top)
     ax.legend(fontsize=8)
     ax.set_title("learning-rate range test")
     fig.tight_layout()

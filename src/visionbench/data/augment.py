@@ -162,9 +162,17 @@ class Augment:
 
     @staticmethod
     def wanted(cfg: AugConfig) -> bool:
-        return bool(cfg.resized_crop or cfg.rotate or cfg.jitter or cfg.hue or cfg.policy != "none") or bool(
-            cfg.erase or cfg.cutout or cfg.mixup or cfg.cutmix
+        knobs = (
+            cfg.resized_crop,
+            cfg.rotate,
+            cfg.jitter,
+            cfg.hue,
+            cfg.erase,
+            cfg.cutout,
+            cfg.mixup,
+            cfg.cutmix,
         )
+        return cfg.policy != "none" or any(knobs)
 
     def pixels(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         cfg, (n, _, h, w) = self.cfg, x.shape
@@ -206,10 +214,10 @@ class Augment:
             side = torch.full((n,), s, device=x.device)
             x = torch.where(box_mask(cy, cx, side, side, h, w), 0.0, x)
         if (cfg.mixup or cfg.cutmix) and rng.random() < cfg.mix_prob:
-            use_cutmix = cfg.cutmix > 0 and (cfg.mixup == 0 or rng.random() < 0.5)
-            x, y = (cutmix if use_cutmix else mixup)(
-                x, y, rng, cfg.cutmix if use_cutmix else cfg.mixup, self.num_classes
-            )
+            if cfg.cutmix > 0 and (cfg.mixup == 0 or rng.random() < 0.5):  # one or the other, as timm
+                x, y = cutmix(x, y, rng, cfg.cutmix, self.num_classes)
+            else:
+                x, y = mixup(x, y, rng, cfg.mixup, self.num_classes)
         return x, y
 
 

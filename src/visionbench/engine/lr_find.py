@@ -69,15 +69,13 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
     valley     -- 2/3 of the way down the longest falling stretch (fastai's default, the steadiest)."""
     lr, loss = np.asarray(lrs), np.asarray(losses)
     finite = np.isfinite(loss)
-    lr, loss = lr[finite], loss[finite]
+    # as fastai does: drop the first tenth, where the average rests on a few noisy batches (a
+    # lucky first batch would be the "minimum"), and the last 5 points, where it diverges
+    lr, loss = lr[finite][len(lrs) // 10 : -5], loss[finite][len(lrs) // 10 : -5]
     if len(loss) < 5:
         return {"valley": None, "steepest": None, "minimum/10": None}
     low = int(np.argmin(loss))
-    # the first tenth is skipped: there the average still rests on a few noisy batches
-    skip = min(len(loss) // 10, max(0, low - 2))
-    slope = (
-        np.gradient(loss[skip : low + 1], np.log10(lr[skip : low + 1])) if low - skip >= 2 else np.zeros(1)
-    )
+    slope = np.gradient(loss[: low + 1], np.log10(lr[: low + 1])) if low >= 2 else np.zeros(1)
     # longest strictly falling subsequence, O(n^2) over ~100 points
     run = np.ones(len(loss), dtype=int)
     start = end = 0
@@ -87,10 +85,10 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
                 run[i] = run[j] + 1
         if run[i] > run[end]:
             end = i
-            start = end - run[end]
+            start = max(0, end - run[end])
     third = (end - start) / 3
     return {
         "valley": float(lr[min(len(lr) - 1, start + int(third) + int(third / 2))]),
-        "steepest": float(lr[skip + int(np.argmin(slope))]),
+        "steepest": float(lr[int(np.argmin(slope))]),
         "minimum/10": float(lr[low] / 10),
     }
