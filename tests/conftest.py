@@ -20,16 +20,33 @@ def isolated(tmp_path, monkeypatch):
     yield
 
 
+TINY = [
+    "data.name=digits",
+    "model.name=small_cnn",
+    "model.kwargs={width: 8}",
+    "train.epochs=2",
+    "train.batch_size=64",
+    "optim.lr=0.1",
+    "train.device=cpu",
+    "aug.crop_padding=1",
+]
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     """A two-epoch digits run that takes about a second on a CPU."""
-    return [
-        "data.name=digits",
-        "model.name=small_cnn",
-        "model.kwargs={width: 8}",
-        "train.epochs=2",
-        "train.batch_size=64",
-        "optim.lr=0.1",
-        "train.device=cpu",
-        "aug.crop_padding=1",
-    ]
+    return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One finished tiny digits run, trained once per session and shared by the analysis tests:
+    they may add files to it (explain/, export/) but never change what is there."""
+    from visionbench.config import resolve_config
+    from visionbench.fit import train
+
+    root = tmp_path_factory.mktemp("shared-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISIONBENCH_CACHE", str(root / "cache"))
+        cfg = resolve_config([], TINY + ["name=tiny"])
+        return train(cfg, root / "runs", quiet=True).path

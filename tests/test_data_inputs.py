@@ -255,3 +255,78 @@ def test_streamed_folder_trains_and_evaluates(tmp_path):
         "streamed" in n for n in report["notes"]
     )
     assert evaluate_run(run.id)["n"] == 6
+
+
+def test_animated_gif_and_multipage_tiff_give_their_first_frame():
+    import io
+
+    from PIL import Image
+
+    from visionbench.data.images import decode
+
+    frames = [Image.new("RGB", (6, 6), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    for fmt in ("GIF", "TIFF"):
+        buf = io.BytesIO()
+        frames[0].save(buf, fmt, save_all=True, append_images=frames[1:])
+        arr = decode(buf.getvalue(), None)
+        assert arr.shape == (6, 6, 3)
+        assert arr[0, 0].argmax() == 0 and arr[0, 0, 0] > 200, fmt  # red: the first frame
+
+
+@pytest.mark.parametrize("resize", ["crop", "stretch"])
+def test_tiny_image_is_resized_up_to_the_dataset_size(tmp_path, resize):
+    files = {f"train/{c}/{i}.png": png(colour, size=16) for c, colour in COLOURS.items() for i in range(3)}
+    files["train/cat/tiny.png"] = png(COLOURS["cat"], size=1)
+    root = tmp_path / "tree"
+    for rel, blob in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(blob)
+    ds = load_dataset(f"folder:{root}", None, img_size=16, resize=resize)
+    assert ds.shape == (3, 16, 16) and not ds.skipped
+    assert sum(len(s) for s in ds.splits.values()) == 10
+
+
+def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
+    import io
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from visionbench.cli import app
+
+    root = tmp_path / "mixed"
+    for cls, mode, size in (
+        ("a", "RGB", (12, 9)),
+        ("a", "L", (12, 9)),
+        ("b", "CMYK", (30, 20)),
+        ("b", "RGB", (12, 9)),
+    ):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            buf = io.BytesIO()
+            Image.new(mode, size).save(buf, "JPEG" if mode == "CMYK" else "PNG")
+            (root / cls / f"{mode}{i}.{'jpg' if mode == 'CMYK' else 'png'}").write_bytes(buf.getvalue())
+    res = CliRunner().invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
+    info = json.loads(res.stdout)
+    assert info["originals"] == {"modes": {"RGB": 4, "L": 2, "CMYK": 2}, "sizes": {"12x9": 6, "30x20": 2}}
+    assert info["cache"]["folder"].startswith(str(tmp_path)) and info["cache"]["mib"] > 0
+    text = CliRunner().invoke(app, ["data", "info", f"folder:{root}"], catch_exceptions=False).stdout
+    assert "modes RGB 4, L 2, CMYK 2; sizes 12x9 6, 30x20 2" in text and "cache: " in text
+
+
+def test_report_and_channel_stats_are_remembered_beside_the_cache(monkeypatch):
+    import torch
+
+    from visionbench import fit
+    from visionbench.config import resolve_config
+
+    cfg = resolve_config([], ["data.name=digits"])
+    first = fit.prepare_data(cfg, torch.device("cpu"))
+    report = first.report
+    folder = Path(first.dataset.cache)
+    assert (folder / "report.json").is_file() and (folder / "stats-0.1-0.json").is_file()
+    monkeypatch.setattr(fit, "channel_stats", lambda *a: pytest.fail("stats recomputed"))
+    monkeypatch.setattr(fit, "dataset_report", lambda *a: pytest.fail("report recomputed"))
+    again = fit.prepare_data(cfg, torch.device("cpu"))
+    assert (again.mean, again.std) == (first.mean, first.std) and again.report == report

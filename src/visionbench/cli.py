@@ -168,6 +168,158 @@ def eval_cmd(
 
 @app.command()
 @friendly
+def explain(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    index: Annotated[
+        Optional[list[int]],
+        typer.Option("--index", help="Test image index (repeatable) [default: the worst]."),
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many worst-classified images, without --index.")] = 8,
+    layer: Annotated[
+        Optional[str], typer.Option(help="Grad-CAM layer name [default: the last conv layer].")
+    ] = None,
+    target: Annotated[str, typer.Option(help="Explain the predicted class (pred) or the true one.")] = "pred",
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Saliency, SmoothGrad, Integrated Gradients and Grad-CAM for test images, as a PNG grid."""
+    from .explain import explain_run
+
+    rep = explain_run(run, runs_dir, index, count, layer, target, weights, device)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    for r in rep["images"]:
+        out.print(
+            f"#{r['index']:<6} true {escape(r['true'])}  pred {escape(r['pred'])} ({r['confidence']:.1%})"
+        )
+    out.print(f"Grad-CAM layer {escape(rep['layer'])}; wrote {escape(rep['png'])}")
+
+
+@app.command()
+@friendly
+def export(
+    run: Annotated[str, typer.Argument(help="Run id or folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    out_path: Annotated[
+        Optional[Path], typer.Option("--out", help="File to write [default: RUN/export/model.onnx|pt].")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    images: Annotated[int, typer.Option(help="Test images for the parity check.")] = 64,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed abs logit difference.")] = 1e-4,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Export the model (normalisation included, [0, 1] NCHW input, dynamic batch) and check its
+    logits against PyTorch's on real test images."""
+    from .export import export_run
+
+    rep = export_run(run, fmt, out_path, runs_dir, weights, images, tolerance)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    p = rep["parity"]
+    out.print(f"wrote {escape(rep['path'])} (+ .json: classes, input)")
+    out.print(
+        f"parity on {p['images']} test images: max abs logit difference {p['max_abs_logit_diff']:.3g} "
+        f"(tolerance {p['tolerance']:g})"
+    )
+
+
+@app.command()
+@friendly
+def compare(
+    runs: Annotated[
+        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+    ] = None,
+    rows: Annotated[str, typer.Option(help="Config key whose values are the rows.")] = "model.name",
+    cols: Annotated[
+        Optional[str],
+        typer.Option(help="Config key whose values are the columns [default: recipe, else data.name]."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or markdown.")] = "table",
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Published figures to show beside (repeatable); 'list' lists them."),
+    ] = None,
+    curves: Annotated[
+        Optional[Path], typer.Option(help="Write the runs' learning curves, overlaid, to this PNG.")
+    ] = None,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Runs side by side: test accuracy (mean ± std over seeds) by two config keys, with params,
+    training time and images/s; published references beside them."""
+    from .analysis import compare as cmp
+
+    if reference == ["list"]:
+        for name, ref in cmp.load_references().items():
+            out.print(f"{name:<24} {escape(ref['title'])}")
+        return
+    if fmt not in ("table", "csv", "markdown"):
+        raise VisionbenchError(f"unknown format '{fmt}'", fix="use --format table, csv or markdown")
+    records = cmp.read_runs(runs, runs_dir)
+    table = cmp.compare_table(records, rows, cols)
+    refs = [cmp.reference_block(name, records) for name in reference or []]
+    if curves:
+        from .analysis.plots import plot_overlaid_curves
+
+        plot_overlaid_curves({r.id: r.metrics for r in records}, curves, title="learning curves")
+    if as_json:
+        print(json.dumps({**table, "references": refs}))
+    elif fmt == "csv":
+        sys.stdout.write(cmp.to_csv(table))
+    elif fmt == "markdown":
+        sys.stdout.write(cmp.to_markdown(table, refs))
+    else:
+        out.print(f"test accuracy %, mean ± std over seeds ({len(records)} runs)")
+        out.print(rich_table(*cmp.pivot(table)))
+        out.print(rich_table(*cmp.details(table)))
+        for ref in refs:
+            out.print(
+                f"[bold]{escape(ref['name'])}[/]: {escape(ref['title'])}\nsource: {escape(ref['source'])}"
+            )
+            out.print(rich_table(ref["header"], ref["rows"]))
+            out.print(rich_table(["", "ours", "reference"], [list(d.values()) for d in ref["differences"]]))
+    if curves:
+        err.print(f"wrote {escape(str(curves))}")
+
+
+def rich_table(header: list[str], body: list[list[str]]) -> Table:
+    table = Table(*map(escape, header))
+    for row in body:
+        table.add_row(*map(escape, row))
+    return table
+
+
+@app.command()
+@friendly
+def report(
+    runs: Annotated[
+        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+    ] = None,
+    html: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file to write.")] = None,
+    rows: Annotated[str, typer.Option(help="Config key for the group table's rows.")] = "model.name",
+    cols: Annotated[
+        Optional[str], typer.Option(help="Config key for its columns [default: recipe, else data.name].")
+    ] = None,
+    runs_dir: RunsDir = None,
+):
+    """One self-contained HTML report (figures inlined, works offline) and/or a markdown one:
+    leaderboard, groups, learning curves, confusion matrices and explanations."""
+    from .analysis.report import write_report
+
+    if not html and not markdown:
+        html = Path("report.html")
+    for path in write_report(runs, runs_dir, html, markdown, rows, cols):
+        out.print(f"wrote {escape(str(path))}")
+
+
+@app.command()
+@friendly
 def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
     """List runs, newest first."""
     from .runs import list_runs, runs_root
@@ -320,21 +472,38 @@ def load_with_progress(name: str, data_dir: Path | None):
         )
 
 
+def cache_state(ds) -> dict | None:
+    if not ds.cache:
+        return None
+    files = [f for f in Path(ds.cache).iterdir() if f.is_file()]
+    return {"folder": ds.cache, "mib": sum(f.stat().st_size for f in files) / 2**20}
+
+
 @data_app.command("info")
 @friendly
 def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     """Classes, counts per class and split, image shape, source; warns on imbalance, classes
     missing from a split, exact duplicates across splits and unreadable files."""
+    from .data.cache import memo
     from .data.report import dataset_report
 
     ds = load_with_progress(name, data_dir)
-    rep = dataset_report(ds)
+    rep = memo(ds, "report", lambda: dataset_report(ds))
     counts = rep.pop("counts")
     splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
+    cached = cache_state(ds)
     if as_json:
         print(
             json.dumps(
-                {"name": name, "source": ds.source, "fingerprint": ds.fingerprint, "splits": splits, **rep}
+                {
+                    "name": name,
+                    "source": ds.source,
+                    "fingerprint": ds.fingerprint,
+                    "cache": cached,
+                    "originals": ds.originals,
+                    "splits": splits,
+                    **rep,
+                }
             )
         )
         return
@@ -342,6 +511,16 @@ def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
         f"[bold]{escape(name)}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
     )
     out.print(f"source: {escape(ds.source)}")
+    if ds.originals:
+        listed = lambda d: ", ".join(f"{k} {v:,}" for k, v in d.items())
+        out.print(
+            f"files as stored: modes {listed(ds.originals['modes'])}; sizes {listed(ds.originals['sizes'])}"
+        )
+    out.print(
+        f"cache: {escape(cached['folder'])} ({cached['mib']:,.1f} MiB)"
+        if cached
+        else "cache: none (streamed from files)"
+    )
     names = ds.class_names or [""] * len(ds.classes)  # readable names where classes are ids (wnids)
     table = Table("class", *(["name"] if ds.class_names else []), *splits)
     for i, c in enumerate(ds.classes):

@@ -23,6 +23,7 @@ from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
 from .data.augment import build_augment
+from .data.cache import memo
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
 from .data.stream import FileImages, StreamLoader
@@ -99,7 +100,7 @@ class Prepared:
 
     @cached_property
     def report(self) -> dict:  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
-        return dataset_report(self.dataset)
+        return memo(self.dataset, "report", lambda: dataset_report(self.dataset))
 
     @property
     def stats(self) -> dict:
@@ -137,6 +138,7 @@ def prepare_data(
     if cfg.data.channels:
         ds = replace(
             ds,
+            cache="",  # what is remembered beside the cache describes the unconverted images
             splits={
                 k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
             },
@@ -146,7 +148,9 @@ def prepare_data(
     fraction = 0.0 if "val" in ds.splits else cfg.data.val_fraction
     keep, held = stratified_split(train.labels, fraction, cfg.data.split_seed)
     # streamed images are decoded to be measured: a sample of about 1,000 is enough
-    mean, std = channel_stats(train.images, keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep)
+    sample = keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep
+    key = f"stats-{fraction}-{cfg.data.split_seed}"
+    mean, std = memo(ds, key, lambda: channel_stats(train.images, sample))
     return Prepared(cfg, ds, device, keep, held, mean, std)
 
 
@@ -449,10 +453,20 @@ def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") 
     )
 
 
-def evaluate_run(
+@dataclass
+class LoadedRun:
+    """A finished run back in memory: its config, data and weights (model in eval mode)."""
+
+    run: Run
+    cfg: RunConfig
+    data: Prepared
+    model: nn.Module
+
+
+def load_run(
     ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
-) -> dict:
-    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+) -> LoadedRun:
+    """Open a run with its own data (refused if it changed since training) and its weights."""
     run = Run.open(ref, runs_root(runs_dir))
     cfg = read_config(run)
     dev = pick_device(device)
@@ -466,7 +480,16 @@ def evaluate_run(
         )
     model = build_model(cfg, data.dataset, dev)
     model.load_state_dict(run.load_weights(weights))
-    res = evaluate(model, data.test, amp_dtype(cfg, dev))
+    return LoadedRun(run, cfg, data, model.eval())
+
+
+def evaluate_run(
+    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
+) -> dict:
+    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
+    loaded = load_run(ref, runs_dir, weights, device)
+    run, data = loaded.run, loaded.data
+    res = evaluate(loaded.model, data.test, amp_dtype(loaded.cfg, data.device))
     report = classification_report(res["logits"], res["targets"], data.dataset.classes)
     report |= {"loss": res["loss"], "weights": weights, "run": run.id}
     run.write_json(f"eval-{weights}.json", report)

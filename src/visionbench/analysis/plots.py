@@ -92,3 +92,52 @@ def plot_samples(images, labels, classes: list[str], path: Path, augmented=None,
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_attributions(images, maps: dict, rows: list[dict], path: Path, title: str = "") -> None:
+    """One row per image: the image, then each method's map (Grad-CAM over the image)."""
+    images = np.asarray(images)
+    n, cols = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.8, n * 1.9 + 0.6), squeeze=False)
+    for r, img in enumerate(images):
+        img = img.transpose(1, 2, 0)
+        gray = img.mean(2) if img.shape[2] > 1 else img[..., 0]
+        axes[r, 0].imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+        row = rows[r]
+        axes[r, 0].set_title(
+            f"#{row['index']} {row['true']}\npred {row['pred']} {row['confidence']:.0%}", fontsize=7
+        )
+        for c, (method, m) in enumerate(maps.items(), start=1):
+            a = m[r] / max(float(m[r].max()), 1e-12)  # each map scaled to its own maximum
+            if method == "gradcam":
+                axes[r, c].imshow(gray, cmap="gray", vmin=0, vmax=255)
+                axes[r, c].imshow(a, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            else:
+                axes[r, c].imshow(a, cmap="hot", vmin=0, vmax=1)
+            if r == 0:
+                axes[r, c].set_title(method.replace("_", " "), fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_overlaid_curves(series: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """Several runs' curves on shared axes: training loss, and validation (else training) accuracy."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, rows in series.items():
+        epochs = [r["epoch"] for r in rows]
+        axes[0].plot(epochs, [r.get("train_loss") for r in rows], label=name)
+        acc = "val_acc" if any("val_acc" in r for r in rows) else "train_acc"
+        axes[1].plot(epochs, [r.get(acc) for r in rows], marker=".", label=name)
+    for ax, ylabel in zip(axes, ("train loss", "val accuracy (train where no val)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

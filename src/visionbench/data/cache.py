@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,8 @@ class Dataset:
     skipped: list[dict] = field(default_factory=list)  # [{"file": ..., "reason": ...}]
     notes: list[str] = field(default_factory=list)  # e.g. how a test split was carved
     class_names: list[str] = field(default_factory=list)  # readable names when classes are ids (wnids)
+    originals: dict = field(default_factory=dict)  # image files as stored: {"modes": {...}, "sizes": {...}}
+    cache: str = ""  # the array cache folder it was loaded from (not saved)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -86,6 +90,7 @@ def save(ds: Dataset, folder: Path) -> None:
             skipped=ds.skipped,
             notes=ds.notes,
             class_names=ds.class_names,
+            originals=ds.originals,
         )
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
@@ -118,4 +123,25 @@ def load(folder: Path) -> Dataset | None:
         meta["skipped"],
         meta["notes"],
         meta.get("class_names", []),  # caches written before the field existed have none
+        meta.get("originals", {}),
     )
+
+
+def memo(ds: Dataset, key: str, compute: Callable[[], Any]) -> Any:
+    """A JSON value computed once per cached dataset and kept beside its arrays (the report,
+    channel statistics): later runs read it instead of scanning the images again."""
+    if not ds.cache:
+        return compute()
+    path = Path(ds.cache) / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    try:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache still works, it just does not remember
+        pass
+    return value

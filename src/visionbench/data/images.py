@@ -167,30 +167,51 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
                 )
 
 
-def decode(blob: bytes, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
+def decode(blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
     """HWC uint8 array, or the reason the bytes are not a usable image (a str `blob` is
     already such a reason: the file could not be read)."""
+    return decode_with_origin(blob, size, resize)[0]
+
+
+def decode_with_origin(
+    blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop"
+) -> tuple[np.ndarray | str, str | None]:
+    """`decode`, plus what the file was: "MODE WxH" as stored (e.g. "CMYK 640x480")."""
     if isinstance(blob, str):
-        return blob
+        return blob, None
     try:
         with warnings.catch_warnings():
             # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS: refuse those too, before decoding
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(blob)) as img:
                 img.load()  # truncated files fail here, not later
+                origin = f"{img.mode} {img.width}x{img.height}"
                 img = to_rgb(img)
                 if size is not None:
                     img = fit_size(img, size, resize)
-                return np.asarray(img, dtype=np.uint8)
+                return np.asarray(img, dtype=np.uint8), origin
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return "image too large (decompression bomb guard)"
+        return "image too large (decompression bomb guard)", None
     except Exception as e:  # PIL raises many types for bad bytes
-        return f"not a readable image ({type(e).__name__}: {e})"
+        return f"not a readable image ({type(e).__name__}: {e})", None
 
 
 def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list:
     blobs, size, resize = args
-    return [decode(b, size, resize) for b in blobs]
+    return [decode_with_origin(b, size, resize) for b in blobs]
+
+
+def summarize_origins(origins: list[str | None], top: int = 5) -> dict[str, dict[str, int]]:
+    """How many files had each mode and each size, the `top` most common sizes by name."""
+    modes: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for o in filter(None, origins):
+        mode, wh = o.split(" ")
+        modes[mode] = modes.get(mode, 0) + 1
+        sizes[wh] = sizes.get(wh, 0) + 1
+    common = sorted(sizes.items(), key=lambda kv: -kv[1])
+    shown = dict(common[:top]) | ({"other": sum(n for _, n in common[top:])} if len(common) > top else {})
+    return {"modes": dict(sorted(modes.items(), key=lambda kv: -kv[1])), "sizes": shown}
 
 
 _PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)
@@ -206,28 +227,34 @@ def decode_progress(update: Callable[[int, int], None] | None):
         _PROGRESS.reset(token)
 
 
-def decode_all(blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop") -> list:
-    """Decode on every core: the one-time cost of building a cache."""
+def decode_all(
+    blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop", origins: list | None = None
+) -> list:
+    """Decode on every core: the one-time cost of building a cache. Each file's "MODE WxH"
+    goes to `origins` when given."""
     report = _PROGRESS.get() or (lambda done, total: None)
     workers = min(os.cpu_count() or 1, 8)
     if len(blobs) < 2000 or workers == 1:
         out = _decode_chunk((blobs, size, resize))
         report(len(out), len(blobs))
-        return out
-    chunk = max(256, len(blobs) // (workers * 8))
-    jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
-    out = []
-    with ProcessPoolExecutor(workers) as pool:
-        for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
-            out.extend(part)
-            report(len(out), len(blobs))
-    return out
+    else:
+        chunk = max(256, len(blobs) // (workers * 8))
+        jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
+        out = []
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
+                out.extend(part)
+                report(len(out), len(blobs))
+    if origins is not None:
+        origins.extend(o for _, o in out)
+    return [a for a, _ in out]
 
 
 def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):
     """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
 
-    Returns (classes, {split: (images NCHW, labels)}, skipped). Labels follow the sorted
+    Returns (classes, {split: (images NCHW, labels)}, skipped, originals: modes and sizes of the
+    files as stored; see `summarize_origins`). Labels follow the sorted
     class names of the training split; a class found only outside train is an error.
     With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
     """
@@ -258,8 +285,8 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     if stream:
         from .stream import file_splits
 
-        return train_classes, file_splits(rows, train_classes, img_size, resize), skipped
-    return train_classes, decode_rows(rows, train_classes, img_size, resize, skipped), skipped
+        return train_classes, file_splits(rows, train_classes, img_size, resize), skipped, {}
+    return train_classes, *decode_rows(rows, train_classes, img_size, resize, skipped)
 
 
 def check_classes(rows: list[tuple], path: Path) -> list[str]:
@@ -297,9 +324,9 @@ def check_classes(rows: list[tuple], path: Path) -> list[str]:
 
 
 def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list):
-    """(split, class, file, blob) rows -> {split: (images NCHW, labels)}, decoded on every core;
-    a file that does not decode is appended to `skipped` with the reason. Without `img_size`,
-    every image takes the size of the first one that decodes."""
+    """(split, class, file, blob) rows -> ({split: (images NCHW, labels)}, skipped, originals),
+    decoded on every core; a file that does not decode is appended to `skipped` with the
+    reason. Without `img_size`, every image takes the size of the first one that decodes."""
     index = {c: i for i, c in enumerate(classes)}
     size = (img_size, img_size) if img_size else None
     if size is None:  # one size for all: that of the first image that decodes
@@ -308,7 +335,8 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
             if isinstance(first, np.ndarray):
                 size = first.shape[:2]
                 break
-    arrays = decode_all([r[3] for r in rows], size, resize)
+    origins: list[str | None] = []
+    arrays = decode_all([r[3] for r in rows], size, resize, origins)
     splits: dict[str, tuple[list, list]] = {}
     for (split, cls, name, _), arr in zip(rows, arrays):
         if isinstance(arr, str):
@@ -321,4 +349,4 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
         s: (np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64))
         for s, (imgs, labels) in splits.items()
     }
-    return out
+    return out, skipped, summarize_origins(origins)

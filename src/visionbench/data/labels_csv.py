@@ -25,7 +25,7 @@ def _column(header: list[str], names: tuple[str, ...], what: str, path: Path) ->
 
 
 def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"):
-    """(classes, {split: (images, labels)}, skipped) like `read_image_folder`. A listed file
+    """(classes, {split: (images, labels)}, skipped, originals) like `read_image_folder`. A listed file
     that is missing or unreadable is skipped with the reason (the data report lists it, and
     data.strict / data.max_bad_fraction decide whether that is an error)."""
     try:
@@ -72,4 +72,4 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
     if not rows:
         raise VisionbenchError("the label CSV lists no readable images", where=str(path))
     classes = check_classes(rows, path)
-    return classes, decode_rows(rows, classes, img_size, resize, skipped), skipped
+    return classes, *decode_rows(rows, classes, img_size, resize, skipped)

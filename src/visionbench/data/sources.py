@@ -127,6 +127,7 @@ def load_dataset(
         ds.source = str(path)
         ds.fingerprint = cache.fingerprint(ds)
         cache.save(ds, folder)
+    ds.cache = str(folder)
     return ds
 
 
@@ -411,7 +412,9 @@ def read_csv(name: str, path: Path, img_size: int | None = None, resize: str = "
     return _with_test_split(name, *read_label_csv(path, img_size, resize))
 
 
-def _with_test_split(name: str, classes: list[str], arrays: dict, skipped: list[dict]) -> Dataset:
+def _with_test_split(
+    name: str, classes: list[str], arrays: dict, skipped: list[dict], originals: dict
+) -> Dataset:
     splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
     notes = []
     if "test" not in splits:  # no test split given: carve a fixed, stratified one
@@ -424,7 +427,7 @@ def _with_test_split(name: str, classes: list[str], arrays: dict, skipped: list[
         }
         notes.append("no test split given: test split is a stratified 20% of the images, seed 0")
     splits = dict(sorted(splits.items(), key=lambda kv: cache.SPLIT_ORDER[kv[0]]))
-    return Dataset(name, classes, splits, skipped=skipped, notes=notes)
+    return Dataset(name, classes, splits, skipped=skipped, notes=notes, originals=originals)
 
 
 def download_dataset(name: str, data_dir: str | Path | None = None, mirror: str | None = None) -> list[Path]:

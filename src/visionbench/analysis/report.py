@@ -1,0 +1,161 @@
+"""One report for a set of runs: a self-contained HTML file (CSS inline, figures base64-inlined,
+no scripts, no network) and a markdown version for a README."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from jinja2 import Environment, StrictUndefined
+
+from .. import __version__
+from .compare import RunRecord, compare_table, details, pivot, read_runs
+from .plots import plot_overlaid_curves
+
+# the figures a run folder may hold, in the order the report shows them
+RUN_FIGURES = [
+    ("curves.png", "learning curves"),
+    ("confusion.png", "confusion matrix (test)"),
+    ("eval-last-confusion.png", "confusion matrix, re-evaluated (last weights)"),
+    ("eval-best-confusion.png", "confusion matrix, re-evaluated (best weights)"),
+    ("explain/explain.png", "explanations: saliency, SmoothGrad, Integrated Gradients, Grad-CAM"),
+]
+
+
+@dataclass
+class Figure:
+    caption: str
+    path: Path
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode()
+
+
+@dataclass
+class RunSection:
+    id: str
+    figures: list[Figure] = field(default_factory=list)
+    explained: list[dict] = field(default_factory=list)  # explain.json's rows: index, true, pred, ...
+
+
+def leaderboard(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
+    """One row per run, best test accuracy first."""
+    pct = lambda v: f"{100 * v:.2f}" if v is not None else "-"
+    num = lambda v, spec: format(v, spec) if v is not None else "-"
+    header = [
+        "run",
+        "data",
+        "model",
+        "seed",
+        "epochs",
+        "test top-1 %",
+        "top-5 %",
+        "params",
+        "train s",
+        "images/s",
+    ]
+    body = [
+        [
+            r.id,
+            str(r.config.get("data.name", "-")),
+            str(r.config.get("model.name", "-")),
+            str(r.config.get("seed", "-")),
+            str(r.summary.get("epochs", "-")),
+            pct(r.summary.get("test_acc")),
+            pct(r.summary.get("test_top5")),
+            num(r.summary.get("params"), ","),
+            num(r.summary.get("train_seconds"), ".1f"),
+            num(r.images_per_s, ",.0f"),
+        ]
+        for r in sorted(records, key=lambda r: -r.summary.get("test_acc", 0))
+    ]
+    return header, body
+
+
+def run_section(record: RunRecord) -> RunSection:
+    section = RunSection(record.id)
+    for name, caption in RUN_FIGURES:
+        if (record.path / name).is_file():
+            section.figures.append(Figure(caption, record.path / name))
+    explained = record.path / "explain" / "explain.json"
+    if explained.is_file():
+        section.explained = json.loads(explained.read_text()).get("images", [])
+    return section
+
+
+def report_context(records: list[RunRecord], overlay: Path, rows: str, cols: str | None) -> dict:
+    """Everything both renderings show; the overlaid curves are drawn to `overlay`."""
+    table = compare_table(records, rows, cols)
+    plot_overlaid_curves({r.id: r.metrics for r in records}, overlay, title="learning curves, all runs")
+    return {
+        "title": f"visionbench report: {len(records)} run{'s' if len(records) != 1 else ''}",
+        "generated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "version": __version__,
+        "leaderboard": leaderboard(records),
+        "grid_caption": f"test top-1 %, mean ± std over seeds; rows {table['rows']}, columns {table['cols']}",
+        "grid": pivot(table),
+        "details": details(table),
+        "overlay": Figure("learning curves, all runs", overlay),
+        "runs": [run_section(r) for r in records],
+    }
+
+
+def render_html(ctx: dict) -> str:
+    env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(files("visionbench.analysis").joinpath("templates/report.html.j2").read_text())
+    return template.render(**ctx)
+
+
+def render_markdown(ctx: dict, base: Path) -> str:
+    """Tables as markdown; figures as links relative to `base` (the markdown file's folder)."""
+    from .compare import markdown_table
+
+    link = lambda fig: f"![{fig.caption}]({Path(os.path.relpath(fig.path, base)).as_posix()})"
+    parts = [
+        f"# {ctx['title']}",
+        f"Generated {ctx['generated']} by visionbench {ctx['version']}.",
+        "## Leaderboard",
+        markdown_table(*ctx["leaderboard"]),
+        f"## By group\n\n{ctx['grid_caption']}",
+        markdown_table(*ctx["grid"]),
+        markdown_table(*ctx["details"]),
+        "## Learning curves",
+        link(ctx["overlay"]),
+    ]
+    for run in ctx["runs"]:
+        parts.append(f"## {run.id}")
+        parts += [link(fig) for fig in run.figures]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_report(
+    refs: list[str] | None,
+    runs_dir: str | Path | None = None,
+    html: Path | None = None,
+    markdown: Path | None = None,
+    rows: str = "model.name",
+    cols: str | None = None,
+) -> list[Path]:
+    """Write the HTML and/or markdown report for `refs` (default: every finished run)."""
+    records = read_runs(refs, runs_dir)
+    written = []
+    if markdown:  # its figures must outlive this call: the overlay goes beside the markdown file
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        ctx = report_context(records, markdown.with_name(f"{markdown.stem}-curves.png"), rows, cols)
+        markdown.write_text(render_markdown(ctx, markdown.parent))
+        written.append(markdown)
+    if html:
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = report_context(records, Path(tmp) / "curves.png", rows, cols)
+            page = render_html(ctx)
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(page)
+        written.append(html)
+    return written

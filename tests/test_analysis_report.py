@@ -1,0 +1,109 @@
+"""report: one self-contained HTML file that a headless browser renders offline without errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from visionbench.cli import app
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"
+)
+
+
+def render(page: Path, tmp: Path) -> tuple[np.ndarray, list[str]]:
+    """Screenshot of `page` in headless Chromium (grey levels), and every console message it logged."""
+    shot = tmp / f"{page.stem}.png"
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",  # CI containers run as root, where the sandbox refuses to start
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp / 'profile'}",
+            "--enable-logging=stderr",  # console messages arrive on stderr as ...:CONSOLE:...
+            "--v=0",
+            "--window-size=1280,1800",
+            f"--screenshot={shot}",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert shot.is_file(), proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return np.asarray(Image.open(shot).convert("L")), console
+
+
+def blank(pixels: np.ndarray) -> bool:
+    """Nearly one colour: fewer than 2% of pixels differ from the most common grey level."""
+    common = np.bincount(pixels.ravel()).argmax()
+    return (np.abs(pixels.astype(int) - common) > 8).mean() < 0.02
+
+
+@needs_chromium
+def test_the_checks_can_fail(tmp_path):
+    """The two checks below would catch a blank page and a console error: shown on a bad page."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!doctype html><body><script>console.error("broken"); missing();</script></body>')
+    pixels, console = render(bad, tmp_path)
+    assert blank(pixels)
+    assert any("broken" in line for line in console) and any("missing" in line for line in console)
+
+
+@pytest.fixture
+def explained_run(tiny_run):
+    pytest.importorskip("captum")
+    from visionbench.explain import explain_run
+
+    if not (tiny_run / "explain" / "explain.png").is_file():
+        explain_run("tiny", tiny_run.parent, count=2, device="cpu")
+    return tiny_run
+
+
+@needs_chromium
+def test_html_report_renders_offline_without_errors(explained_run, tmp_path):
+    out = tmp_path / "site" / "report.html"
+    res = runner.invoke(app, ["report", "tiny", "--runs-dir", str(explained_run.parent), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    # self-contained: nothing to fetch, no scripts, every image inlined
+    assert not re.search(r"https?://", html)
+    assert "<script" not in html and "<link" not in html
+    sources = re.findall(r'<img src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    # overlaid curves + the run's curves, confusion matrix and explanation grid
+    assert len(sources) == 4 and "explanations: saliency" in html and "Explained images" in html
+    pixels, console = render(out, tmp_path)
+    assert not blank(pixels)
+    assert console == []
+
+
+def test_markdown_report_links_figures_that_exist(explained_run, tmp_path):
+    md = tmp_path / "docs" / "report.md"
+    res = runner.invoke(
+        app, ["report", "tiny", "--runs-dir", str(explained_run.parent), "--markdown", str(md)]
+    )
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "| run | data | model |" in text and "| tiny | digits | small_cnn |" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 4
+    assert all((md.parent / link).is_file() for link in links)
+
+
+def test_report_with_no_runs_says_so(tmp_path):
+    res = runner.invoke(app, ["report", "--runs-dir", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "no finished runs" in res.output

@@ -1,0 +1,151 @@
+"""compare: runs grouped by two config keys, mean ± std over seeds, references beside them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from visionbench.analysis.compare import compare_table, load_references, read_runs
+from visionbench.cli import app
+
+runner = CliRunner()
+# (model, recipe, seed, test accuracy): seed 001's model x recipe grid, two seeds where it matters
+GRID = [
+    ("resnet18", "baseline", 0, 0.40),
+    ("resnet18", "baseline", 1, 0.44),
+    ("resnet18", "augmented", 0, 0.52),
+    ("resnet101", "augmented", 0, 0.50),
+    ("resnet101", "augmented", 1, 0.54),
+    ("resnet101", "augmented", 2, 0.58),
+]
+
+
+def fake_run(root, name, model, recipe, seed, acc, seconds=10.0):
+    """A finished run folder as `train` writes it, with chosen numbers."""
+    path = root / name
+    path.mkdir(parents=True)
+    cfg = {
+        "seed": seed,
+        "recipe": recipe,
+        "model": {"name": model},
+        "data": {"name": "cifar10"},
+        "optim": {"name": "sgd"},
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (path / "summary.json").write_text(
+        json.dumps({"test_acc": acc, "params": 1000, "train_seconds": seconds, "epochs": 2})
+    )
+    (path / "run.json").write_text(
+        json.dumps({"data_report": {"splits": {"train": 45000}, "shape": [3, 32, 32]}})
+    )
+    rows = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_acc": acc * e / 2,
+            "seconds": seconds / 2,
+            "images_per_s": 4500.0,
+        }
+        for e in (1, 2)
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def grid(tmp_path):
+    root = tmp_path / "grid"
+    for i, (model, recipe, seed, acc) in enumerate(GRID):
+        fake_run(root, f"r{i}", model, recipe, seed, acc)
+    (root / "unfinished").mkdir()
+    (root / "unfinished" / "config.yaml").write_text("seed: 0\n")
+    return root
+
+
+def test_table_groups_by_two_keys_with_mean_and_sample_std(grid):
+    table = compare_table(read_runs(None, grid))  # default: rows model.name, columns recipe
+    assert (table["rows"], table["cols"]) == ("model.name", "recipe")
+    assert table["row_values"] == ["resnet18", "resnet101"]  # natural order, not text order
+    cell = {(c["row"], c["col"]): c for c in table["cells"]}
+    assert cell["resnet101", "augmented"]["acc_mean"] == pytest.approx(54.0)
+    assert cell["resnet101", "augmented"]["acc_std"] == pytest.approx(4.0)  # sample std of 50, 54, 58
+    assert cell["resnet18", "baseline"]["seeds"] == [0, 1]
+    assert cell["resnet18", "augmented"]["acc_std"] is None  # one seed: no spread to report
+    assert cell["resnet18", "augmented"]["images_per_s"] == pytest.approx(4500.0)
+    assert ("resnet101", "baseline") not in cell
+
+
+def test_cli_formats_agree(grid):
+    args = ["compare", "--runs-dir", str(grid)]
+    res = runner.invoke(app, args + ["--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert len(rows) == 3 and float(rows[-1]["acc_mean"]) == pytest.approx(54.0)
+    md = runner.invoke(app, args + ["--format", "markdown"]).stdout
+    assert "| model.name \\ recipe | augmented | baseline |" in md
+    assert "| resnet101 | 54.00 ± 4.00 (n=3) |  |" in md
+    table = runner.invoke(app, args).stdout
+    assert "54.00 ± 4.00 (n=3)" in table and "42.00 ± 2.83 (n=2)" in table
+
+
+def test_any_two_config_keys_and_unknown_keys(grid):
+    res = runner.invoke(
+        app, ["compare", "--runs-dir", str(grid), "--rows", "seed", "--cols", "model.name", "--json"]
+    )
+    table = json.loads(res.stdout)
+    assert table["row_values"] == ["0", "1", "2"] and table["col_values"] == ["resnet18", "resnet101"]
+    res = runner.invoke(app, ["compare", "--runs-dir", str(grid), "--cols", "optim.nme"])
+    assert res.exit_code == 2 and "Did you mean 'optim.name'" in res.output
+
+
+def test_named_unfinished_run_is_refused(grid):
+    res = runner.invoke(app, ["compare", "r0", "unfinished", "--runs-dir", str(grid)])
+    assert res.exit_code == 2 and "'unfinished' has not finished" in res.output
+
+
+def test_reference_shows_published_figures_and_the_differences(grid, tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            "--runs-dir",
+            str(grid),
+            "--reference",
+            "rsb-resnet50",
+            "--format",
+            "markdown",
+            "--curves",
+            str(tmp_path / "c.png"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "| resnet50 | rsb-a1 | 80.40 | 600 |" in res.stdout
+    assert "| data | cifar10 (45,000 train images) | ImageNet-1k" in res.stdout
+    assert "| resolution | 32 px | train 224 px (A3 160 px), test 224 px |" in res.stdout
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    res = runner.invoke(app, ["compare", "--runs-dir", str(grid), "--reference", "rsb"])
+    assert res.exit_code == 2 and "unknown reference 'rsb'" in res.output
+
+
+def test_shipped_references_carry_their_context():
+    refs = load_references()
+    assert {"rsb-resnet50", "airbench94", "seed-001-tiny-imagenet"} <= set(refs)
+    for name, ref in refs.items():
+        assert {"title", "source", "data", "epochs", "resolution", "rows"} <= set(ref), name
+        assert all(0 < r["top1"] <= 100 for r in ref["rows"]), name
+    assert [r["top1"] for r in refs["airbench94"]["rows"]] == [94.01, 90.69]
+
+
+def test_compare_reads_a_real_run(tiny_run):
+    res = runner.invoke(app, ["compare", "tiny", "--runs-dir", str(tiny_run.parent), "--json"])
+    assert res.exit_code == 0, res.output
+    (cell,) = json.loads(res.stdout)["cells"]
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert (
+        cell["acc_mean"] == pytest.approx(100 * summary["test_acc"]) and cell["params"] == summary["params"]
+    )
+    assert cell["images_per_s"] > 0
