@@ -87,7 +87,7 @@ def label(value) -> str:
 
 def default_cols(records: list[RunRecord]) -> str:
     """Recipe when runs carry one (seed 001's table: model x recipe), else the dataset."""
-    return "recipe" if any("recipe" in r.config for r in records) else "data.name"
+    return "recipe" if any(r.config.get("recipe") is not None for r in records) else "data.name"
 
 
 def compare_table(runs: list[RunRecord], rows: str = "model.name", cols: str | None = None) -> dict:
