@@ -148,7 +148,7 @@ def main() -> None:
         f"reference (ImageFolder + PIL + DataLoader({workers}), fp32): {per_epoch(ref_s):.2f} s/epoch, test {ref_acc:.2%}"
     )
     print(
-        f"visionbench (tensor loader, bf16, channels-last):       {per_epoch(vb_s):.2f} s/epoch, test {vb_acc:.2%}"
+        f"visionbench (tensor loader, bf16 on CUDA, channels-last): {per_epoch(vb_s):.2f} s/epoch, test {vb_acc:.2%}"
     )
     speedup = per_epoch(ref_s) / per_epoch(vb_s)
     gap = abs(ref_acc - vb_acc)

@@ -379,7 +379,7 @@ def lr_find(
     end_lr: Annotated[
         float, typer.Option(help="Last learning rate (the test stops earlier on divergence).")
     ] = 10.0,
-    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = 100,
+    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = 200,
     repeats: Annotated[int, typer.Option(help="Repeat over other batch orders and report the spread.")] = 1,
     plot: Annotated[Path, typer.Option(help="PNG of the loss against the lr.")] = Path("lr_find.png"),
     use: Annotated[

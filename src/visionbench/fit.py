@@ -400,7 +400,7 @@ def train(
         "test_top5": report["top5"],
         "test_loss": test["loss"],
         "best_val_acc": best if data.val is not None else None,
-        "epochs": cfg.train.epochs,
+        "epochs": len(run.metrics()),  # fewer than train.epochs after an early stop
         "train_seconds": sum(r["seconds"] for r in run.metrics()),
         "wall_seconds_this_process": train_seconds,
         "params": n_params,

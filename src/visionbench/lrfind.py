@@ -24,7 +24,7 @@ def find_lr(
     *,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    iters: int = 100,
+    iters: int = 200,
     repeats: int = 1,
     plot: Path | None = None,
     say: Callable[[str], None] | None = None,
