@@ -50,3 +50,20 @@ def tiny_run(tmp_path_factory) -> Path:
         mp.setenv("VISIONBENCH_CACHE", str(root / "cache"))
         cfg = resolve_config([], TINY + ["name=tiny"])
         return train(cfg, root / "runs", quiet=True).path
+
+
+@pytest.fixture(scope="session")
+def digit_runs(tmp_path_factory) -> Path:
+    """Three finished tiny digits runs (a, b, c: seeds 0-2), shared by the eval/ensemble/predict
+    tests; commands that write into them (eval bundles, saved ensembles) use their own names."""
+    from visionbench.config import resolve_config
+    from visionbench.fit import train
+
+    root = tmp_path_factory.mktemp("digit_runs")
+    overrides = ["data.name=digits", "model.name=small_cnn", "model.kwargs={width: 8}", "train.epochs=1"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISIONBENCH_CACHE", str(root / "cache"))
+        for seed, name in enumerate("abc"):
+            cfg = resolve_config([], overrides + ["train.device=cpu", f"seed={seed}", f"name={name}"])
+            train(cfg, runs_dir=root / "runs", quiet=True)
+    return root / "runs"

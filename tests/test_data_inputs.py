@@ -233,7 +233,8 @@ def test_stream_refuses_archives(tmp_path):
 
 def test_streamed_folder_trains_and_evaluates(tmp_path):
     from visionbench.config import resolve_config
-    from visionbench.fit import evaluate_run, train
+    from visionbench.evaluation import evaluate
+    from visionbench.fit import train
 
     root = noisy_tree(tmp_path, n=8)
     cfg = resolve_config(
@@ -254,7 +255,7 @@ def test_streamed_folder_trains_and_evaluates(tmp_path):
     assert report["splits"]["train"] + report["splits"]["val"] == 24 and any(
         "streamed" in n for n in report["notes"]
     )
-    assert evaluate_run(run.id)["n"] == 6
+    assert evaluate(run.id)["n"] == 6
 
 
 def test_animated_gif_and_multipage_tiff_give_their_first_frame():

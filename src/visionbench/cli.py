@@ -141,29 +141,114 @@ def prune(tree: dict) -> dict:
 @app.command("eval")
 @friendly
 def eval_cmd(
-    run: Annotated[str, typer.Argument(help="Run id or folder.")],
-    weights: Annotated[str, typer.Option(help="last or best.")] = "last",
+    run: Annotated[str, typer.Argument(help="Run id or folder, or a saved ensemble.")],
+    weights: Annotated[Optional[str], typer.Option(help="Runs: last or best [default: last].")] = None,
+    tta: Annotated[bool, typer.Option(help="Average over the image and its mirror image.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
 ):
-    """Re-evaluate a run on its test split: top-1, top-5, per-class accuracy, confusion matrix."""
-    from .fit import evaluate_run
+    """Evaluate on the test split and write a bundle (metrics.json, per-class CSV, confusion
+    matrices, reliability diagram, worst mistakes, predictions.npz) into a folder of the run."""
+    from .evaluation import evaluate
 
-    if weights not in ("last", "best"):
-        raise VisionbenchError(f"unknown weights '{weights}'", fix="use --weights last or --weights best")
-    rep = evaluate_run(run, runs_dir, weights, device)
+    rep = evaluate(run, runs_dir, weights, device, "flip" if tta else None)
     if as_json:
         print(json.dumps(rep))
         return
     out.print(
-        f"[bold]{rep['run']}[/] ({weights} weights) on {rep['n']:,} test images: "
-        f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}  loss {rep['loss']:.4f}"
+        f"[bold]{escape(rep['run'])}[/] on {rep['n']:,} test images{' (TTA: flip)' if tta else ''}: "
+        f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}"
+        + (f"  loss {rep['loss']:.4f}" if rep["loss"] is not None else "")
+        + f"  ECE {rep['ece']:.2%} ({rep['ece_bins']} bins)"
     )
-    table = Table("class", "accuracy", "n")
-    for (cls, acc), row in zip(rep["per_class_acc"].items(), rep["confusion"]):
-        table.add_row(cls, f"{acc:.2%}", str(sum(row)))
+    if "members" in rep:
+        print_members(rep)
+    table = Table("class", "precision", "recall", "f1", "n")
+    for cls, v in rep["per_class"].items():
+        table.add_row(
+            escape(cls), f"{v['precision']:.2%}", f"{v['recall']:.2%}", f"{v['f1']:.2%}", str(v["support"])
+        )
     out.print(table)
+    out.print(f"bundle: {escape(rep['bundle'])}")
+
+
+def print_members(rep: dict) -> None:
+    """Members' accuracy beside the ensemble's, then their pairwise agreement."""
+    ids = [m["id"] for m in rep["members"]]
+    table = Table("model", "test top-1", *(f"agrees with {i}" for i in range(1, len(ids) + 1)))
+    for i, (m, row) in enumerate(zip(rep["members"], rep["agreement"]), start=1):
+        table.add_row(f"{i}. {escape(m['id'])}", f"{m['top1']:.2%}", *(f"{a:.1%}" for a in row))
+    table.add_row(f"[bold]{rep['vote']} vote", f"[bold]{rep['top1']:.2%}")
+    out.print(table)
+    out.print(f"tie-break: {escape(rep['tie_break'])}; weights {rep['weights']}")
+
+
+@app.command()
+@friendly
+def ensemble(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (ids or folders).")],
+    vote: Annotated[str, typer.Option(help="hard (majority) or soft (mean probability).")] = "hard",
+    tie_break: Annotated[
+        Optional[str], typer.Option(help="Run whose prediction wins a hard-vote tie [default: the first].")
+    ] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Vote weights, one per run, e.g. 1,1,2.")] = None,
+    run_weights: Annotated[str, typer.Option(help="Members' weights file: last or best.")] = "last",
+    save: Annotated[
+        Optional[str], typer.Option(help="Save as an ensemble folder NAME in the runs folder.")
+    ] = None,
+    tta: Annotated[bool, typer.Option(help="Members average over the image and its mirror image.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Combine runs by vote; test accuracy beside each member's, agreement between members, and
+    the ensemble's confusion matrix. Members must share the class list and the test data."""
+    from .evaluation import evaluate_ensemble
+    from .inference import build_ensemble
+
+    ens = build_ensemble(runs, runs_dir, vote, tie_break, weights, run_weights, device)
+    rep = evaluate_ensemble(ens, "flip" if tta else None, runs_dir, save)
+    if as_json:
+        print(json.dumps(rep))
+        return
+    print_members(rep)
+    classes = list(rep["per_class"])
+    if len(classes) <= 20:
+        table = Table("true \\ pred", *map(escape, classes), title="ensemble confusion matrix")
+        for cls, row in zip(classes, rep["confusion"]):
+            table.add_row(escape(cls), *map(str, row))
+        out.print(table)
+    saved = f"saved: {escape(str(Path(rep['bundle']).parent))}" if save else None
+    out.print(saved or "add --save NAME to keep it (ensemble.json and its eval bundle)")
+
+
+@app.command("predict")
+@friendly
+def predict_cmd(
+    run: Annotated[str, typer.Argument(help="Run id or folder, or a saved ensemble.")],
+    images: Annotated[Path, typer.Option(help="Folder or .zip/.tar archive of images.")],
+    out_csv: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("predictions.csv"),
+    top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
+    weights: Annotated[Optional[str], typer.Option(help="Runs: last or best [default: last].")] = None,
+    tta: Annotated[bool, typer.Option(help="Average over the image and its mirror image.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Label every image under a folder: CSV of file, label, confidence, top-k, sorted by file;
+    files that cannot be read get a row with the reason in the error column."""
+    from .inference import open_predictor
+    from .prediction import predict_folder
+
+    predictor = open_predictor(run, runs_dir, weights, device)
+    res = predict_folder(predictor, images, out_csv, top_k, "flip" if tta else None)
+    if as_json:
+        print(json.dumps(res))
+        return
+    out.print(f"labelled {res['predicted']:,} images with {escape(predictor.id)}: {escape(res['csv'])}")
+    for s in res["skipped"]:
+        out.print(f"  skipped {escape(s['file'])}: {escape(s['reason'])}")
 
 
 @app.command()

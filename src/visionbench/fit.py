@@ -160,6 +160,7 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 
 
 def build_model(cfg: RunConfig, ds: Dataset, device: torch.device) -> nn.Module:
+    """The run's model for `ds` (a Dataset, or anything with its .classes and .shape)."""
     c, h, _ = ds.shape
     model = create_model(
         cfg.model.name,
@@ -277,6 +278,8 @@ def train(
             "data_report": {
                 "source": data.dataset.source,
                 "fingerprint": data.dataset.fingerprint,
+                "classes": data.dataset.classes,  # with shape and splits' mean/std: what predict needs
+                "shape": list(data.dataset.shape),
                 "splits": data.stats,
                 **data.report,
             },
@@ -439,18 +442,30 @@ def read_config(run: Run) -> RunConfig:
     return build_config(load_yaml(path), str(path))
 
 
-def write_figures(run: Run, report: dict, classes: list[str], prefix: str = "") -> None:
-    """Learning curves (once, when training ends) and the confusion matrix of `report`;
-    a re-evaluation (`prefix`) adds its own confusion PNG and leaves the curves alone."""
+def write_figures(run: Run, report: dict, classes: list[str]) -> None:
+    """Learning curves and the test confusion matrix, once, when training ends."""
     rows = run.metrics()
-    if rows and not prefix:
+    if rows:
         plot_curves(rows, run.path / "curves.png", title=run.id)
     plot_confusion(
         report["confusion"],
         classes,
-        run.path / f"{prefix}confusion.png",
+        run.path / "confusion.png",
         title=f"{run.id}: test top-1 {report['top1']:.2%}",
     )
+
+
+def run_data(run: Run, cfg: RunConfig, device: torch.device) -> Prepared:
+    """A run's own data, refused if it changed since the run was trained and tested on it."""
+    data = prepare_data(cfg, device)
+    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
+    if trained_on and trained_on != data.dataset.fingerprint:
+        raise VisionbenchError(
+            "the data found now differs from the data this run was trained and tested on",
+            where=data.dataset.source,
+            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
+        )
+    return data
 
 
 @dataclass
@@ -470,29 +485,7 @@ def load_run(
     run = Run.open(ref, runs_root(runs_dir))
     cfg = read_config(run)
     dev = pick_device(device)
-    data = prepare_data(cfg, dev)
-    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
-    if trained_on and trained_on != data.dataset.fingerprint:
-        raise VisionbenchError(
-            "the data found now differs from the data this run was trained and tested on",
-            where=data.dataset.source,
-            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
-        )
+    data = run_data(run, cfg, dev)
     model = build_model(cfg, data.dataset, dev)
     model.load_state_dict(run.load_weights(weights))
     return LoadedRun(run, cfg, data, model.eval())
-
-
-def evaluate_run(
-    ref: str, runs_dir: str | Path | None = None, weights: str = "last", device: str = "auto"
-) -> dict:
-    """Re-evaluate a run's weights on its test split; writes eval.json and confusion.png again."""
-    loaded = load_run(ref, runs_dir, weights, device)
-    run, data = loaded.run, loaded.data
-    res = evaluate(loaded.model, data.test, amp_dtype(loaded.cfg, data.device))
-    report = classification_report(res["logits"], res["targets"], data.dataset.classes)
-    report |= {"loss": res["loss"], "weights": weights, "run": run.id}
-    run.write_json(f"eval-{weights}.json", report)
-    write_figures(run, report, data.dataset.classes, prefix=f"eval-{weights}-")
-    np.save(run.path / f"eval-{weights}-logits.npy", res["logits"].numpy())
-    return report

@@ -1,4 +1,4 @@
-"""Figures for a run: learning curves and the confusion matrix, as PNG."""
+"""Figures for a run: learning curves, confusion matrices, reliability diagram, image grids, as PNG."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def plot_curves(rows: list[dict], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> None:
-    """Row-normalised colours, raw counts written in each cell."""
+def plot_confusion(cm, classes: list[str], path: Path, title: str = "", normalized: bool = False) -> None:
+    """Row-normalised colours; each cell shows the raw count, or with `normalized` the share
+    of its true class (recall on the diagonal)."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(classes)
@@ -48,7 +49,7 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> None:
                 ax.text(
                     j,
                     i,
-                    str(cm[i, j]),
+                    f"{norm[i, j]:.2f}" if normalized else str(cm[i, j]),
                     ha="center",
                     va="center",
                     fontsize=7,
@@ -91,6 +92,49 @@ def plot_samples(images, labels, classes: list[str], path: Path, augmented=None,
     fig.suptitle(title + ("  (each sample, then augmented)" if augmented is not None else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_reliability(cal: dict, path: Path, title: str = "") -> None:
+    """Accuracy against mean confidence per bin (bars), the diagonal is perfect calibration."""
+    bins = cal["bins"]
+    edges = np.linspace(0, 1, bins + 1)
+    acc = np.asarray(cal["accuracy"])
+    used = np.asarray(cal["count"]) > 0
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.bar(edges[:-1][used], acc[used], width=1 / bins, align="edge", edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlabel(f"confidence ({bins} equal-width bins)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title(f"{title}  ECE {cal['ece']:.2%}".strip())
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_image_grid(images, captions: list[str], path: Path, title: str = "", cols: int = 8) -> None:
+    """uint8 NCHW images tiled into one picture, each caption under its tile (one axes: a
+    grid of many matplotlib axes takes seconds to draw)."""
+    images = np.asarray(images)
+    n, c, h, w = images.shape if len(images) else (0, 1, 8, 8)
+    rows, cols = max(1, -(-n // cols)), max(1, min(cols, n))
+    pad = max(2, h // 8)
+    mosaic = np.full((rows * (h + pad), cols * (w + pad), 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        mosaic[r * (h + pad) : r * (h + pad) + h, k * (w + pad) : k * (w + pad) + w] = img.transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(cols * 1.7, rows * 2.0 + 0.5))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
+    for i, caption in enumerate(captions):
+        r, k = divmod(i, cols)
+        ax.text(k * (w + pad) + w / 2, r * (h + pad) + h, caption, ha="center", va="top", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

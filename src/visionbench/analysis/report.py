@@ -22,8 +22,8 @@ from .plots import plot_overlaid_curves
 RUN_FIGURES = [
     ("curves.png", "learning curves"),
     ("confusion.png", "confusion matrix (test)"),
-    ("eval-last-confusion.png", "confusion matrix, re-evaluated (last weights)"),
-    ("eval-best-confusion.png", "confusion matrix, re-evaluated (best weights)"),
+    ("eval-last/confusion.png", "confusion matrix, re-evaluated (last weights)"),
+    ("eval-best/confusion.png", "confusion matrix, re-evaluated (best weights)"),
     ("explain/explain.png", "explanations: saliency, SmoothGrad, Integrated Gradients, Grad-CAM"),
 ]
 

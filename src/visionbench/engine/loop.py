@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -127,14 +127,21 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, loader: TensorLoader, amp_dtype: torch.dtype | None = None
+    model: nn.Module,
+    loader: TensorLoader,
+    amp_dtype: torch.dtype | None = None,
+    views: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, targets) for the whole loader, on the CPU, in loader order."""
+    """(logits, targets) for the whole loader, on the CPU, in loader order; with `views`
+    (test-time augmentation, engine/tta.py) the mean of the logits over those views."""
     model.eval()
     outs, ys = [], []
     for x, y in loader.epoch(0):
         with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outs.append(model(x).float())
+            if views:
+                outs.append(torch.stack([model(view(x)).float() for view in views]).mean(0))
+            else:
+                outs.append(model(x).float())
         ys.append(y)
     return torch.cat(outs).cpu(), torch.cat(ys).cpu()
 

@@ -1,0 +1,188 @@
+"""The evaluation bundle: every table and figure about a run's (or ensemble's) test predictions.
+
+`visionbench eval` writes it into RUN/eval-<weights>[-tta]/ (a saved ensemble: ENSEMBLE/eval[-tta]/):
+
+    metrics.json              {"run", "weights", "tta", "n", "top1", "top5", "loss" (mean NLL; none
+                               for a hard vote), "ece", "ece_bins", "per_class": {class: {"precision",
+                               "recall", "f1", "support"}}, "confusion" (rows true, columns predicted),
+                               "calibration": {"bins", "count", "accuracy", "confidence"} per bin,
+                               "mistakes": [{"index", "true", "pred", "confidence"}]};
+                               an ensemble adds "vote", "members": [{"id", "top1"}] and "agreement"
+    per_class.csv             class,precision,recall,f1,support
+    confusion.csv             counts: header "true\\pred",<classes>; one row per true class
+    confusion_normalized.csv  the same, each row divided by its class's count
+    confusion.png, confusion_normalized.png
+    reliability.png           accuracy against confidence per bin, with the ECE
+    mistakes.png              the most confident wrong predictions, true and predicted labels
+    predictions.npz           logits (N, C) float32, probs (N, C), preds (N,), targets (N,),
+                              indices (N,) into the test split; an ensemble adds member_logits
+                              (M, N, C) and members (ids)
+
+Confidence is the probability of the predicted class (for a hard vote: the winner's share of
+the votes); ECE uses analysis.metrics.ECE_BINS equal-width bins.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .analysis.metrics import calibration, confusion_matrix, precision_recall_f1
+from .analysis.plots import plot_confusion, plot_image_grid, plot_reliability
+from .analysis.vote import agreement
+from .inference import Ensemble, Outputs, Predictor, load_test_split, open_predictor, save_ensemble
+from .runs import Run
+
+MISTAKES = 24  # images in mistakes.png
+
+
+def summarize(out: Outputs, targets: np.ndarray, classes: list[str], nll: bool = True) -> dict:
+    """Top-1/5, per-class precision/recall/F1, confusion, calibration and the worst mistakes."""
+    n = len(targets)
+    cm = confusion_matrix(torch.from_numpy(out.preds), torch.from_numpy(targets), len(classes)).numpy()
+    prf = precision_recall_f1(cm)
+    confidence = out.probs[np.arange(n), out.preds]
+    correct = out.preds == targets
+    cal = calibration(confidence, correct)
+    wrong = np.flatnonzero(~correct)
+    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES]
+    p_true = out.probs[np.arange(n), targets]
+    return {
+        "n": n,
+        "top1": float(correct.mean()),
+        "top5": float((out.top_classes(5) == targets[:, None]).any(1).mean()),
+        "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()) if nll else None,
+        "ece": cal["ece"],
+        "ece_bins": cal["bins"],
+        "per_class": {
+            c: {k: prf[k][i].item() for k in ("precision", "recall", "f1", "support")}
+            for i, c in enumerate(classes)
+        },
+        "confusion": cm.tolist(),
+        "calibration": {k: v for k, v in cal.items() if k != "ece"},
+        "mistakes": [
+            {
+                "index": int(i),
+                "true": classes[targets[i]],
+                "pred": classes[out.preds[i]],
+                "confidence": float(confidence[i]),
+            }
+            for i in worst
+        ],
+    }
+
+
+def members_summary(ens: Ensemble, out: Outputs, targets: np.ndarray) -> dict:
+    """Each member's top-1 beside the ensemble's, and how often each pair agrees."""
+    member_preds = out.members.argmax(2)
+    return {
+        "vote": ens.vote,
+        "tie_break": ens.members[ens.tie_break].id,
+        "weights": ens.weights,
+        "members": [
+            {"id": m.id, "top1": float((p == targets).mean())} for m, p in zip(ens.members, member_preds)
+        ],
+        "agreement": agreement(member_preds).tolist(),
+    }
+
+
+def write_csv(path: Path, header: list, rows: list[list]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def write_bundle(
+    folder: Path, rep: dict, out: Outputs, targets: np.ndarray, images: np.ndarray, classes, title
+):
+    folder.mkdir(parents=True, exist_ok=True)
+    Run(folder).write_json("metrics.json", rep)
+    write_csv(
+        folder / "per_class.csv",
+        ["class", "precision", "recall", "f1", "support"],
+        [
+            [c, *(f"{v[k]:.6f}" for k in ("precision", "recall", "f1")), v["support"]]
+            for c, v in rep["per_class"].items()
+        ],
+    )
+    cm = np.asarray(rep["confusion"])
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    write_csv(
+        folder / "confusion.csv",
+        ["true\\pred", *classes],
+        [[c, *row] for c, row in zip(classes, cm.tolist())],
+    )
+    write_csv(
+        folder / "confusion_normalized.csv",
+        ["true\\pred", *classes],
+        [[c, *(f"{v:.6f}" for v in row)] for c, row in zip(classes, norm)],
+    )
+    plot_confusion(cm, classes, folder / "confusion.png", title=f"{title}: top-1 {rep['top1']:.2%}")
+    plot_confusion(
+        cm, classes, folder / "confusion_normalized.png", title=f"{title}: recall per class", normalized=True
+    )
+    plot_reliability({"ece": rep["ece"], **rep["calibration"]}, folder / "reliability.png", title=title)
+    idx = [m["index"] for m in rep["mistakes"]]
+    captions = [f"true {m['true']}\npred {m['pred']} {m['confidence']:.0%}" for m in rep["mistakes"]]
+    plot_image_grid(images[idx], captions, folder / "mistakes.png", title=f"{title}: most confident mistakes")
+    arrays = {
+        "logits": out.logits.astype(np.float32),
+        "probs": out.probs.astype(np.float32),
+        "preds": out.preds,
+        "targets": targets,
+        "indices": np.arange(len(targets)),  # every test image, in the split's order
+    }
+    if out.members is not None:
+        arrays |= {
+            "member_logits": out.members.astype(np.float32),
+            "members": np.array([m["id"] for m in rep["members"]]),
+        }
+    np.savez_compressed(folder / "predictions.npz", **arrays)
+
+
+def bundle_name(predictor: Predictor, tta: str | None) -> str:
+    base = "eval" if isinstance(predictor, Ensemble) else f"eval-{predictor.weights}"
+    return base + ("-tta" if tta else "")
+
+
+def evaluate_predictor(predictor: Predictor, tta: str | None = None, folder: Path | None = None) -> dict:
+    """Predict the test split, summarise, and write the bundle into `folder` when given."""
+    images, targets = load_test_split(predictor)
+    out = predictor.outputs(images, tta)
+    is_ensemble = isinstance(predictor, Ensemble)
+    rep = {
+        "run": predictor.id,
+        "weights": None if is_ensemble else predictor.weights,
+        "tta": tta,
+        **summarize(out, targets, predictor.classes, nll=not (is_ensemble and predictor.vote == "hard")),
+    }
+    if is_ensemble:
+        rep |= members_summary(predictor, out, targets)
+    if folder is not None:
+        write_bundle(folder, rep, out, targets, images, predictor.classes, predictor.id)
+        rep["bundle"] = str(folder)
+    return rep
+
+
+def evaluate(
+    ref: str, runs_dir=None, weights: str | None = None, device: str = "auto", tta: str | None = None
+) -> dict:
+    """`visionbench eval`: the bundle of a run or a saved ensemble, in a folder beside its files."""
+    predictor = open_predictor(ref, runs_dir, weights, device)
+    home = predictor.path if isinstance(predictor, Ensemble) else predictor.run.path
+    return evaluate_predictor(predictor, tta, home / bundle_name(predictor, tta))
+
+
+def evaluate_ensemble(ens: Ensemble, tta: str | None = None, runs_dir=None, save: str | None = None) -> dict:
+    """`visionbench ensemble`: evaluate; with `save`, the ensemble's folder with its bundle
+    and a summary.json of what was measured."""
+    folder = save_ensemble(ens, runs_dir, save) if save else None
+    rep = evaluate_predictor(ens, tta, folder / bundle_name(ens, tta) if folder else None)
+    if folder:
+        keys = ("vote", "top1", "n", "members", "agreement", "tie_break", "weights")
+        Run(folder).write_json("summary.json", {k: rep[k] for k in keys})
+    return rep

@@ -1,0 +1,83 @@
+"""Label a folder (or archive) of images with a run or an ensemble: one CSV row per file."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .data.images import IMAGE_EXTS, decode_all, is_archive, iter_files
+from .data.split import to_channels
+from .errors import VisionbenchError
+from .inference import Predictor
+
+CSV_HEADER = ["file", "label", "confidence", "top_k", "error"]
+
+
+def read_images(
+    path: Path, shape: tuple[int, int, int], resize: str
+) -> tuple[list[str], np.ndarray, list[dict]]:
+    """(files, uint8 NCHW images, skipped) for the images under `path`, decoded as the run's
+    data was (images.decode: EXIF, alpha, 16-bit; the run's size, resize policy, channels), in
+    sorted order of relative path. Files that are not readable images are listed in `skipped`."""
+    if not (path.is_dir() or is_archive(path)):
+        raise VisionbenchError("not a folder or a .zip/.tar archive of images", where=str(path))
+    entries = sorted(("/".join(parts), blob) for parts, blob in iter_files(path))
+    skipped = []
+    if path.is_dir():  # files iter_files passes over for their extension are listed too
+        for f in sorted(path.rglob("*")):
+            rel = f.relative_to(path)
+            if (
+                f.is_file()
+                and f.suffix.lower() not in IMAGE_EXTS
+                and not any(p.startswith(".") for p in rel.parts)
+            ):
+                skipped.append(
+                    {
+                        "file": rel.as_posix(),
+                        "reason": f"not an image file type ({f.suffix or 'no extension'})",
+                    }
+                )
+    c, h, w = shape
+    files, arrays = [], []
+    for (name, _), arr in zip(entries, decode_all([b for _, b in entries], (h, w), resize)):
+        if isinstance(arr, str):  # PIL's messages can hold an object's address: the CSV stays stable
+            skipped.append({"file": name, "reason": re.sub(r" at 0x[0-9a-fA-F]+", "", arr)})
+            continue
+        files.append(name)
+        arrays.append(arr)
+    # decoded as RGB; a greyscale run (MNIST, data.channels=1) gets their luma, as training did
+    images = (
+        to_channels(np.stack(arrays).transpose(0, 3, 1, 2).copy(), c)
+        if arrays
+        else np.zeros((0, c, h, w), np.uint8)
+    )
+    return files, images, sorted(skipped, key=lambda s: s["file"])
+
+
+def predict_folder(
+    predictor: Predictor, path: Path, out_csv: Path, top_k: int = 5, tta: str | None = None
+) -> dict:
+    """Write `out_csv` (file, label, confidence, top_k, error; sorted by file) and return counts."""
+    cfg = predictor.cfg
+    files, images, skipped = read_images(path, predictor.spec.shape, cfg.data.resize)
+    if not files and not skipped:
+        raise VisionbenchError(
+            "no image files found", where=str(path), fix="point --images at a folder of images"
+        )
+    classes = predictor.classes
+    rows = [[s["file"], "", "", "", s["reason"]] for s in skipped]
+    if files:
+        out = predictor.outputs(images, tta)
+        for i, (name, top) in enumerate(zip(files, out.top_classes(top_k))):
+            topk = " ".join(f"{classes[j]}:{out.probs[i, j]:.4f}" for j in top)
+            rows.append([name, classes[out.preds[i]], f"{out.probs[i, out.preds[i]]:.4f}", topk, ""])
+    rows.sort(key=lambda r: r[0])
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_HEADER)
+        w.writerows(rows)
+    return {"predicted": len(files), "skipped": skipped, "csv": str(out_csv)}

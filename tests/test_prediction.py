@@ -1,0 +1,105 @@
+"""`visionbench predict`: a folder of images to a CSV, with a run or a saved ensemble."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from visionbench.cli import app
+from visionbench.data import load_dataset
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def unlabelled(tmp_path):
+    """The first six digits test images as PNG files, in an unsorted nested layout, beside a
+    corrupt image, a text file and a hidden file; returns (folder, {file: test index})."""
+    test = load_dataset("digits").splits["test"].images
+    names = {"z.png": 0, "b/2.png": 1, "b/10.png": 2, "a.png": 3, "b/c/x.png": 4, "B.png": 5}
+    folder = tmp_path / "unlabelled"
+    for name, i in names.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(png(test[i, 0]))  # greyscale 8x8, as stored
+    (folder / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    return folder, names
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_labels_files_in_sorted_order_as_eval_would(digit_runs, unlabelled, tmp_path):
+    folder, names = unlabelled
+    out = tmp_path / "preds.csv"
+    res = invoke("predict", "a", "--images", str(folder), "--out", str(out), "--runs-dir", str(digit_runs))
+    assert res.exit_code == 0, res.output
+    rows = read_csv(out)
+    files = [r["file"] for r in rows]
+    assert files == sorted(names | {"b/broken.jpg": 0, "notes.txt": 0})
+    errors = {r["file"]: r["error"] for r in rows if r["error"]}
+    assert set(errors) == {"b/broken.jpg", "notes.txt"} and "not a readable image" in errors["b/broken.jpg"]
+    assert "skipped b/broken.jpg" in res.output and "skipped notes.txt" in res.output
+    # preprocessing equals the run's own: the same labels and confidences as its eval bundle
+    invoke("eval", "a", "--runs-dir", str(digit_runs))
+    probs = np.load(digit_runs / "a" / "eval-last" / "predictions.npz")["probs"]
+    for r in rows:
+        if r["file"] in names:
+            i = names[r["file"]]
+            assert r["label"] == str(probs[i].argmax())
+            assert float(r["confidence"]) == pytest.approx(probs[i].max(), abs=1e-4)
+            top = r["top_k"].split()
+            assert len(top) == 5 and top[0].split(":")[0] == r["label"]
+    again = tmp_path / "again.csv"
+    invoke("predict", "a", "--images", str(folder), "--out", str(again), "--runs-dir", str(digit_runs))
+    assert again.read_text() == out.read_text()
+
+
+def test_saved_ensemble_predicts_like_its_eval(digit_runs, unlabelled, tmp_path):
+    folder, names = unlabelled
+    assert (
+        invoke(
+            "ensemble", "a", "b", "c", "--vote", "soft", "--save", "soft3", "--runs-dir", str(digit_runs)
+        ).exit_code
+        == 0
+    )
+    out = tmp_path / "ens.csv"
+    res = invoke(
+        "predict",
+        "soft3",
+        "--images",
+        str(folder),
+        "--out",
+        str(out),
+        "--runs-dir",
+        str(digit_runs),
+        "--json",
+    )
+    assert json.loads(res.stdout)["predicted"] == 6
+    probs = np.load(digit_runs / "soft3" / "eval" / "predictions.npz")["probs"]
+    for r in read_csv(out):
+        if r["file"] in names:
+            assert r["label"] == str(probs[names[r["file"]]].argmax())
+    refused = runner.invoke(
+        app, ["predict", "soft3", "--weights", "best", "--images", str(folder), "--runs-dir", str(digit_runs)]
+    )
+    assert refused.exit_code == 2 and "--weights applies to runs" in refused.output
