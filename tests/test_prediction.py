@@ -103,3 +103,19 @@ def test_saved_ensemble_predicts_like_its_eval(digit_runs, unlabelled, tmp_path)
         app, ["predict", "soft3", "--weights", "best", "--images", str(folder), "--runs-dir", str(digit_runs)]
     )
     assert refused.exit_code == 2 and "--weights applies to runs" in refused.output
+
+
+def test_runs_recorded_without_classes_read_them_from_their_data(digit_runs, tmp_path):
+    import shutil
+
+    from visionbench.inference import load_member
+
+    old = tmp_path / "old"
+    shutil.copytree(digit_runs / "a", old, ignore=shutil.ignore_patterns("eval*"))
+    meta = json.loads((old / "run.json").read_text())
+    for key in ("classes", "shape"):
+        del meta["data_report"][key]
+    (old / "run.json").write_text(json.dumps(meta))
+    recorded, rebuilt = load_member(digit_runs / "a", digit_runs), load_member(old, digit_runs)
+    assert rebuilt.spec == recorded.spec and rebuilt.spec.shape == (1, 8, 8)
+    assert rebuilt.mean == pytest.approx(recorded.mean) and rebuilt.std == pytest.approx(recorded.std)

@@ -23,7 +23,9 @@ def read_images(
     data was (images.decode: EXIF, alpha, 16-bit; the run's size, resize policy, channels), in
     sorted order of relative path. Files that are not readable images are listed in `skipped`."""
     if not (path.is_dir() or is_archive(path)):
-        raise VisionbenchError("not a folder or a .zip/.tar archive of images", where=str(path))
+        raise VisionbenchError(
+            "not a folder or a .zip/.tar archive of images", where=str(path), fix="check the --images path"
+        )
     entries = sorted(("/".join(parts), blob) for parts, blob in iter_files(path))
     skipped = []
     if path.is_dir():  # files iter_files passes over for their extension are listed too
