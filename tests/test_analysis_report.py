@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -107,3 +108,21 @@ def test_markdown_report_links_figures_that_exist(explained_run, tmp_path):
 def test_report_with_no_runs_says_so(tmp_path):
     res = runner.invoke(app, ["report", "--runs-dir", str(tmp_path / "none")])
     assert res.exit_code == 2 and "no finished runs" in res.output
+
+
+def test_report_shows_a_saved_ensemble_beside_its_members(tiny_run, tmp_path):
+    runs = str(tmp_path / "ensembles")
+    member = str(tiny_run)
+    res = runner.invoke(
+        app, ["ensemble", member, member, "--vote", "soft", "--save", "trio", "--runs-dir", runs]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ensembles" / "trio" / "summary.json").read_text())
+    md = tmp_path / "report.md"
+    res = runner.invoke(app, ["report", "trio", "--runs-dir", runs, "--markdown", str(md)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "## Ensemble trio" in text and f"| ensemble (soft vote) | {100 * summary['top1']:.2f} |" in text
+    assert "| agreement | tiny | tiny |" in text and "| tiny | 1.000 | 1.000 |" in text
+    assert "## tiny" in text  # its member, read from ensemble.json
+    assert "![confusion matrix (eval)](ensembles/trio/eval/confusion.png)" in text

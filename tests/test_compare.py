@@ -136,6 +136,8 @@ def test_shipped_references_carry_their_context():
     assert {"rsb-resnet50", "airbench94", "seed-001-tiny-imagenet"} <= set(refs)
     for name, ref in refs.items():
         assert {"title", "source", "data", "epochs", "resolution", "rows"} <= set(ref), name
+        stray = [set(r) - {"model", "recipe", "top1", "epochs"} for r in ref["rows"]]
+        assert not any(stray), (name, stray)
         assert all(0 < r["top1"] <= 100 for r in ref["rows"]), name
     assert [r["top1"] for r in refs["airbench94"]["rows"]] == [94.01, 90.69]
 
@@ -149,3 +151,4 @@ def test_compare_reads_a_real_run(tiny_run):
         cell["acc_mean"] == pytest.approx(100 * summary["test_acc"]) and cell["params"] == summary["params"]
     )
     assert cell["images_per_s"] > 0
+    assert json.loads(res.stdout)["cols"] == "data.name"  # no recipe: one column per dataset

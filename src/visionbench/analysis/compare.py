@@ -71,7 +71,9 @@ def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None)
                 fix="finish it with `visionbench train --resume`, or leave it out",
             )
     else:
-        runs = [Run(p.parent) for p in sorted(root.glob("*/summary.json"))]
+        runs = [
+            Run(p.parent) for p in sorted(root.glob("*/summary.json")) if (p.parent / "config.yaml").is_file()
+        ]
     if not runs:
         raise VisionbenchError(
             f"no finished runs to compare in {root}", fix="train some, or name run folders"
@@ -87,7 +89,7 @@ def label(value) -> str:
 
 def default_cols(records: list[RunRecord]) -> str:
     """Recipe when runs carry one (seed 001's table: model x recipe), else the dataset."""
-    return "recipe" if any(r.config.get("recipe") is not None for r in records) else "data.name"
+    return "recipe" if any(r.config.get("recipe") for r in records) else "data.name"
 
 
 def compare_table(runs: list[RunRecord], rows: str = "model.name", cols: str | None = None) -> dict:

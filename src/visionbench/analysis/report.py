@@ -15,15 +15,19 @@ from pathlib import Path
 from jinja2 import Environment, StrictUndefined
 
 from .. import __version__
-from .compare import RunRecord, compare_table, details, pivot, read_runs
+from ..runs import runs_root
+from .compare import RunRecord, compare_table, details, markdown_table, pivot, read_runs
 from .plots import plot_overlaid_curves
 
-# the figures a run folder may hold, in the order the report shows them
-RUN_FIGURES = [
+# the figures a run (or saved ensemble) folder may hold, in the order the report shows them;
+# eval*/ are evaluation bundles (`visionbench eval`, one folder per weights / TTA choice)
+FIGURES = [
     ("curves.png", "learning curves"),
     ("confusion.png", "confusion matrix (test)"),
-    ("eval-last/confusion.png", "confusion matrix, re-evaluated (last weights)"),
-    ("eval-best/confusion.png", "confusion matrix, re-evaluated (best weights)"),
+    ("eval*/confusion.png", "confusion matrix"),
+    ("eval*/confusion_normalized.png", "confusion matrix, normalised per true class"),
+    ("eval*/reliability.png", "calibration: reliability diagram"),
+    ("eval*/mistakes.png", "most confident mistakes"),
     ("explain/explain.png", "explanations: saliency, SmoothGrad, Integrated Gradients, Grad-CAM"),
 ]
 
@@ -79,18 +83,69 @@ def leaderboard(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def figures_in(folder: Path) -> list[Figure]:
+    found = []
+    for pattern, caption in FIGURES:
+        for path in sorted(folder.glob(pattern)):
+            where = path.parent.name if path.parent != folder and path.parent.name != "explain" else ""
+            found.append(Figure(f"{caption} ({where})" if where else caption, path))
+    return found
+
+
 def run_section(record: RunRecord) -> RunSection:
-    section = RunSection(record.id)
-    for name, caption in RUN_FIGURES:
-        if (record.path / name).is_file():
-            section.figures.append(Figure(caption, record.path / name))
+    section = RunSection(record.id, figures_in(record.path))
     explained = record.path / "explain" / "explain.json"
     if explained.is_file():
         section.explained = json.loads(explained.read_text()).get("images", [])
     return section
 
 
-def report_context(records: list[RunRecord], overlay: Path, rows: str, cols: str | None) -> dict:
+def ensemble_section(folder: Path) -> dict:
+    """A saved ensemble (`visionbench ensemble --save`): vote, accuracy beside its members',
+    the members' agreement, and the figures of its evaluation bundles."""
+    meta = json.loads((folder / "ensemble.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+    pct = lambda v: f"{100 * v:.2f}" if v is not None else "-"
+    members = summary.get("members", [{"id": m["id"]} for m in meta.get("members", [])])
+    ids = [m["id"] for m in members]
+    agreement = summary.get("agreement")
+    return {
+        "id": folder.name,
+        "vote": meta.get("vote", "?"),
+        "accuracy": (
+            ["model", "test top-1 %"],
+            [[f"ensemble ({meta.get('vote', '?')} vote)", pct(summary.get("top1"))]]
+            + [[m["id"], pct(m.get("top1"))] for m in members],
+        ),
+        "agreement": (
+            ["agreement", *ids],
+            [[a, *(f"{v:.3f}" for v in row)] for a, row in zip(ids, agreement)],
+        )
+        if agreement
+        else None,
+        "figures": figures_in(folder),
+    }
+
+
+def split_refs(refs: list[str] | None, runs_dir) -> tuple[list[str] | None, list[Path]]:
+    """Run refs and saved-ensemble folders (an ensemble goes wherever a run does); with no refs,
+    every ensemble folder under the runs root."""
+    root = runs_root(runs_dir)
+    if not refs:
+        return None, sorted(p.parent for p in root.glob("*/ensemble.json"))
+    runs, ensembles = [], []
+    for ref in refs:
+        found = next((f for f in (Path(ref), root / ref) if (f / "ensemble.json").is_file()), None)
+        if found:
+            ensembles.append(found)
+        else:
+            runs.append(ref)
+    return runs, ensembles
+
+
+def report_context(
+    records: list[RunRecord], ensembles: list[Path], overlay: Path, rows: str, cols: str | None
+) -> dict:
     """Everything both renderings show; the overlaid curves are drawn to `overlay`."""
     table = compare_table(records, rows, cols)
     plot_overlaid_curves({r.id: r.metrics for r in records}, overlay, title="learning curves, all runs")
@@ -104,6 +159,7 @@ def report_context(records: list[RunRecord], overlay: Path, rows: str, cols: str
         "details": details(table),
         "overlay": Figure("learning curves, all runs", overlay),
         "runs": [run_section(r) for r in records],
+        "ensembles": [ensemble_section(e) for e in ensembles],
     }
 
 
@@ -115,8 +171,6 @@ def render_html(ctx: dict) -> str:
 
 def render_markdown(ctx: dict, base: Path) -> str:
     """Tables as markdown; figures as links relative to `base` (the markdown file's folder)."""
-    from .compare import markdown_table
-
     link = lambda fig: f"![{fig.caption}]({Path(os.path.relpath(fig.path, base)).as_posix()})"
     parts = [
         f"# {ctx['title']}",
@@ -129,6 +183,10 @@ def render_markdown(ctx: dict, base: Path) -> str:
         "## Learning curves",
         link(ctx["overlay"]),
     ]
+    for ens in ctx["ensembles"]:
+        parts += [f"## Ensemble {ens['id']}", markdown_table(*ens["accuracy"])]
+        parts += [markdown_table(*ens["agreement"])] if ens["agreement"] else []
+        parts += [link(fig) for fig in ens["figures"]]
     for run in ctx["runs"]:
         parts.append(f"## {run.id}")
         parts += [link(fig) for fig in run.figures]
@@ -144,16 +202,23 @@ def write_report(
     cols: str | None = None,
 ) -> list[Path]:
     """Write the HTML and/or markdown report for `refs` (default: every finished run)."""
-    records = read_runs(refs, runs_dir)
+    run_refs, ensembles = split_refs(refs, runs_dir)
+    if refs and not run_refs:  # only ensembles: report their members
+        run_refs = [
+            m["path"] for e in ensembles for m in json.loads((e / "ensemble.json").read_text())["members"]
+        ]
+    records = read_runs(run_refs, runs_dir)
     written = []
     if markdown:  # its figures must outlive this call: the overlay goes beside the markdown file
         markdown.parent.mkdir(parents=True, exist_ok=True)
-        ctx = report_context(records, markdown.with_name(f"{markdown.stem}-curves.png"), rows, cols)
+        ctx = report_context(
+            records, ensembles, markdown.with_name(f"{markdown.stem}-curves.png"), rows, cols
+        )
         markdown.write_text(render_markdown(ctx, markdown.parent))
         written.append(markdown)
     if html:
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = report_context(records, Path(tmp) / "curves.png", rows, cols)
+            ctx = report_context(records, ensembles, Path(tmp) / "curves.png", rows, cols)
             page = render_html(ctx)
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(page)
