@@ -98,14 +98,7 @@ def train(
                 value = value[part]
             out.print(f"{key} = {value!r}")
         return
-    for arg in ctx.args:
-        if arg.startswith("-"):
-            opt = arg.split("=")[0]
-            known = [name for param in ctx.command.params for name in param.opts]
-            raise VisionbenchError(
-                f"unknown option '{opt}'.{did_you_mean(opt, known)}",
-                fix="`visionbench train --help` lists the options",
-            )
+    refuse_unknown_options(ctx)
     # data.dir is stored absolute, so `eval` and `--resume` work from any folder
     cli = {
         "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
@@ -130,6 +123,139 @@ def train(
         run = fit(cfg, runs_dir, quiet=quiet or as_json)
     if as_json:
         print(json.dumps({"run": str(run.path), **run.read_json("summary.json")}))
+
+
+def refuse_unknown_options(ctx: typer.Context) -> None:
+    """Extra arguments are KEY=VALUE overrides; a stray --option is a typo, named as such."""
+    for arg in ctx.args:
+        if arg.startswith("-"):
+            opt = arg.split("=")[0]
+            known = [name for param in ctx.command.params for name in param.opts]
+            raise VisionbenchError(
+                f"unknown option '{opt}'.{did_you_mean(opt, known)}",
+                fix=f"`visionbench {ctx.command.name} --help` lists the options",
+            )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def sweep(
+    ctx: typer.Context,
+    grid: Annotated[
+        Optional[list[str]], typer.Option(help="KEY=a,b,c: one axis of the grid (repeat for more).")
+    ] = None,
+    file: Annotated[Optional[Path], typer.Option(help="Sweep YAML: name, config, set, grid, trials.")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Sweep name, the runs' id prefix [default: from the settings].")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Runs at once (processes; one GPU each if any).")] = 1,
+    search: Annotated[
+        Optional[str], typer.Option(help="optuna: adaptive search instead of the grid.")
+    ] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Search: trials in the study [default 20].")] = None,
+    storage: Annotated[
+        Optional[str], typer.Option(help="Search: RDB URL (postgresql://...) or journal file.")
+    ] = None,
+    metric: Annotated[
+        Optional[str], typer.Option(help="Search: epoch metric to optimise and prune on [default: val_acc].")
+    ] = None,
+    data: Annotated[Optional[str], typer.Option(help="Dataset for every run.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model for every run.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, mps.")] = None,
+    data_dir: DataDir = None,
+    config: Annotated[Optional[list[Path]], typer.Option(help="YAML config file(s) for every run.")] = None,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Train a grid of runs (or an Optuna search); extra KEY=VALUE arguments apply to every run.
+    Re-running the same command skips finished runs and resumes interrupted ones."""
+    from .sweep import (
+        Sweep,
+        default_name,
+        expand,
+        load_sweep_file,
+        parse_grid,
+        run_grid,
+        stopped,
+        summary_rows,
+    )
+
+    refuse_unknown_options(ctx)
+    spec = load_sweep_file(file) if file else {}
+    files = spec.get("config") or []
+    files = [file.parent / f for f in ([files] if isinstance(files, str) else files)] + (config or [])
+    cli = {
+        "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
+        "model": {"name": model},
+        "train": {"epochs": epochs, "device": device},
+    }
+    plan = Sweep("", files, spec.get("set", []) + ctx.args, spec.get("grid", {}) | parse_grid(grid or []))
+    plan.cli = prune(cli)
+    plan.name = name or spec.get("name") or default_name(plan)
+    say = (lambda msg: None) if as_json else (lambda msg: out.print(escape(msg)))
+    if search == "optuna":
+        from .search import run_search
+
+        metric = metric or spec.get("metric", "val_acc")
+        cells = run_search(plan, trials or spec.get("trials", 20), metric, storage, runs_dir, jobs)
+        results = []
+    elif search:
+        raise VisionbenchError(f"unknown search '{search}'", fix="use --search optuna (or leave it out)")
+    else:
+        grid_cells = expand(plan)
+        say(f"sweep {plan.name}: {len(grid_cells)} runs, {jobs} at a time")
+        results = run_grid(grid_cells, runs_dir, jobs, say)
+        cells = [(c.id, c.values) for c in grid_cells]
+    rows = summary_rows(cells, runs_dir)
+    if as_json:
+        print(json.dumps({"sweep": plan.name, "runs": rows}))
+    else:
+        print_sweep_table(plan.name, rows)
+        print_sweep_comparison(rows, list(plan.grid), runs_dir)
+    codes = [r["exit_code"] for r in results if r["status"] == "interrupted"]
+    if codes:
+        raise stopped(codes[0])
+    failed = [r["id"] for r in results if r["status"] == "failed"]
+    if failed:
+        raise VisionbenchError(
+            f"{len(failed)} run(s) failed: {', '.join(failed)}", fix="see the errors above"
+        )
+
+
+def print_sweep_table(name: str, rows: list[dict]) -> None:
+    pct = lambda v: f"{v:.2%}" if v is not None else "-"
+    fixed = ("id", "status", "best_val_acc", "test_acc", "seconds")
+    keys = [k for k in (rows[0] if rows else {}) if k not in fixed]
+    table = Table("id", *keys, "status", "best val acc", "test acc", "seconds", title=f"sweep {name}")
+    for r in sorted(rows, key=lambda r: -(r["test_acc"] or -1)):
+        table.add_row(
+            r["id"],
+            *(escape(str(r[k])) for k in keys),
+            r["status"],
+            pct(r["best_val_acc"]),
+            pct(r["test_acc"]),
+            f"{r['seconds']:.1f}" if r["seconds"] else "-",
+        )
+    out.print(table)
+
+
+def print_sweep_comparison(rows: list[dict], grid_keys: list[str], runs_dir: Path | None) -> None:
+    """The `compare` tables of the finished runs, by the grid's keys (seeds averaged), when
+    the grid has at most two keys besides the seed: more would be averaged together."""
+    from .analysis import compare as cmp
+
+    finished = [r["id"] for r in rows if r["status"] == "finished"]
+    keys = [k for k in grid_keys if k != "seed"]
+    if not finished or len(keys) > 2:
+        return
+    records = cmp.read_runs(finished, runs_dir)
+    flat = sorted(records[0].config)  # a dict-valued key (model.kwargs) is compared by its first entry
+    by = [next((c for c in flat if c == k or c.startswith(k + ".")), "model.name") for k in keys]
+    table = cmp.compare_table(records, by[0] if by else "model.name", by[1] if len(by) > 1 else None)
+    out.print(f"test accuracy %, mean ± std over seeds ({len(finished)} finished runs)")
+    out.print(rich_table(*cmp.pivot(table)))
+    out.print(rich_table(*cmp.details(table)))
 
 
 def prune(tree: dict) -> dict:

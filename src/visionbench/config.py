@@ -94,6 +94,9 @@ class TrainConfig(Section):
     )
     deterministic: bool = True  # deterministic kernels: a resumed run equals an uninterrupted one
     threads: int | None = None  # CPU threads; default: all cores
+    checkpoint_minutes: float | None = None  # also checkpoint mid-epoch every N minutes
+    checkpoint_steps: int | None = None  # also checkpoint mid-epoch every N steps
+    sync_bn: bool = False  # distributed runs: BatchNorm statistics over the global batch
 
 
 class RunConfig(Section):

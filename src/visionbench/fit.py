@@ -27,7 +27,8 @@ from .data.cache import memo
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
 from .data.stream import FileImages, StreamLoader
-from .engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .engine import distributed
+from .engine.checkpoint import CheckpointTimer, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .engine.ema import ModelEMA
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
 from .engine.losses import create_loss
@@ -35,7 +36,7 @@ from .engine.optim import create_optimizer, create_scheduler
 from .engine.stopping import early_stop_due
 from .errors import VisionbenchError
 from .models import count_params, create_model
-from .runs import Run, default_run_id, environment, runs_root
+from .runs import Run, RunView, default_run_id, environment, runs_root
 
 
 class Interrupted(VisionbenchError):
@@ -62,6 +63,7 @@ class Prepared:
     held: np.ndarray  # train indices held out for validation
     mean: list[float]
     std: list[float]
+    shard: tuple[int, int] = (0, 1)  # (rank, world): a distributed rank trains on its slice
 
     def loader(self, split: str, idx=None, train: bool = False) -> TensorLoader:
         s = self.dataset.splits[split]
@@ -82,6 +84,7 @@ class Prepared:
             seed=self.cfg.seed,
             augment=build_augment(self.cfg.aug, len(self.dataset.classes)) if train else None,
             repeats=self.cfg.aug.repeats,
+            shard=self.shard if train else (0, 1),
         )
 
     @cached_property
@@ -121,6 +124,7 @@ def prepare_data(
     device: torch.device,
     say: Callable[[str], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Prepared:
     # folder-only options, passed only when set: other sources refuse options they do not take
     options = {
@@ -151,7 +155,7 @@ def prepare_data(
     sample = keep[:: max(1, len(keep) // 1000)] if cfg.data.stream else keep
     key = f"stats-{fraction}-{cfg.data.split_seed}"
     mean, std = memo(ds, key, lambda: channel_stats(train.images, sample))
-    return Prepared(cfg, ds, device, keep, held, mean, std)
+    return Prepared(cfg, ds, device, keep, held, mean, std, shard)
 
 
 def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
@@ -217,25 +221,40 @@ def stop_on_signals():
 
 
 def train(
-    cfg: RunConfig, runs_dir: str | Path | None = None, resume: str | None = None, quiet: bool = False
+    cfg: RunConfig,
+    runs_dir: str | Path | None = None,
+    resume: str | None = None,
+    quiet: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> Run:
-    """Train a run to the end (or resume one) and return its finished record."""
-    console = make_console(quiet=quiet)
+    """Train a run to the end (or resume one) and return its finished record. `on_epoch` sees
+    each epoch's metrics row (a search uses it to prune); under torchrun, ranks share the work."""
+    console = make_console(quiet=quiet or not distributed.is_main_process())
     root = runs_root(runs_dir)
     if resume:
         run = Run.open(resume, root)
         cfg = read_config(run)
-    device = pick_device(cfg.train.device)
+    ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
+    device = ranks.device
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     amp = amp_dtype(cfg, device)
     with count_bar(console, "decoding images") as update:
-        data = prepare_data(cfg, device, lambda msg: console.print(escape(msg), style="dim"), update)
+        data = prepare_data(
+            cfg, device, lambda msg: console.print(escape(msg), style="dim"), update, ranks.shard
+        )
     model = build_model(cfg, data.dataset, device)  # data and model errors come before any folder
-    run = Run.create(
-        run.path.parent if resume else root,
-        run.id if resume else cfg.name or default_run_id(root, cfg.data.name, cfg.model.name),
-        resume=bool(resume),
+    path = ranks.main_first(
+        lambda: (
+            Run.create(
+                run.path.parent if resume else root,
+                run.id if resume else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
+                resume=bool(resume),
+                unique=not resume and not cfg.name,
+            ).path
+        )
     )
+    run = Run(path) if ranks.is_main else RunView(path)
+    trained = ranks.wrap(model, cfg.train.sync_bn)  # what trains; `model` is evaluated and saved
     optimizer = create_optimizer(model, cfg.optim)
     scheduler = create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs)
     n_params = count_params(model)
@@ -294,6 +313,8 @@ def train(
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
     def checkpoint(epoch: int, batch: int, partial: dict | None) -> None:
+        if not ranks.is_main:
+            return
         try:
             save_checkpoint(
                 run.checkpoint,
@@ -329,6 +350,8 @@ def train(
         transient=True,
     )
     with recorded_failure(run), stop_on_signals() as stop, bar:
+        # breaks the epoch at a batch boundary on a signal or when a periodic checkpoint is due
+        pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
         for epoch in range(start_epoch, cfg.train.epochs):
             task = bar.add_task(
                 f"epoch {epoch + 1}/{cfg.train.epochs}",
@@ -336,34 +359,36 @@ def train(
                 completed=start_batch,
                 stats="",
             )
-            tr = train_one_epoch(
-                model,
-                data.train,
-                optimizer,
-                scheduler,
-                epoch=epoch,
-                start_batch=start_batch,
-                label_smoothing=cfg.train.label_smoothing,
-                grad_clip=cfg.train.grad_clip,
-                amp_dtype=amp,
-                stop=stop,
-                on_step=progress_callback(bar, task, data.train),
-                loss_fn=loss_fn,
-                ema=ema,
-            )
-            bar.remove_task(task)
-            if partial:  # the part of this epoch trained before an interruption
-                tr = {
-                    k: tr[k] + partial.get(k, 0) if k in ("loss_sum", "correct", "seen", "seconds") else tr[k]
-                    for k in tr
-                }
-            start_batch, partial = 0, None
-            if tr["stopped"] and tr["next_batch"] < len(data.train):
-                checkpoint(
-                    epoch, tr["next_batch"], {k: tr[k] for k in ("loss_sum", "correct", "seen", "seconds")}
+            on_step = pause.counting(progress_callback(bar, task, data.train))
+            while True:  # the epoch, in pieces cut by checkpoints
+                tr = train_one_epoch(
+                    trained,
+                    data.train,
+                    optimizer,
+                    scheduler,
+                    epoch=epoch,
+                    start_batch=start_batch,
+                    label_smoothing=cfg.train.label_smoothing,
+                    grad_clip=cfg.train.grad_clip,
+                    amp_dtype=amp,
+                    stop=pause,
+                    on_step=on_step,
+                    loss_fn=loss_fn,
+                    ema=ema,
                 )
-                run.set_status("interrupted")
-                raise Interrupted(run, stop.signum)
+                tr = ranks.sum(tr)
+                if partial:  # the part of this epoch trained before the last checkpoint
+                    tr = {k: tr[k] + partial.get(k, 0) if k in PARTIAL_SUMS else tr[k] for k in tr}
+                if not (tr["stopped"] and tr["next_batch"] < len(data.train)):
+                    break
+                start_batch, partial = tr["next_batch"], {k: tr[k] for k in PARTIAL_SUMS}
+                checkpoint(epoch, start_batch, partial)
+                pause.reset()
+                if stop:
+                    run.set_status("interrupted")
+                    raise Interrupted(run, stop.signum)
+            bar.remove_task(task)
+            start_batch, partial = 0, None
             row = {
                 "epoch": epoch + 1,
                 "train_loss": tr["loss_sum"] / tr["seen"],
@@ -381,11 +406,14 @@ def train(
                 run.save_weights("best.safetensors", scored)
             run.log_metrics(row)
             checkpoint(epoch + 1, 0, None)
+            pause.reset()
             console.print(
                 f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
                 + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}" if "val_acc" in row else "")
                 + f"  {row['seconds']:.1f}s {row['images_per_s']:,.0f} img/s"
             )
+            if on_epoch is not None:
+                on_epoch(row)
             if stop:
                 run.set_status("interrupted")
                 raise Interrupted(run, stop.signum)
@@ -393,6 +421,8 @@ def train(
                 console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
                 break
     train_seconds = time.perf_counter() - t_start
+    if not ranks.is_main:  # rank 0 tests the model and writes the summary
+        return run
 
     run.save_weights("last.safetensors", scored)
     test = evaluate(scored, data.test, amp)
@@ -421,6 +451,9 @@ def train(
         f"{report['n']:,} images)  run: {escape(str(run.path))}"
     )
     return run
+
+
+PARTIAL_SUMS = ("loss_sum", "correct", "seen", "seconds")
 
 
 def progress_callback(bar: Progress, task, loader: TensorLoader, every: int = 25):

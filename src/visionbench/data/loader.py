@@ -19,7 +19,9 @@ class TensorLoader:
 
     Each epoch's order and augmentation parameters are drawn up front from a generator
     seeded by (seed, epoch): any batch of any epoch can be reproduced, so a run resumed
-    at a batch boundary sees exactly the batches an uninterrupted one would.
+    at a batch boundary sees exactly the batches an uninterrupted one would. With
+    `shard=(rank, world)` each of `world` processes yields its own equal slice of every
+    batch of that one plan: together they train on the global batch of a single process.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class TensorLoader:
         channels_last: bool = False,
         augment: Augment | None = None,
         repeats: int = 1,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
         self.images = self._place(images)
@@ -47,6 +50,7 @@ class TensorLoader:
         self.channels_last = channels_last
         self.augment = augment if train else None
         self.repeats = repeats if train else 1
+        self.rank, self.world = shard
         c = self.images.shape[1]
         mean = torch.tensor(mean if mean is not None else [0.5] * c, dtype=torch.float32)
         std = torch.tensor(std if std is not None else [0.5] * c, dtype=torch.float32)
@@ -67,9 +71,12 @@ class TensorLoader:
         return self.images[idx].float()
 
     def _slices(self, start_batch: int = 0):
-        """(batch index, slice of the epoch's order) for each batch from `start_batch`."""
+        """(batch index, slice of the epoch's order) for each batch from `start_batch`: this
+        rank's share of the global batch (all of it in a single process)."""
+        per = self.batch_size // self.world
         for b in range(start_batch, len(self)):
-            yield b, slice(b * self.batch_size, (b + 1) * self.batch_size)
+            start = b * self.batch_size + self.rank * per
+            yield b, slice(start, start + per)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -102,8 +109,8 @@ class TensorLoader:
             if "flip" in plan:
                 x = torch.where(plan["flip"][sel].view(-1, 1, 1, 1), x.flip(3), x)
             y = self.labels[idx]
-            if self.augment is not None:  # per-sample draws from a generator seeded by the batch
-                g, rng = batch_generators(self.seed, epoch, b, self.device)
+            if self.augment is not None:  # per-sample draws from a generator seeded by (batch, rank)
+                g, rng = batch_generators(self.seed, epoch, b * self.world + self.rank, self.device)
                 x = self.augment.pixels(x, g) * self.scale + self.shift
                 x, y = self.augment.batch(x, y, g, rng)
             else:

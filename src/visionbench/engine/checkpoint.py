@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,37 @@ def load_checkpoint(path: Path) -> dict:
         f"{path} is corrupt or incomplete; resuming from the previous checkpoint {prev}", stacklevel=2
     )
     return state
+
+
+class CheckpointTimer:
+    """Says when a periodic checkpoint is due: every `steps` training steps and/or every
+    `minutes` of wall time, counted from the last checkpoint. As a flag it is true when a
+    checkpoint is due or `stop` is set: the loop breaks at that batch boundary either way.
+    `agree` makes distributed ranks break at the same step (any rank's reason counts)."""
+
+    def __init__(self, stop, steps: int | None = None, minutes: float | None = None, agree=bool):
+        self.stop, self.steps, self.seconds = stop, steps, minutes * 60 if minutes else None
+        self.agree = agree
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.t0 = 0, time.monotonic()
+
+    def counting(self, on_step):
+        """`on_step`, which also counts the step."""
+
+        def counted(batch: int, loss: torch.Tensor) -> None:
+            on_step(batch, loss)
+            self.n += 1
+
+        return counted
+
+    @property
+    def due(self) -> bool:
+        return bool(
+            (self.steps and self.n >= self.steps)
+            or (self.seconds and time.monotonic() - self.t0 >= self.seconds)
+        )
+
+    def __bool__(self) -> bool:
+        return self.agree(bool(self.stop) or self.due)

@@ -24,15 +24,10 @@ def runs_root(runs_dir: str | Path | None = None) -> Path:
     return Path(runs_dir or os.environ.get("VISIONBENCH_RUNS") or "runs")
 
 
-def default_run_id(root: Path, data: str, model: str) -> str:
-    """<time>-<data>-<model>, with -2, -3, ... when runs start within the same second."""
+def default_run_id(data: str, model: str) -> str:
+    """<time>-<data>-<model>; Run.create(unique=True) adds -2, -3, ... when that folder exists."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{data}-{model}")[-60:].strip("_")
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
-    run_id, n = base, 1
-    while (root / run_id).exists():
-        n += 1
-        run_id = f"{base}-{n}"
-    return run_id
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
 
 
 class Run:
@@ -54,7 +49,9 @@ class Run:
         return self.path / "checkpoint.pt"
 
     @classmethod
-    def create(cls, root: Path, run_id: str, resume: bool = False) -> Run:
+    def create(cls, root: Path, run_id: str, resume: bool = False, unique: bool = False) -> Run:
+        """The run's folder, made here: a new run claims it atomically (mkdir), so concurrent
+        runs never share one; `unique` picks the next free -2, -3, ... instead of failing."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", run_id) or run_id in (".", ".."):
             raise VisionbenchError(
                 f"bad run name '{run_id}'", fix="use letters, digits, '.', '_', '-' (at most 120)"
@@ -66,14 +63,20 @@ class Run:
                 where=str(run.path),
                 fix="choose another name= (or leave it out)",
             )
-        if not resume and run.path.exists():
-            raise VisionbenchError(
-                f"run '{run_id}' exists and is unfinished",
-                where=str(run.path),
-                fix="add --resume to continue it, or choose another name",
-            )
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(2, 10_000):
+            try:
+                run.path.mkdir(exist_ok=resume)
+                return run
+            except FileExistsError:
+                if not unique:
+                    raise VisionbenchError(
+                        f"run '{run_id}' exists and is unfinished",
+                        where=str(run.path),
+                        fix="add --resume to continue it, or choose another name",
+                    ) from None
+                run = cls(root / f"{run_id}-{n}")
+        raise VisionbenchError(f"no free run name left for '{run_id}'", where=str(root))
 
     @classmethod
     def open(cls, ref: str | Path, root: Path | None = None) -> Run:
@@ -124,7 +127,13 @@ class Run:
         p = self.path / "metrics.jsonl"
         if not p.is_file():
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in p.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill -9: the epoch is redone
+                break
+        return rows
 
     def load_weights(self, which: str = "last") -> dict[str, torch.Tensor]:
         p = self.path / f"{which}.safetensors"
@@ -135,6 +144,22 @@ class Run:
                 fix="was the run finished? `visionbench runs` shows its status",
             )
         return load_file(str(p))
+
+
+class RunView(Run):
+    """A run seen by a process that must not write to it (a distributed rank other than 0)."""
+
+    def write_json(self, name: str, obj) -> None:
+        pass
+
+    def write_text(self, name: str, text: str) -> None:
+        pass
+
+    def log_metrics(self, row: dict) -> None:
+        pass
+
+    def save_weights(self, name: str, model: torch.nn.Module) -> None:
+        pass
 
 
 def environment(device: torch.device) -> dict:

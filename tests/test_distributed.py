@@ -1,0 +1,75 @@
+"""torchrun: two CPU processes (gloo) train like one process with the same global batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+from PIL import Image
+
+from visionbench.config import resolve_config
+from visionbench.data.sources import read_idx
+from visionbench.fit import train
+from visionbench.runs import Run, list_runs
+
+pytestmark = pytest.mark.distributed
+
+
+@pytest.fixture
+def mnist_slice(tmp_path):
+    """1,200 train and 600 test MNIST digits as a folder of PNGs (from the 10k test file)."""
+    raw = SHARED_DATA / "MNIST" / "raw"
+    if not (raw / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST not found in {raw}")
+    images = read_idx(raw / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(raw / "t10k-labels-idx1-ubyte.gz")
+    root = tmp_path / "mnist-slice"
+    for split, rows in (("train", range(0, 1200)), ("test", range(1200, 1800))):
+        for i in rows:
+            folder = root / split / str(labels[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i]).save(folder / f"{i}.png")
+    return root
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path, mnist_slice):
+    overrides = [
+        f"data.name=folder:{mnist_slice}",
+        "model.name=simple_cnn",  # no BatchNorm: two half batches are one global batch exactly
+        "train.epochs=3",
+        "train.batch_size=64",
+        "optim.lr=0.05",
+        "train.device=cpu",
+        "train.threads=1",
+    ]
+    single = train(resolve_config([], overrides + ["name=single"]), quiet=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "visionbench", "train", "--quiet", *overrides, "name=ddp"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    assert sorted(r["id"] for r in list_runs(tmp_path / "runs")) == ["ddp", "single"]  # one record
+    ddp = Run.open("ddp")
+    a, b = single.read_json("summary.json"), ddp.read_json("summary.json")
+    assert a["test_n"] == b["test_n"] == 600
+    assert abs(a["test_acc"] - b["test_acc"]) <= 0.005, (a["test_acc"], b["test_acc"])
+    assert a["test_acc"] > 0.6  # it learned: the comparison means something
+    # train metrics are reduced over both ranks: the epochs saw the same global batches
+    for ra, rb in zip(single.metrics(), ddp.metrics(), strict=True):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-3)
+    assert len(ddp.metrics()) == 3 and (ddp.path / "checkpoint.pt").is_file()
+
+
+def test_global_batch_is_split_equally_over_ranks():
+    from visionbench.data.loader import TensorLoader
+
+    images = np.arange(40 * 4, dtype=np.uint8).reshape(40, 1, 2, 2)
+    labels = np.arange(40)
+    whole = TensorLoader(images, labels, 8, train=True, seed=3)
+    parts = [TensorLoader(images, labels, 8, train=True, seed=3, shard=(r, 2)) for r in range(2)]
+    for (_, y), (_, y0), (_, y1) in zip(whole.epoch(1), parts[0].epoch(1), parts[1].epoch(1)):
+        assert y.tolist() == y0.tolist() + y1.tolist()
+    assert len(parts[0]) == len(whole) == 5

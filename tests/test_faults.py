@@ -1,0 +1,126 @@
+"""Runs survive kill -9, signals during validation and concurrent writers to one runs folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import visionbench.fit as fit_module
+from visionbench.cli import app
+from visionbench.config import resolve_config
+from visionbench.fit import Interrupted, train
+from visionbench.runs import Run, list_runs
+
+CLI = [sys.executable, "-m", "visionbench"]
+
+
+def digest(run_dir) -> str | None:
+    try:
+        return (run_dir / "checkpoint.pt.sha256").read_text()
+    except FileNotFoundError:
+        return None
+
+
+def wait_for_new_checkpoint(run_dir, old: str | None, proc: subprocess.Popen) -> bool:
+    """True once a checkpoint other than `old` is on disk; False if the process ended first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = digest(run_dir)
+        if now is not None and now != old:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    raise AssertionError("no checkpoint within 120 s")
+
+
+def test_kill_9_at_random_steps_then_resume_gives_identical_weights(tmp_path, tiny_overrides):
+    overrides = tiny_overrides + ["train.epochs=4", "train.threads=1", "model.dropout=0.2"]
+    full = train(resolve_config([], overrides + ["name=full"]), quiet=True)
+
+    run_dir = tmp_path / "runs" / "killed"
+    cmd = CLI + ["train", "--quiet", *overrides, "train.checkpoint_steps=4", "name=killed"]
+    resume = CLI + ["train", "--quiet", "--resume", "killed"]
+    rng = random.Random(7)
+    proc, kills = subprocess.Popen(cmd), 0
+    for _ in range(3):
+        # each time: let it make progress (a new checkpoint), then kill it at a random moment
+        if not wait_for_new_checkpoint(run_dir, digest(run_dir), proc):
+            break
+        time.sleep(rng.uniform(0, 0.2))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait() == -signal.SIGKILL
+            kills += 1
+            proc = subprocess.Popen(resume)
+    assert proc.wait(timeout=300) == 0
+    assert kills >= 2, "the run ended before it could be killed twice"
+
+    killed = Run.open("killed")
+    assert killed.finished and [r["epoch"] for r in killed.metrics()] == [1, 2, 3, 4]
+    a, b = full.load_weights("last"), killed.load_weights("last")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sigterm_during_validation_saves_and_resume_equals_uninterrupted(monkeypatch, tiny_overrides):
+    cfg = resolve_config([], tiny_overrides)
+    full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
+    real = fit_module.evaluate
+
+    def evaluate_then_signal(*args, **kwargs):  # SIGTERM arrives while validating epoch 1
+        signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "evaluate", evaluate_then_signal)
+    with pytest.raises(Interrupted) as exc:
+        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
+    assert exc.value.exit_code == 143
+    monkeypatch.setattr(fit_module, "evaluate", real)
+    resumed = train(None, resume="cut", quiet=True)
+    assert [r["epoch"] for r in resumed.metrics()] == [1, 2]
+    a, b = full.load_weights("last"), resumed.load_weights("last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_periodic_checkpoints_do_not_change_the_result(tiny_overrides):
+    plain = train(resolve_config([], tiny_overrides), quiet=True)
+    cut = train(resolve_config([], tiny_overrides + ["train.checkpoint_steps=3"]), quiet=True)
+    a, b = plain.load_weights("last"), cut.load_weights("last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in cut.metrics()] == [1, 2]
+    assert cut.metrics()[1]["train_acc"] == plain.metrics()[1]["train_acc"]
+
+
+def test_eight_concurrent_runs_in_one_folder_are_all_listed_and_whole(tmp_path, tiny_overrides):
+    # no names: all eight pick the same <time>-<data>-<model> id and must each claim their own
+    cmd = CLI + ["train", "--quiet", *tiny_overrides, "train.epochs=1", "train.threads=1"]
+    procs = [subprocess.Popen(cmd) for _ in range(8)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 8
+    rows = list_runs(tmp_path / "runs")
+    assert len(rows) == len({r["id"] for r in rows}) == 8
+    for r in rows:
+        run = Run.open(r["id"])
+        assert r["status"] == "finished" and r["test_acc"] > 0.3
+        assert [m["epoch"] for m in run.metrics()] == [1]
+        assert json.loads((run.path / "run.json").read_text())["status"] == "finished"
+        assert run.load_weights("last").keys() == run.load_weights("best").keys()
+    listed = CliRunner().invoke(app, ["runs", "--json"])
+    assert len(json.loads(listed.stdout)) == 8
+
+
+def test_run_name_with_sql_is_refused_with_a_clear_error(tmp_path, tiny_overrides):
+    res = CliRunner().invoke(app, ["train", *tiny_overrides, "name='); DROP TABLE runs;--"])
+    assert res.exit_code == 2
+    assert "bad run name" in res.output and "DROP TABLE" in res.output
+    assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")
