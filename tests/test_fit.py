@@ -37,9 +37,29 @@ def interrupt_at(monkeypatch, global_step: int):
     monkeypatch.setattr(fit_module, "train_one_epoch", wrapped)
 
 
-@pytest.mark.parametrize("stop_step", [20, 26], ids=["end-of-epoch-1", "mid-epoch-2"])
-def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step):
-    cfg = resolve_config([], tiny_overrides + ["model.dropout=0.2"])  # dropout: RNG state matters too
+# every per-sample augmentation, Mixup/CutMix soft targets, BCE, EMA and a plateau schedule
+AUGMENTED = [
+    "aug.resized_crop=0.5",
+    "aug.rotate=10",
+    "aug.policy=randaugment",
+    "aug.jitter=0.2",
+    "aug.erase=0.5",
+    "aug.mixup=0.2",
+    "aug.cutmix=1.0",
+    "train.loss=bce",
+    "train.ema=0.9",
+    "sched.name=plateau",
+]
+
+
+@pytest.mark.parametrize(
+    "stop_step, extra",
+    [(20, []), (26, []), (26, AUGMENTED)],
+    ids=["end-of-epoch-1", "mid-epoch-2", "mid-epoch-2-augmented-ema"],
+)
+def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step, extra):
+    # dropout: RNG state matters too
+    cfg = resolve_config([], tiny_overrides + ["model.dropout=0.2"] + extra)
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
     steps_per_epoch = len(fit_module.prepare_data(cfg, torch.device("cpu")).train)
     assert steps_per_epoch == 20  # 1,295 train images // 64: the step numbers above rely on it

@@ -58,6 +58,10 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data root [default: $VISIONBENCH_DATA or ~/.cache/visionbench/data]."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+RecipeOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Start from a preset (see `visionbench recipes`); other settings override it."),
+]
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -83,6 +87,7 @@ def train(
     config: Annotated[
         Optional[list[Path]], typer.Option(help="YAML config file(s), merged in order.")
     ] = None,
+    recipe: RecipeOpt = None,
     runs_dir: RunsDir = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue an unfinished run (id or folder).")] = None,
     quiet: Annotated[bool, typer.Option(help="Print nothing but errors.")] = False,
@@ -120,14 +125,14 @@ def train(
     from .fit import train as fit
 
     if resume:
-        if ctx.args or cli or config:
+        if ctx.args or cli or config or recipe:
             raise VisionbenchError(
                 "--resume continues a run with its saved config; other settings conflict",
                 fix="leave out the other options, or start a new run",
             )
         run = fit(None, runs_dir, resume=resume, quiet=quiet or as_json)
     else:
-        cfg = resolve_config(config or [], ctx.args, cli)
+        cfg = resolve_config(config or [], ctx.args, cli, recipe)
         run = fit(cfg, runs_dir, quiet=quiet or as_json)
     if as_json:
         print(json.dumps({"run": str(run.path), **run.read_json("summary.json")}))
@@ -594,6 +599,90 @@ def models(
         )
     if not pattern.startswith("timm:"):
         out.print("timm's models: visionbench models timm:PATTERN (e.g. timm:resnet*)")
+
+
+@app.command("lr-find", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly
+def lr_find(
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Option(help="Dataset: digits, mnist, cifar10, folder:PATH.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name (see `visionbench models`).")] = None,
+    data_dir: DataDir = None,
+    config: Annotated[
+        Optional[list[Path]], typer.Option(help="YAML config file(s), merged in order.")
+    ] = None,
+    recipe: RecipeOpt = None,
+    start_lr: Annotated[float, typer.Option(help="First learning rate.")] = 1e-7,
+    end_lr: Annotated[
+        float, typer.Option(help="Last learning rate (the test stops earlier on divergence).")
+    ] = 10.0,
+    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = 200,
+    repeats: Annotated[int, typer.Option(help="Repeat over other batch orders and report the spread.")] = 1,
+    plot: Annotated[Path, typer.Option(help="PNG of the loss against the lr.")] = Path("lr_find.png"),
+    use: Annotated[
+        str, typer.Option(help="Suggestion --apply takes: valley, steepest, minimum/10.")
+    ] = "valley",
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Then train with optim.lr set to the suggestion.")
+    ] = False,
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Learning-rate range test (Smith): exponential lr ramp, smoothed loss, stop on divergence;
+    the model is restored afterwards. Extra KEY=VALUE arguments set any config key."""
+    from .config import resolve_config
+    from .lrfind import KINDS, find_lr
+
+    if use not in KINDS:
+        raise VisionbenchError(
+            f"unknown suggestion '{use}'.{did_you_mean(use, KINDS)}", fix="use " + ", ".join(KINDS)
+        )
+    if repeats < 1 or iters < 5 or not 0 < start_lr < end_lr:
+        raise VisionbenchError("need --repeats >= 1, --iters >= 5 and 0 < --start-lr < --end-lr")
+    cli = prune(
+        {
+            "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
+            "model": {"name": model},
+        }
+    )
+    cfg = resolve_config(config or [], ctx.args, cli, recipe)
+    say = None if as_json else (lambda msg: err.print(escape(msg), style="dim"))
+    res = find_lr(cfg, start_lr=start_lr, end_lr=end_lr, iters=iters, repeats=repeats, plot=plot, say=say)
+    chosen = res["suggestions"][use]["median"]
+    if as_json:
+        print(json.dumps({k: v for k, v in res.items() if k != "curves"} | {"chosen": chosen}))
+    else:
+        for kind, s in res["suggestions"].items():
+            spread = (
+                f"  spread x{s['spread']:.2f} over {repeats} repeats" if repeats > 1 and s["spread"] else ""
+            )
+            out.print(f"{kind:<11} {s['median']:.2e}{spread}" if s["median"] else f"{kind:<11} -")
+        out.print(f"plot: {escape(str(plot))}")
+    if apply:
+        if not chosen:
+            raise VisionbenchError(
+                "the range test found no usable learning rate", fix="widen --start-lr/--end-lr"
+            )
+        from .fit import train as fit
+
+        cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": chosen})})
+        if not as_json:
+            out.print(f"training with optim.lr={chosen:.3g} ({use})")
+        fit(cfg, runs_dir, quiet=as_json)
+
+
+@app.command()
+@friendly
+def recipes(as_json: AsJson = False):
+    """List the training recipes: presets of augmentation, optimizer, schedule and regularisation."""
+    from .recipes import list_recipes
+
+    rows = list_recipes()
+    if as_json:
+        print(json.dumps(rows))
+        return
+    for r in rows:
+        out.print(f"{r['name']:<10} v{r['version']}  {escape(r['description'])}")
 
 
 @data_app.command("download")

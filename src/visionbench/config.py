@@ -35,6 +35,21 @@ class DataConfig(Section):
 class AugConfig(Section):
     crop_padding: int = 0  # random crop after reflect-padding by this many pixels (0: off)
     flip: bool = False  # random horizontal flip (off for digits: a flipped 2 is not a 2)
+    # per-sample augmentations on the device (data/augment.py); every default is "off"
+    resized_crop: float = 0.0  # RandomResizedCrop: smallest area fraction kept (0: off; timm 0.08)
+    rotate: float = 0.0  # random rotation, degrees either way
+    jitter: float = 0.0  # colour jitter strength: brightness, contrast, saturation +-this
+    hue: float = 0.0  # colour jitter: hue shift, fraction of a turn either way (<= 0.5)
+    policy: Literal["none", "randaugment", "trivialaugment"] = "none"
+    ops: int = 2  # randaugment: ops per image
+    magnitude: float = 9.0  # randaugment: magnitude out of 10 (timm's rand-m9)
+    magnitude_std: float = 0.5  # randaugment: per-image noise on the magnitude
+    erase: float = 0.0  # Random Erasing: probability per image (0: off)
+    cutout: int = 0  # Cutout: side of a square zeroed at a random place, pixels (0: off)
+    mixup: float = 0.0  # Mixup alpha (0: off)
+    cutmix: float = 0.0  # CutMix alpha (0: off); with both, one is picked per batch
+    mix_prob: float = 1.0  # probability a batch is mixed at all
+    repeats: int = 1  # repeated augmentation: each image this many times per epoch (Hoffer et al.)
 
 
 class ModelConfig(Section):
@@ -49,20 +64,24 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "yogi", "lamb", "lars", "lion"] = "sgd"
     lr: float = 0.1
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd, rmsprop, lars
     nesterov: bool = True
     weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, yogi, lamb, lion
+    eps: float = 1e-8  # adam family; yogi uses 1e-3 in its paper
+    trust_coefficient: float = 0.001  # lars
 
 
 class SchedConfig(Section):
-    name: Literal["onecycle", "cosine", "step", "constant"] = "onecycle"
-    warmup_epochs: float = 0.0  # cosine/step: linear warmup length
+    name: Literal["onecycle", "cosine", "linear", "step", "plateau", "constant"] = "onecycle"
+    warmup_epochs: float = 0.0  # all but onecycle: linear warmup length
     pct_start: float = 0.25  # onecycle: fraction of steps spent rising
     step_epochs: int = 10  # step: decay every this many epochs ...
-    gamma: float = 0.1  # ... by this factor
+    gamma: float = 0.1  # ... by this factor (plateau: on each plateau)
+    min_lr_ratio: float = 0.0  # cosine/linear: end at this fraction of the peak lr
+    patience: int = 2  # plateau: epochs without a better val loss before decaying
 
 
 class TrainConfig(Section):
@@ -70,6 +89,9 @@ class TrainConfig(Section):
     batch_size: int = 128
     eval_batch_size: int = 1024
     label_smoothing: float = 0.0
+    loss: Literal["ce", "bce"] = "ce"  # bce: one sigmoid per class, as in "ResNet strikes back"
+    ema: float = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
+    early_stop: int = 0  # stop after this many epochs without a better val accuracy (0: off)
     grad_clip: float | None = None  # max global grad norm
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA (never on CPU, where it is slower)
@@ -98,6 +120,7 @@ class FinetuneConfig(Section):
 
 class RunConfig(Section):
     name: str | None = None  # run id; default: <time>-<data>-<model>
+    recipe: str | None = None  # the preset this run started from, as name@version (see recipes/)
     seed: int = 0
     data: DataConfig = DataConfig()
     aug: AugConfig = AugConfig()
@@ -195,10 +218,17 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def resolve_config(
-    files: list[str | Path] = (), overrides: list[str] = (), cli: dict | None = None
+    files: list[str | Path] = (),
+    overrides: list[str] = (),
+    cli: dict | None = None,
+    recipe: str | None = None,
 ) -> RunConfig:
-    """Defaults <- YAML files (in order) <- CLI options <- key=value overrides."""
+    """Defaults <- recipe <- YAML files (in order) <- CLI options <- key=value overrides."""
     tree: dict = {}
+    if recipe:
+        from .recipes import recipe_config
+
+        tree = recipe_config(recipe)
     for f in files:
         tree = deep_merge(tree, load_yaml(f))
         _check_keys(tree, str(f))

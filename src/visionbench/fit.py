@@ -22,6 +22,7 @@ from .analysis.plots import plot_confusion, plot_curves
 from .config import RunConfig, build_config, dump_config, load_yaml
 from .console import count_bar, make_console
 from .data import Dataset, Split, TensorLoader, channel_stats, load_dataset, stratified_split
+from .data.augment import build_augment
 from .data.cache import memo
 from .data.report import check_skipped, dataset_report
 from .data.split import to_channels
@@ -29,9 +30,12 @@ from .data.stream import FileImages, StreamLoader
 from .data.subset import select_classes
 from .engine import distributed
 from .engine.checkpoint import CheckpointTimer, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .engine.ema import ModelEMA
 from .engine.freeze import StagedFreezing
 from .engine.loop import StopFlag, evaluate, pick_device, seed_everything, train_one_epoch
+from .engine.losses import create_loss
 from .engine.optim import create_optimizer, create_scheduler
+from .engine.stopping import early_stop_due
 from .errors import VisionbenchError
 from .models import count_params, create_model, head_name, resize_inputs
 from .models.weights import describe, load_state, read_state_file
@@ -81,6 +85,8 @@ class Prepared:
             crop_padding=aug.crop_padding if aug else 0,
             flip=bool(aug and aug.flip),
             seed=self.cfg.seed,
+            augment=build_augment(self.cfg.aug, len(self.dataset.classes)) if train else None,
+            repeats=self.cfg.aug.repeats,
             shard=self.shard if train else (0, 1),
         )
 
@@ -268,6 +274,9 @@ def train(
     freezing = StagedFreezing(model, optimizer, cfg.finetune, cfg.train.epochs)
     scheduler = create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs)
     n_params = count_params(model)
+    loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)
+    ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema else None
+    scored = ema.module if ema else model  # the weights evaluated and saved
 
     start_epoch, start_batch, partial, best = 0, 0, None, -1.0
     if resume and any(run.path.glob("checkpoint.pt*")):  # load_checkpoint judges what is intact
@@ -283,6 +292,8 @@ def train(
         scheduler.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
         freezing.load_state_dict(ck.get("freezing", {}))
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         start_epoch, start_batch, partial, best = ck["epoch"], ck["batch"], ck["partial"], ck["best"]
         run.truncate_metrics(start_epoch)
         console.print(f"resuming [bold]{run.id}[/] at epoch {start_epoch + 1}, batch {start_batch}")
@@ -337,6 +348,7 @@ def train(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema else None,
                     "rng": rng_state(),
                     "freezing": freezing.state_dict(),
                     "fingerprint": data.dataset.fingerprint,
@@ -386,6 +398,8 @@ def train(
                     amp_dtype=amp,
                     stop=pause,
                     on_step=on_step,
+                    loss_fn=loss_fn,
+                    ema=ema,
                 )
                 tr = ranks.sum(tr)
                 if partial:  # the part of this epoch trained before the last checkpoint
@@ -409,11 +423,12 @@ def train(
                 "images_per_s": tr["seen"] / tr["seconds"],
             }
             if data.val is not None:
-                v = evaluate(model, data.val, amp)
+                v = evaluate(scored, data.val, amp)
                 row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
+            scheduler.report(row.get("val_loss", row["train_loss"]))
             if row.get("val_acc", row["train_acc"]) > best:
                 best = row.get("val_acc", row["train_acc"])
-                run.save_weights("best.safetensors", model)
+                run.save_weights("best.safetensors", scored)
             run.log_metrics(row)
             checkpoint(epoch + 1, 0, None)
             pause.reset()
@@ -427,12 +442,15 @@ def train(
             if stop:
                 run.set_status("interrupted")
                 raise Interrupted(run, stop.signum)
+            if early_stop_due(run.metrics(), cfg.train.early_stop):
+                console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
+                break
     train_seconds = time.perf_counter() - t_start
     if not ranks.is_main:  # rank 0 tests the model and writes the summary
         return run
 
-    run.save_weights("last.safetensors", model)
-    test = evaluate(model, data.test, amp)
+    run.save_weights("last.safetensors", scored)
+    test = evaluate(scored, data.test, amp)
     report = classification_report(test["logits"], test["targets"], data.dataset.classes)
     write_figures(run, report, data.dataset.classes)
     summary = {
@@ -440,7 +458,7 @@ def train(
         "test_top5": report["top5"],
         "test_loss": test["loss"],
         "best_val_acc": best if data.val is not None else None,
-        "epochs": cfg.train.epochs,
+        "epochs": len(run.metrics()),  # fewer than train.epochs after an early stop
         "train_seconds": sum(r["seconds"] for r in run.metrics()),
         "wall_seconds_this_process": train_seconds,
         "params": n_params,

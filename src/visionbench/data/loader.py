@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import Augment, batch_generators
 from .split import channel_stats, stratified_split  # noqa: F401  (re-exported)
 
 
@@ -37,6 +38,8 @@ class TensorLoader:
         flip: bool = False,
         seed: int = 0,
         channels_last: bool = False,
+        augment: Augment | None = None,
+        repeats: int = 1,
         shard: tuple[int, int] = (0, 1),
     ):
         self.device = torch.device(device)
@@ -45,6 +48,8 @@ class TensorLoader:
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.crop_padding, self.flip = crop_padding if train else 0, flip and train
         self.channels_last = channels_last
+        self.augment = augment if train else None
+        self.repeats = repeats if train else 1
         self.rank, self.world = shard
         c = self.images.shape[1]
         mean = torch.tensor(mean if mean is not None else [0.5] * c, dtype=torch.float32)
@@ -84,6 +89,8 @@ class TensorLoader:
             return {"order": torch.arange(n, device=self.device)}
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         plan = {"order": torch.randperm(n, generator=g)}
+        if self.repeats > 1:  # repeated augmentation (Hoffer et al., 2020): n/r images, r copies each
+            plan["order"] = plan["order"][: math.ceil(n / self.repeats)].repeat_interleave(self.repeats)[:n]
         if self.flip:
             plan["flip"] = torch.rand(n, generator=g) < 0.5
         if self.crop_padding:
@@ -94,17 +101,23 @@ class TensorLoader:
     def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self._epoch_plan(epoch)
         order = plan["order"]
-        for _, sel in self._slices(start_batch):
+        for b, sel in self._slices(start_batch):
             idx = order[sel]
             x = self._gather(idx)
             if "shift" in plan:
                 x = translate(x, plan["shift"][sel], self.crop_padding)
             if "flip" in plan:
                 x = torch.where(plan["flip"][sel].view(-1, 1, 1, 1), x.flip(3), x)
-            x = x * self.scale + self.shift
+            y = self.labels[idx]
+            if self.augment is not None:  # per-sample draws from a generator seeded by (batch, rank)
+                g, rng = batch_generators(self.seed, epoch, b * self.world + self.rank, self.device)
+                x = self.augment.pixels(x, g) * self.scale + self.shift
+                x, y = self.augment.batch(x, y, g, rng)
+            else:
+                x = x * self.scale + self.shift
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, y
 
     def __iter__(self):
         return self.epoch(0)

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from ..data.loader import TensorLoader
 from ..errors import VisionbenchError
+from .ema import ModelEMA
+from .losses import Loss, create_loss
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -71,10 +73,14 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     stop: StopFlag | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    loss_fn: Loss | None = None,
+    ema: ModelEMA | None = None,
 ) -> dict:
     """One pass over the loader from `start_batch`. Returns sums (loss, correct, seen), the next
     batch index, and whether a stop was asked for; loss and accuracy stay on the device until
-    the end, so nothing synchronises a GPU inside a step."""
+    the end, so nothing synchronises a GPU inside a step. Targets may be soft (Mixup/CutMix):
+    accuracy then counts the class with the largest share."""
+    loss_fn = loss_fn or create_loss("ce", label_smoothing)
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -83,15 +89,17 @@ def train_one_epoch(
     for batch, (x, y) in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        correct += (logits.detach().argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum()
         seen += len(y)
         if on_step is not None:
             on_step(batch, loss)

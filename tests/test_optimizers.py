@@ -1,0 +1,149 @@
+"""Yogi, LAMB, LARS and Lion against hand-computed steps; every optimizer by name learns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from visionbench.config import OptimConfig, SchedConfig
+from visionbench.engine.optim import OPTIMIZERS, create_optimizer, create_scheduler
+from visionbench.engine.optimizers import Lamb, Lars, Lion, Yogi
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread only adds hand-off cost (10x on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def one_param(values, grads):
+    p = nn.Parameter(torch.tensor(values, dtype=torch.float64))
+    p.grad = torch.tensor(grads, dtype=torch.float64)
+    return p
+
+
+def test_yogi_second_moment_moves_additively():
+    p = one_param([1.0, -2.0], [0.5, -1.0])
+    opt = Yogi([p], lr=0.1, betas=(0.9, 0.99), eps=1e-3)
+    opt.step()  # v starts at 0: first step is Adam's, m_hat/sqrt(v_hat) = sign(g)
+    assert torch.allclose(
+        p.detach(),
+        torch.tensor([1.0, -2.0], dtype=torch.float64)
+        - 0.1 * torch.tensor([0.5, -1.0]).sign() / (1 + 1e-3 / torch.tensor([0.5, 1.0])),
+        atol=1e-12,
+    )
+    before = p.detach().clone()
+    p.grad = torch.tensor([0.1, -1.0], dtype=torch.float64)
+    opt.step()
+    # by hand: m = 0.9 m1 + 0.1 g; v2 = v1 - 0.01 * sign(v1 - g^2) * g^2 (v1 = 0.01 g1^2)
+    g1, g2 = torch.tensor([0.5, -1.0]), torch.tensor([0.1, -1.0])
+    m = 0.9 * (0.1 * g1) + 0.1 * g2
+    v1 = 0.01 * g1**2
+    v = v1 - 0.01 * torch.sign(v1 - g2**2) * g2**2
+    step = (m / (1 - 0.9**2)) / ((v / (1 - 0.99**2)).sqrt() + 1e-3)
+    assert torch.allclose(p.detach(), before - 0.1 * step.double(), atol=1e-6)
+
+
+def test_lamb_step_is_adam_step_scaled_by_trust_ratio():
+    p = one_param([3.0, 4.0], [1.0, -2.0])
+    Lamb([p], lr=0.1, weight_decay=0.1, eps=0.0).step()
+    u = torch.tensor([1.0, -1.0]) + 0.1 * torch.tensor([3.0, 4.0])  # Adam's first step is sign(g)
+    expected = torch.tensor([3.0, 4.0]) - 0.1 * (5.0 / u.norm()) * u
+    assert torch.allclose(p.detach(), expected.double(), atol=1e-6)
+
+
+def test_lars_scales_by_weight_over_grad_norm():
+    p = one_param([[3.0, 4.0]], [[0.6, 0.8]])
+    Lars([p], lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=0.01).step()
+    # local lr = 0.01 * 5 / 1 = 0.05; step = 0.05 * g
+    assert torch.allclose(p.detach(), torch.tensor([[3.0 - 0.03, 4.0 - 0.04]], dtype=torch.float64))
+    bias = one_param([1.0], [0.5])  # 1-D: a plain SGD step
+    Lars([bias], lr=1.0, trust_coefficient=0.01).step()
+    assert bias.item() == pytest.approx(0.5)
+
+
+def test_lion_steps_by_sign_of_interpolated_momentum():
+    p = one_param([1.0, 1.0], [0.3, -2.0])
+    opt = Lion([p], lr=0.01, betas=(0.9, 0.99), weight_decay=0.5)
+    opt.step()
+    assert torch.allclose(
+        p.detach(), torch.tensor([1 * (1 - 0.005) - 0.01, 1 * (1 - 0.005) + 0.01], dtype=torch.float64)
+    )
+    m = opt.state[p]["m"]
+    assert torch.allclose(m, 0.01 * torch.tensor([0.3, -2.0], dtype=torch.float64))
+
+
+LRS = {
+    "sgd": 0.1,
+    "adam": 0.01,
+    "adamw": 0.01,
+    "rmsprop": 0.003,
+    "yogi": 0.01,
+    "lamb": 0.01,
+    "lars": 1.0,
+    "lion": 0.003,
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_each_optimizer_fits_a_tiny_problem(name):
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (x @ torch.randn(8) > 0).long()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = create_optimizer(model, OptimConfig(name=name, lr=LRS[name], betas=(0.9, 0.99)))
+    loss_fn = nn.CrossEntropyLoss()
+    first = loss_fn(model(x), y).item()
+    for _ in range(100):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.6 * first, f"{name}: {first:.3f} -> {loss.item():.3f}"
+
+
+def lrs_of(cfg: SchedConfig, steps_per_epoch=10, epochs=10) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = create_scheduler(opt, cfg, steps_per_epoch, epochs)
+    out = []
+    for _ in range(steps_per_epoch * epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_warm_up_then_decay_to_their_floor():
+    for name in ("cosine", "linear"):
+        lrs = lrs_of(SchedConfig(name=name, warmup_epochs=2, min_lr_ratio=0.1))
+        assert lrs[0] == pytest.approx(0.05) and lrs[19] == pytest.approx(1.0)
+        assert lrs[-1] == pytest.approx(0.1, abs=0.02) and min(lrs[20:]) >= 0.1 - 1e-9
+    cos = lrs_of(SchedConfig(name="cosine", warmup_epochs=2))
+    assert cos[60] == pytest.approx(0.5 * (1 + math.cos(math.pi * 40 / 80)))
+    step = lrs_of(SchedConfig(name="step", step_epochs=3, gamma=0.5))
+    assert step[29] == 1.0 and step[30] == 0.5 and step[60] == 0.25
+
+
+def test_plateau_decays_after_patience_and_resumes_exactly():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = create_scheduler(opt, SchedConfig(name="plateau", patience=1, gamma=0.1), 1, 10)
+    for loss in (1.0, 0.9, 0.95, 0.95):  # two epochs without a better loss: decay once
+        sched.report(loss)
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    state = sched.state_dict()
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    again = create_scheduler(opt2, SchedConfig(name="plateau", patience=1, gamma=0.1), 1, 10)
+    again.load_state_dict(state)
+    again.report(0.97)
+    again.report(0.97)
+    opt2.step()
+    again.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
