@@ -73,3 +73,27 @@ def test_global_batch_is_split_equally_over_ranks():
     for (_, y), (_, y0), (_, y1) in zip(whole.epoch(1), parts[0].epoch(1), parts[1].epoch(1)):
         assert y.tolist() == y0.tolist() + y1.tolist()
     assert len(parts[0]) == len(whole) == 5
+
+
+def test_torchrun_with_a_frozen_stage_then_all_layers(tmp_path):
+    # DDP must be told that frozen parameters get no gradient, or the first step fails
+    overrides = [
+        "data.name=digits",
+        "model.name=small_cnn",
+        "model.kwargs={width: 8}",
+        "train.epochs=2",
+        "train.batch_size=64",
+        "train.device=cpu",
+        "train.threads=1",
+        "finetune.stages=[{epochs: 1, freeze: head-only}, {backbone_lr_mult: 0.1}]",
+        "name=staged",
+    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    res = subprocess.run(
+        cmd + ["-m", "visionbench", "train", "--quiet", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(Run.open("staged").metrics()) == 2

@@ -269,9 +269,10 @@ def train(
         )
     )
     run = Run(path) if ranks.is_main else RunView(path)
-    trained = ranks.wrap(model, cfg.train.sync_bn)  # what trains; `model` is evaluated and saved
     optimizer = create_optimizer(model, cfg.optim)
     freezing = StagedFreezing(model, optimizer, cfg.finetune, cfg.train.epochs)
+    # what trains; `model` is evaluated and saved. Frozen stages leave parameters without grads.
+    trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=any(freezing.frozen))
     scheduler = create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs)
     n_params = count_params(model)
     loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)

@@ -37,9 +37,10 @@ class Ranks:
     def shard(self) -> tuple[int, int]:
         return self.rank, self.world
 
-    def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
+    def wrap(self, model: nn.Module, sync_bn: bool = False, find_unused: bool = False) -> nn.Module:
         """DistributedDataParallel around `model` (whose BatchNorms become SyncBatchNorm in place
-        when asked). Evaluate and save `model` itself: DDP's forward is a collective."""
+        when asked). Evaluate and save `model` itself: DDP's forward is a collective.
+        `find_unused`: some parameters get no gradient in some steps (a frozen stage)."""
         if self.world == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -52,7 +53,7 @@ class Ranks:
             for name, child in list(model.named_children()):
                 setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
     def sum(self, stats: dict, keys: tuple[str, ...] = ("loss_sum", "correct", "seen")) -> dict:
         """`stats` with `keys` summed over all ranks (epoch loss and accuracy of the global batch)."""
