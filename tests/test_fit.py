@@ -221,3 +221,13 @@ def test_run_killed_before_its_first_checkpoint_can_be_resumed(tiny_overrides):
         f.unlink()  # as if killed during epoch 1, before any checkpoint was written
     run = train(None, resume="early", quiet=True)
     assert run.finished and [r["epoch"] for r in run.metrics()] == [1]
+
+
+def test_default_ids_in_the_same_second_never_collide(tmp_path):
+    from visionbench.runs import Run
+
+    first = Run.create(tmp_path, "20261123-120000-digits-small_cnn", unique=True)
+    first.write_json("summary.json", {})  # finished within the same second
+    second = Run.create(tmp_path, "20261123-120000-digits-small_cnn", unique=True)
+    third = Run.create(tmp_path, "20261123-120000-digits-small_cnn", unique=True)
+    assert [r.id[-2:] for r in (second, third)] == ["-2", "-3"]

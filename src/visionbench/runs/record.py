@@ -57,7 +57,7 @@ class Run:
                 f"bad run name '{run_id}'", fix="use letters, digits, '.', '_', '-' (at most 120)"
             )
         run = cls(root / run_id)
-        if run.finished:
+        if run.finished and not unique:  # a default id taken in the same second moves on to -2
             raise VisionbenchError(
                 f"run '{run_id}' already finished; it is never overwritten",
                 where=str(run.path),
