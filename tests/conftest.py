@@ -67,3 +67,14 @@ def digit_runs(tmp_path_factory) -> Path:
             cfg = resolve_config([], overrides + ["train.device=cpu", f"seed={seed}", f"name={name}"])
             train(cfg, runs_dir=root / "runs", quiet=True)
     return root / "runs"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second thread only adds hand-off cost (10x on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

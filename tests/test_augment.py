@@ -12,13 +12,7 @@ from visionbench.data.augment import Augment, affine, batch_generators, cutmix, 
 from visionbench.data.loader import TensorLoader
 from visionbench.engine.losses import create_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n=16, c=3, size=16, seed=0) -> np.ndarray:

@@ -12,14 +12,7 @@ from visionbench.config import OptimConfig, SchedConfig
 from visionbench.engine.optim import OPTIMIZERS, create_optimizer, create_scheduler
 from visionbench.engine.optimizers import Lamb, Lars, Lion, Yogi
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds hand-off cost (10x on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def one_param(values, grads):

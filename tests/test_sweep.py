@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -14,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_fit import interrupt_at
 from typer.testing import CliRunner
 
-import visionbench.fit as fit_module
 from visionbench.cli import app
 from visionbench.fit import read_config
 from visionbench.runs import Run, list_runs
@@ -29,23 +28,8 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def sigterm_at_step(monkeypatch, global_step: int):
-    real, seen = fit_module.train_one_epoch, {"n": 0}
-
-    def wrapped(*args, on_step, **kwargs):
-        def counting(batch, loss):
-            on_step(batch, loss)
-            seen["n"] += 1
-            if seen["n"] == global_step:
-                signal.raise_signal(signal.SIGTERM)
-
-        return real(*args, **kwargs, on_step=counting)
-
-    monkeypatch.setattr(fit_module, "train_one_epoch", wrapped)
-
-
 def test_grid_cut_short_then_rerun_skips_finished_and_resumes(tmp_path, monkeypatch):
-    sigterm_at_step(monkeypatch, 35)  # 10 steps a run: three finish, the fourth stops mid-epoch
+    interrupt_at(monkeypatch, 35)  # 10 steps a run: three finish, the fourth stops mid-epoch
     first = invoke("sweep", "--name", "g", *GRID, *TINY)
     assert first.exit_code == 143, first.output
     assert first.output.count("trained") == 3 and "interrupted" in first.output
