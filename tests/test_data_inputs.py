@@ -326,8 +326,26 @@ def test_report_and_channel_stats_are_remembered_beside_the_cache(monkeypatch):
     first = fit.prepare_data(cfg, torch.device("cpu"))
     report = first.report
     folder = Path(first.dataset.cache)
-    assert (folder / "report.json").is_file() and (folder / "stats-0.1-0.json").is_file()
+    assert len(list(folder.glob("report-*.json"))) == 1 and len(list(folder.glob("stats-0.1-0-*.json"))) == 1
     monkeypatch.setattr(fit, "channel_stats", lambda *a: pytest.fail("stats recomputed"))
     monkeypatch.setattr(fit, "dataset_report", lambda *a: pytest.fail("report recomputed"))
     again = fit.prepare_data(cfg, torch.device("cpu"))
     assert (again.mean, again.std) == (first.mean, first.std) and again.report == report
+
+
+def test_a_subset_or_converted_copy_never_reads_the_whole_datasets_stats():
+    import torch
+
+    from visionbench import fit
+    from visionbench.config import resolve_config
+
+    whole = fit.prepare_data(resolve_config([], ["data.name=digits"]), torch.device("cpu"))
+    whole.report  # noqa: B018  (remembered now)
+    subset = fit.prepare_data(
+        resolve_config([], ["data.name=digits", "data.classes=[0, 1]"]), torch.device("cpu")
+    )
+    grey3 = fit.prepare_data(resolve_config([], ["data.name=digits", "data.channels=3"]), torch.device("cpu"))
+    assert subset.dataset.cache == whole.dataset.cache  # the same cache folder ...
+    assert subset.mean != whole.mean and subset.report["classes"] == ["0", "1"]  # ... its own values
+    assert len(grey3.mean) == 3 and grey3.report["shape"] == [3, 8, 8]
+    assert len(list(Path(whole.dataset.cache).glob("stats-*.json"))) == 3

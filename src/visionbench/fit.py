@@ -145,7 +145,6 @@ def prepare_data(
     if cfg.data.channels:
         ds = replace(
             ds,
-            cache="",  # what is remembered beside the cache describes the unconverted images
             splits={
                 k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
             },

@@ -129,10 +129,13 @@ def load(folder: Path) -> Dataset | None:
 
 def memo(ds: Dataset, key: str, compute: Callable[[], Any]) -> Any:
     """A JSON value computed once per cached dataset and kept beside its arrays (the report,
-    channel statistics): later runs read it instead of scanning the images again."""
+    channel statistics): later runs read it instead of scanning the images again. The file is
+    named for the arrays it describes (fingerprint and shape), so a class subset or a
+    channel-converted copy of the cached dataset never reads the whole one's values."""
     if not ds.cache:
         return compute()
-    path = Path(ds.cache) / f"{key}.json"
+    arrays = hashlib.sha256(json.dumps([ds.fingerprint, list(ds.shape)]).encode()).hexdigest()[:12]
+    path = Path(ds.cache) / f"{key}-{arrays}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
