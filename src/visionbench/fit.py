@@ -453,13 +453,14 @@ def train(
     test = evaluate(scored, data.test, amp)
     report = classification_report(test["logits"], test["targets"], data.dataset.classes)
     write_figures(run, report, data.dataset.classes)
+    rows = run.metrics()
     summary = {
         "test_acc": report["top1"],
         "test_top5": report["top5"],
         "test_loss": test["loss"],
         "best_val_acc": best if data.val is not None else None,
-        "epochs": len(run.metrics()),  # fewer than train.epochs after an early stop
-        "train_seconds": sum(r["seconds"] for r in run.metrics()),
+        "epochs": len(rows),  # fewer than train.epochs after an early stop
+        "train_seconds": sum(r["seconds"] for r in rows),
         "wall_seconds_this_process": train_seconds,
         "params": n_params,
         "device": str(device),
