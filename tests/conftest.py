@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,8 @@ def tiny_overrides() -> list[str]:
 def tiny_run(tmp_path_factory) -> Path:
     """One finished tiny digits run, trained once per session and shared by the analysis tests:
     they may add files to it (explain/, export/) but never change what is there."""
+    from visionbench.commands.train import train
     from visionbench.config import resolve_config
-    from visionbench.fit import train
 
     root = tmp_path_factory.mktemp("shared-runs")
     with pytest.MonkeyPatch.context() as mp:
@@ -56,8 +57,8 @@ def tiny_run(tmp_path_factory) -> Path:
 def digit_runs(tmp_path_factory) -> Path:
     """Three finished tiny digits runs (a, b, c: seeds 0-2), shared by the eval/ensemble/predict
     tests; commands that write into them (eval bundles, saved ensembles) use their own names."""
+    from visionbench.commands.train import train
     from visionbench.config import resolve_config
-    from visionbench.fit import train
 
     root = tmp_path_factory.mktemp("digit_runs")
     overrides = ["data.name=digits", "model.name=small_cnn", "model.kwargs={width: 8}", "train.epochs=1"]
@@ -78,3 +79,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def interrupt_at(monkeypatch, global_step: int):
+    """Send ourselves SIGTERM when training reaches `global_step` (counted over all epochs)."""
+    import visionbench.engine.loop as loop_module
+
+    real = loop_module.train_one_epoch
+    seen = {"n": 0}
+
+    def wrapped(*args, on_step, **kwargs):
+        def counting(batch, loss):
+            on_step(batch, loss)
+            seen["n"] += 1
+            if seen["n"] == global_step:
+                signal.raise_signal(signal.SIGTERM)
+
+        return real(*args, **kwargs, on_step=counting)
+
+    monkeypatch.setattr(loop_module, "train_one_epoch", wrapped)

@@ -67,7 +67,7 @@ def test_the_checks_can_fail(tmp_path):
 @pytest.fixture
 def explained_run(tiny_run):
     pytest.importorskip("captum")
-    from visionbench.explain import explain_run
+    from visionbench.commands.explain import explain_run
 
     if not (tiny_run / "explain" / "explain.png").is_file():
         explain_run("tiny", tiny_run.parent, count=2, device="cpu")
@@ -85,8 +85,9 @@ def test_html_report_renders_offline_without_errors(explained_run, tmp_path):
     assert "<script" not in html and "<link" not in html
     sources = re.findall(r'<img src="([^"]*)"', html)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    # overlaid curves + the run's curves, confusion matrix and explanation grid
-    assert len(sources) == 4 and "explanations: saliency" in html and "Explained images" in html
+    # overlaid curves + the run's curves, its training-end evaluation bundle (confusion, normalised
+    # confusion, reliability, mistakes) and explanation grid
+    assert len(sources) == 7 and "explanations: saliency" in html and "Explained images" in html
     pixels, console = render(out, tmp_path)
     assert not blank(pixels)
     assert console == []
@@ -101,7 +102,7 @@ def test_markdown_report_links_figures_that_exist(explained_run, tmp_path):
     text = md.read_text()
     assert "| run | data | model |" in text and "| tiny | digits | small_cnn |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 4
+    assert len(links) == 7
     assert all((md.parent / link).is_file() for link in links)
 
 

@@ -129,9 +129,9 @@ def test_models_lists_registry():
 def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
     import signal
 
-    import visionbench.fit as fit_module
+    import visionbench.engine.loop as loop_module
 
-    real = fit_module.train_one_epoch
+    real = loop_module.train_one_epoch
 
     def interrupted(*args, on_step, **kwargs):
         def step(batch, loss):
@@ -141,14 +141,14 @@ def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
 
         return real(*args, **kwargs, on_step=step)
 
-    monkeypatch.setattr(fit_module, "train_one_epoch", interrupted)
+    monkeypatch.setattr(loop_module, "train_one_epoch", interrupted)
     res = runner.invoke(app, ["train", *TINY, "--name", "cut"])
     assert res.exit_code == 143
     assert "checkpoint saved" in res.output and "visionbench train --resume cut" in " ".join(
         res.output.split()
     )
     assert json.loads(invoke("runs", "--json").stdout)[0]["status"] == "interrupted"
-    monkeypatch.setattr(fit_module, "train_one_epoch", real)
+    monkeypatch.setattr(loop_module, "train_one_epoch", real)
     assert (
         runner.invoke(app, ["train", "--resume", "cut", "--epochs", "3"]).exit_code == 2
     )  # settings conflict

@@ -115,8 +115,8 @@ def test_to_channels_grey_rgb_round_trip():
 
 
 def test_grey_data_trains_an_rgb_model(tiny_overrides):
+    from visionbench.commands.train import train
     from visionbench.config import resolve_config
-    from visionbench.fit import train
 
     run = train(resolve_config([], tiny_overrides + ["data.channels=3", "train.epochs=1"]), quiet=True)
     assert len(run.read_json("run.json")["data_report"]["splits"]["mean"]) == 3
@@ -232,9 +232,9 @@ def test_stream_refuses_archives(tmp_path):
 
 
 def test_streamed_folder_trains_and_evaluates(tmp_path):
+    from visionbench.commands.evaluate import evaluate
+    from visionbench.commands.train import train
     from visionbench.config import resolve_config
-    from visionbench.evaluation import evaluate
-    from visionbench.fit import train
 
     root = noisy_tree(tmp_path, n=8)
     cfg = resolve_config(
@@ -319,32 +319,33 @@ def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
 def test_report_and_channel_stats_are_remembered_beside_the_cache(monkeypatch):
     import torch
 
-    from visionbench import fit
+    import visionbench.data.prepare as prepare_module
     from visionbench.config import resolve_config
+    from visionbench.data.prepare import prepare_data
 
     cfg = resolve_config([], ["data.name=digits"])
-    first = fit.prepare_data(cfg, torch.device("cpu"))
+    first = prepare_data(cfg, torch.device("cpu"))
     report = first.report
     folder = Path(first.dataset.cache)
     assert len(list(folder.glob("report-*.json"))) == 1 and len(list(folder.glob("stats-0.1-0-*.json"))) == 1
-    monkeypatch.setattr(fit, "channel_stats", lambda *a: pytest.fail("stats recomputed"))
-    monkeypatch.setattr(fit, "dataset_report", lambda *a: pytest.fail("report recomputed"))
-    again = fit.prepare_data(cfg, torch.device("cpu"))
+    monkeypatch.setattr(prepare_module, "channel_stats", lambda *a: pytest.fail("stats recomputed"))
+    monkeypatch.setattr(prepare_module, "dataset_report", lambda *a: pytest.fail("report recomputed"))
+    again = prepare_data(cfg, torch.device("cpu"))
     assert (again.mean, again.std) == (first.mean, first.std) and again.report == report
 
 
 def test_a_subset_or_converted_copy_never_reads_the_whole_datasets_stats():
     import torch
 
-    from visionbench import fit
     from visionbench.config import resolve_config
+    from visionbench.data.prepare import prepare_data
 
-    whole = fit.prepare_data(resolve_config([], ["data.name=digits"]), torch.device("cpu"))
+    whole = prepare_data(resolve_config([], ["data.name=digits"]), torch.device("cpu"))
     whole.report  # noqa: B018  (remembered now)
-    subset = fit.prepare_data(
+    subset = prepare_data(
         resolve_config([], ["data.name=digits", "data.classes=[0, 1]"]), torch.device("cpu")
     )
-    grey3 = fit.prepare_data(resolve_config([], ["data.name=digits", "data.channels=3"]), torch.device("cpu"))
+    grey3 = prepare_data(resolve_config([], ["data.name=digits", "data.channels=3"]), torch.device("cpu"))
     assert subset.dataset.cache == whole.dataset.cache  # the same cache folder ...
     assert subset.mean != whole.mean and subset.report["classes"] == ["0", "1"]  # ... its own values
     assert len(grey3.mean) == 3 and grey3.report["shape"] == [3, 8, 8]

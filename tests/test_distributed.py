@@ -10,9 +10,9 @@ import pytest
 from conftest import SHARED_DATA
 from PIL import Image
 
+from visionbench.commands.train import train
 from visionbench.config import resolve_config
 from visionbench.data.sources import read_idx
-from visionbench.fit import train
 from visionbench.runs import Run, list_runs
 
 pytestmark = pytest.mark.distributed

@@ -12,8 +12,8 @@ import torch.nn as nn
 from typer.testing import CliRunner
 
 from visionbench.cli import app
+from visionbench.commands.explain import attributions, pick_layer, worst_indices
 from visionbench.errors import VisionbenchError
-from visionbench.explain import attributions, pick_layer, worst_indices
 
 pytest.importorskip("captum")
 runner = CliRunner()

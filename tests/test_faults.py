@@ -14,10 +14,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import visionbench.fit as fit_module
+import visionbench.commands.train as train_module
 from visionbench.cli import app
+from visionbench.commands.train import Interrupted, train
 from visionbench.config import resolve_config
-from visionbench.fit import Interrupted, train
 from visionbench.runs import Run, list_runs
 
 CLI = [sys.executable, "-m", "visionbench"]
@@ -76,17 +76,17 @@ def test_kill_9_at_random_steps_then_resume_gives_identical_weights(tmp_path, ti
 def test_sigterm_during_validation_saves_and_resume_equals_uninterrupted(monkeypatch, tiny_overrides):
     cfg = resolve_config([], tiny_overrides)
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
-    real = fit_module.evaluate
+    real = train_module.evaluate
 
     def evaluate_then_signal(*args, **kwargs):  # SIGTERM arrives while validating epoch 1
         signal.raise_signal(signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "evaluate", evaluate_then_signal)
+    monkeypatch.setattr(train_module, "evaluate", evaluate_then_signal)
     with pytest.raises(Interrupted) as exc:
         train(cfg.model_copy(update={"name": "cut"}), quiet=True)
     assert exc.value.exit_code == 143
-    monkeypatch.setattr(fit_module, "evaluate", real)
+    monkeypatch.setattr(train_module, "evaluate", real)
     resumed = train(None, resume="cut", quiet=True)
     assert [r["epoch"] for r in resumed.metrics()] == [1, 2]
     a, b = full.load_weights("last"), resumed.load_weights("last")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_fit import interrupt_at
+from conftest import interrupt_at
 
+from visionbench.commands.train import Interrupted, train
 from visionbench.config import FinetuneConfig, FreezeStage, SchedConfig, resolve_config
 from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.engine.freeze import StagedFreezing
 from visionbench.engine.optim import create_scheduler
 from visionbench.errors import VisionbenchError
-from visionbench.fit import Interrupted, train
 from visionbench.models import create_model
 from visionbench.runs import Run
 

@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from visionbench.cli import app
 from visionbench.config import resolve_config
+from visionbench.data.prepare import prepare_data
 from visionbench.engine.losses import create_loss
 from visionbench.engine.lr_find import range_test, suggest
 from visionbench.engine.optim import create_optimizer
-from visionbench.fit import build_model, prepare_data
+from visionbench.models.build import build_model
 
 
 def test_range_test_restores_weights_buffers_and_optimizer(tiny_overrides):

@@ -13,13 +13,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from visionbench.cli import app
+from visionbench.commands.train import train
 from visionbench.config import resolve_config
 from visionbench.data import load_dataset
 from visionbench.data.cache import Dataset, Split
 from visionbench.data.images import decode
 from visionbench.data.report import check_skipped, dataset_report
 from visionbench.errors import VisionbenchError
-from visionbench.fit import train
 
 
 def png(colour, size=8) -> bytes:

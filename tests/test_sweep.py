@@ -13,11 +13,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_fit import interrupt_at
+from conftest import interrupt_at
 from typer.testing import CliRunner
 
 from visionbench.cli import app
-from visionbench.fit import read_config
 from visionbench.runs import Run, list_runs
 
 TINY = ["--data", "digits", "--model", "small_cnn", "--epochs", "1", "--device", "cpu", "train.threads=1"]
@@ -83,7 +82,7 @@ def test_optuna_search_with_journal_file_runs_each_trial_as_a_run(tmp_path):
     assert (tmp_path / "runs" / "sweeps" / "o.journal").is_file()
     runs = sorted(r["id"] for r in list_runs(tmp_path / "runs"))
     assert runs == ["o-t0000", "o-t0001", "o-t0002"]
-    assert all(0.02 <= read_config(Run.open(r)).optim.lr <= 0.3 for r in runs)
+    assert all(0.02 <= Run.open(r).config().optim.lr <= 0.3 for r in runs)
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_precision_recall_f1_and_calibration():
 
 
 def test_top_classes_put_the_vote_first_then_votes_then_mean_probability():
-    from visionbench.inference import Outputs
+    from visionbench.analysis.predictor import Outputs
 
     # three members voted 0, 1, 2 (a tie, won by class 2); mean probabilities rank 3 above 4
     shares = np.array([[1 / 3, 1 / 3, 1 / 3, 0, 0]])

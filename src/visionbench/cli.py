@@ -1,14 +1,16 @@
-"""The command line: train, eval, runs, data, demo. Errors print as one readable message."""
+"""The command line: each command parses its arguments, calls its module in commands/ (or an
+analysis function) and prints the result; errors print as one readable message."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -46,8 +48,21 @@ def friendly(fn):
 
 
 @app.callback()
-def main_options(debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False):
+def main_options(
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+    offline: Annotated[
+        bool, typer.Option(help="Never download (also VISIONBENCH_OFFLINE=1 or HF_HUB_OFFLINE=1).")
+    ] = False,
+):
     STATE["debug"] = debug
+    if offline:
+        os.environ["VISIONBENCH_OFFLINE"] = "1"
+
+
+def data_options(data: str | None, data_dir: Path | None) -> dict:
+    """--data and --data-dir as a config tree; data.dir is stored absolute, so `eval` and
+    `--resume` work from any folder."""
+    return {"data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None}}
 
 
 RunsDir = Annotated[
@@ -79,9 +94,11 @@ def train(
     weights: Annotated[
         Optional[str], typer.Option(help="Start from a .safetensors/.pth file or run:RUN_ID.")
     ] = None,
-    img_size: Annotated[
+    input_size: Annotated[
         Optional[int],
-        typer.Option(help="Resize inputs on the device to this size (224 for ImageNet weights)."),
+        typer.Option(
+            help="model.input_size: the model sees inputs resized to this on the device (224 for ImageNet weights)."
+        ),
     ] = None,
     data_dir: DataDir = None,
     config: Annotated[
@@ -106,15 +123,14 @@ def train(
             out.print(f"{key} = {value!r}")
         return
     refuse_unknown_options(ctx)
-    # data.dir is stored absolute, so `eval` and `--resume` work from any folder
     cli = {
-        "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
+        **data_options(data, data_dir),
         "model": {
             "name": model,
             "weights": str(Path(weights).resolve())
             if weights and not weights.startswith("run:")
             else weights,
-            "input_size": img_size,
+            "input_size": input_size,
         },
         "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
         "optim": {"lr": lr},
@@ -122,7 +138,7 @@ def train(
         "name": name,
     }
     cli = prune(cli)
-    from .fit import train as fit
+    from .commands.train import train as fit
 
     if resume:
         if ctx.args or cli or config or recipe:
@@ -183,7 +199,7 @@ def sweep(
 ):
     """Train a grid of runs (or an Optuna search); extra KEY=VALUE arguments apply to every run.
     Re-running the same command skips finished runs and resumes interrupted ones."""
-    from .sweep import (
+    from .commands.sweep import (
         Sweep,
         default_name,
         expand,
@@ -199,7 +215,7 @@ def sweep(
     files = spec.get("config") or []
     files = [file.parent / f for f in ([files] if isinstance(files, str) else files)] + (config or [])
     cli = {
-        "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
+        **data_options(data, data_dir),
         "model": {"name": model},
         "train": {"epochs": epochs, "device": device},
     }
@@ -208,7 +224,7 @@ def sweep(
     plan.name = name or spec.get("name") or default_name(plan)
     say = (lambda msg: None) if as_json else (lambda msg: out.print(escape(msg)))
     if search == "optuna":
-        from .search import run_search
+        from .commands.search import run_search
 
         metric = metric or spec.get("metric", "val_acc")
         cells = run_search(plan, trials or spec.get("trials", 20), metric, storage, runs_dir, jobs)
@@ -254,19 +270,13 @@ def print_sweep_table(name: str, rows: list[dict]) -> None:
 
 
 def print_sweep_comparison(rows: list[dict], grid_keys: list[str], runs_dir: Path | None) -> None:
-    """The `compare` tables of the finished runs, by the grid's keys (seeds averaged), when
-    the grid has at most two keys besides the seed: more would be averaged together."""
     from .analysis import compare as cmp
+    from .commands.sweep import comparison
 
-    finished = [r["id"] for r in rows if r["status"] == "finished"]
-    keys = [k for k in grid_keys if k != "seed"]
-    if not finished or len(keys) > 2:
+    table = comparison(rows, grid_keys, runs_dir)
+    if table is None:
         return
-    records = cmp.read_runs(finished, runs_dir)
-    flat = sorted(records[0].config)  # a dict-valued key (model.kwargs) is compared by its first entry
-    by = [next((c for c in flat if c == k or c.startswith(k + ".")), "model.name") for k in keys]
-    table = cmp.compare_table(records, by[0] if by else "model.name", by[1] if len(by) > 1 else None)
-    out.print(f"test accuracy %, mean ± std over seeds ({len(finished)} finished runs)")
+    out.print(f"test accuracy %, mean ± std over seeds ({table['n']} finished runs)")
     out.print(rich_table(*cmp.pivot(table)))
     out.print(rich_table(*cmp.details(table)))
 
@@ -289,7 +299,7 @@ def eval_cmd(
 ):
     """Evaluate on the test split and write a bundle (metrics.json, per-class CSV, confusion
     matrices, reliability diagram, worst mistakes, predictions.npz) into a folder of the run."""
-    from .evaluation import evaluate
+    from .commands.evaluate import evaluate
 
     rep = evaluate(run, runs_dir, weights, device, "flip" if tta else None)
     if as_json:
@@ -343,8 +353,7 @@ def ensemble(
 ):
     """Combine runs by vote; test accuracy beside each member's, agreement between members, and
     the ensemble's confusion matrix. Members must share the class list and the test data."""
-    from .evaluation import evaluate_ensemble
-    from .inference import build_ensemble
+    from .commands.ensemble import build_ensemble, evaluate_ensemble
 
     ens = build_ensemble(runs, runs_dir, vote, tie_break, weights, run_weights, device)
     rep = evaluate_ensemble(ens, "flip" if tta else None, runs_dir, save)
@@ -377,8 +386,8 @@ def predict_cmd(
 ):
     """Label every image under a folder: CSV of file, label, confidence, top-k, sorted by file;
     files that cannot be read get a row with the reason in the error column."""
-    from .inference import open_predictor
-    from .prediction import predict_folder
+    from .analysis.predictor import open_predictor
+    from .commands.predict import predict_folder
 
     predictor = open_predictor(run, runs_dir, weights, device)
     res = predict_folder(predictor, images, out_csv, top_k, "flip" if tta else None)
@@ -409,7 +418,7 @@ def explain(
     as_json: AsJson = False,
 ):
     """Saliency, SmoothGrad, Integrated Gradients and Grad-CAM for test images, as a PNG grid."""
-    from .explain import explain_run
+    from .commands.explain import explain_run
 
     rep = explain_run(run, runs_dir, index, count, layer, target, weights, device)
     if as_json:
@@ -438,7 +447,7 @@ def export(
 ):
     """Export the model (normalisation included, [0, 1] NCHW input, dynamic batch) and check its
     logits against PyTorch's on real test images."""
-    from .export import export_run
+    from .commands.export import export_run
 
     rep = export_run(run, fmt, out_path, runs_dir, weights, images, tolerance)
     if as_json:
@@ -630,8 +639,8 @@ def lr_find(
 ):
     """Learning-rate range test (Smith): exponential lr ramp, smoothed loss, stop on divergence;
     the model is restored afterwards. Extra KEY=VALUE arguments set any config key."""
+    from .commands.lr_find import KINDS, find_lr
     from .config import resolve_config
-    from .lrfind import KINDS, find_lr
 
     if use not in KINDS:
         raise VisionbenchError(
@@ -639,12 +648,7 @@ def lr_find(
         )
     if repeats < 1 or iters < 5 or not 0 < start_lr < end_lr:
         raise VisionbenchError("need --repeats >= 1, --iters >= 5 and 0 < --start-lr < --end-lr")
-    cli = prune(
-        {
-            "data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None},
-            "model": {"name": model},
-        }
-    )
+    cli = prune({**data_options(data, data_dir), "model": {"name": model}})
     cfg = resolve_config(config or [], ctx.args, cli, recipe)
     say = None if as_json else (lambda msg: err.print(escape(msg), style="dim"))
     res = find_lr(cfg, start_lr=start_lr, end_lr=end_lr, iters=iters, repeats=repeats, plot=plot, say=say)
@@ -663,7 +667,7 @@ def lr_find(
             raise VisionbenchError(
                 "the range test found no usable learning rate", fix="widen --start-lr/--end-lr"
             )
-        from .fit import train as fit
+        from .commands.train import train as fit
 
         cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": chosen})})
         if not as_json:
@@ -699,21 +703,12 @@ def data_download(
         out.print(f"ok  {p}")
 
 
-def load_with_progress(name: str, data_dir: Path | None):
-    """load_dataset, saying so on stderr (with a bar for image files) when a cache is built."""
-    from .data import load_dataset
-
+@contextmanager
+def progress_to_stderr():
+    """on_build and on_progress callbacks that say on stderr (with a bar for image files)
+    when a cache is built."""
     with count_bar(err, "decoding images") as update:
-        return load_dataset(
-            name, data_dir, on_build=lambda msg: err.print(escape(msg), style="dim"), on_progress=update
-        )
-
-
-def cache_state(ds) -> dict | None:
-    if not ds.cache:
-        return None
-    files = [f for f in Path(ds.cache).iterdir() if f.is_file()]
-    return {"folder": ds.cache, "mib": sum(f.stat().st_size for f in files) / 2**20}
+        yield {"on_build": lambda msg: err.print(escape(msg), style="dim"), "on_progress": update}
 
 
 @data_app.command("info")
@@ -721,29 +716,14 @@ def cache_state(ds) -> dict | None:
 def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     """Classes, counts per class and split, image shape, source; warns on imbalance, classes
     missing from a split, exact duplicates across splits and unreadable files."""
-    from .data.cache import memo
-    from .data.report import dataset_report
+    from .commands.data import dataset_info
 
-    ds = load_with_progress(name, data_dir)
-    rep = memo(ds, "report", lambda: dataset_report(ds))
-    counts = rep.pop("counts")
-    splits = {s: {"n": sum(c), "per_class": c} for s, c in counts.items()}
-    cached = cache_state(ds)
+    with progress_to_stderr() as progress:
+        ds, info = dataset_info(name, data_dir, **progress)
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "name": name,
-                    "source": ds.source,
-                    "fingerprint": ds.fingerprint,
-                    "cache": cached,
-                    "originals": ds.originals,
-                    "splits": splits,
-                    **rep,
-                }
-            )
-        )
+        print(json.dumps(info))
         return
+    rep, splits, cached = info, info["splits"], info["cache"]
     out.print(
         f"[bold]{escape(name)}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
     )
@@ -789,48 +769,26 @@ def data_show(
 ):
     """A PNG grid of random training samples per class, as stored and as the training loader
     augments them (aug.* from --config files or KEY=VALUE arguments)."""
-    from .analysis.plots import plot_samples
+    from .commands.data import sample_grid
     from .config import resolve_config
-    from .data.loader import augmented_view
 
     cfg = resolve_config(config or [], ctx.args)
-    ds = load_with_progress(name, data_dir)
-    train = ds.splits["train"]
-    rng = np.random.default_rng(seed)
-    classes = list(range(min(len(ds.classes), max_classes)))
-    idx = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
-    images = np.asarray(train.images[idx])
-    augmented = (
-        augmented_view(images, cfg.aug.crop_padding, cfg.aug.flip, seed)
-        if (cfg.aug.crop_padding or cfg.aug.flip)
-        else None
-    )
-    plot_samples(images, train.labels[idx], ds.classes, out_path, augmented, title=f"{name}: train samples")
+    with progress_to_stderr() as progress:
+        res = sample_grid(name, data_dir, cfg.aug, out_path, per_class, max_classes, seed, **progress)
     out.print(
-        f"wrote {escape(str(out_path))} ({len(idx)} samples, {len(classes)} classes"
-        + (", stored | augmented)" if augmented is not None else ")")
+        f"wrote {escape(str(out_path))} ({res['samples']} samples, {res['classes']} classes"
+        + (", stored | augmented)" if res["augmented"] else ")")
     )
-
-
-DEMO = [
-    "data.name=digits",
-    "model.name=small_cnn",
-    "train.epochs=12",
-    "train.batch_size=64",
-    "optim.lr=0.2",
-    "train.label_smoothing=0.1",
-    "aug.crop_padding=1",
-]
 
 
 @app.command()
 @friendly
 def demo(runs_dir: RunsDir = None, epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None):
     """Train a small CNN on the embedded digits dataset (about 15 s on 2 CPU cores)."""
+    from .commands.train import train as fit
     from .config import resolve_config
-    from .fit import train as fit
 
-    cfg = resolve_config([], DEMO + ([f"train.epochs={epochs}"] if epochs else []))
+    cfg = resolve_config([], [f"train.epochs={epochs}"] if epochs else [], recipe="demo")
     run = fit(cfg, runs_dir)
     out.print(
         f"next: visionbench eval {run.id} --runs-dir {run.path.parent}   |   visionbench runs --runs-dir {run.path.parent}"

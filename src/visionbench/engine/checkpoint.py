@@ -1,4 +1,5 @@
-"""Checkpoints that are whole or absent: temp file, fsync, rename, previous one kept, hash checked."""
+"""Checkpoints that are whole or absent (temp file, fsync, rename, previous one kept, hash
+checked), and the one training-state type they hold."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import hashlib
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ..errors import VisionbenchError
 
@@ -150,3 +154,66 @@ class CheckpointTimer:
 
     def __bool__(self) -> bool:
         return self.agree(bool(self.stop) or self.due)
+
+
+@dataclass
+class TrainingState:
+    """Everything a resume needs: where training is (epoch, next batch, the sums of an epoch
+    cut by a checkpoint, the best score) and the live objects whose state is saved with it.
+    The data's fingerprint and the batch size guard a resume against other data."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    freezing: Any
+    ema: Any = None
+    fingerprint: str = ""
+    batch_size: int = 0
+    epoch: int = 0
+    batch: int = 0
+    partial: dict | None = None
+    best: float = -1.0
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "partial": self.partial,
+            "best": self.best,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": rng_state(),
+            "freezing": self.freezing.state_dict(),
+            "fingerprint": self.fingerprint,
+            "batch_size": self.batch_size,
+        }
+
+    def save(self, path: Path) -> None:
+        try:
+            save_checkpoint(path, self.state_dict())
+        except OSError as e:
+            raise VisionbenchError(
+                f"cannot write the checkpoint: {e.strerror or e}",
+                where=str(path),
+                fix="free disk space, then `visionbench train --resume` (the previous checkpoint is intact)",
+            ) from None
+
+    def restore(self, path: Path) -> None:
+        """Load the newest intact checkpoint at `path` into the live objects, RNGs included."""
+        ck = load_checkpoint(path)
+        if ck["fingerprint"] != self.fingerprint or ck["batch_size"] != self.batch_size:
+            raise VisionbenchError(
+                "the checkpoint was made with other data or another batch size",
+                where=str(path),
+                fix="resume with the run's own data",
+            )
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        set_rng_state(ck["rng"])
+        self.freezing.load_state_dict(ck.get("freezing", {}))
+        if self.ema is not None:
+            self.ema.load_state_dict(ck["ema"])
+        self.epoch, self.batch, self.partial, self.best = ck["epoch"], ck["batch"], ck["partial"], ck["best"]

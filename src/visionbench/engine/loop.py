@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from collections.abc import Callable, Sequence
 
@@ -16,48 +14,7 @@ from ..data.loader import TensorLoader
 from ..errors import VisionbenchError
 from .ema import ModelEMA
 from .losses import Loss, create_loss
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VisionbenchError(
-            f"device '{name}' asked for, but CUDA is not available", fix="use train.device=cpu (or auto)"
-        )
-    return torch.device(name)
-
-
-def seed_everything(
-    seed: int, device: torch.device, deterministic: bool = True, threads: int | None = None
-) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    if deterministic and device.type == "cuda":
-        # CPU kernels are already deterministic for a fixed thread count (the resume tests
-        # check it bitwise), and this call costs 2.3 s of start-up there. warn_only: a few
-        # CUDA kernels have no deterministic version.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    else:
-        torch.backends.cudnn.benchmark = True
-
-
-class StopFlag:
-    """Set by a signal handler; the loop checks it between steps and stops cleanly."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
+from .stopping import StopFlag
 
 
 def train_one_epoch(
@@ -123,6 +80,49 @@ def train_one_epoch(
         "stopped": bool(stop),
         "seconds": time.perf_counter() - t0,
     }
+
+
+PARTIAL_SUMS = ("loss_sum", "correct", "seen", "seconds")
+
+
+def train_epoch_in_pieces(
+    model: nn.Module,
+    loader: TensorLoader,
+    state,
+    pause,
+    checkpoint: Callable[[], None],
+    reduce: Callable[[dict], dict] = lambda sums: sums,
+    **step,
+) -> dict:
+    """The epoch `state.epoch` from batch `state.batch`, in pieces: `pause` (a CheckpointTimer)
+    cuts it at a batch boundary when a periodic checkpoint is due or a stop was asked for; the
+    state (with the sums so far in `state.partial`) is then checkpointed. Returns the whole
+    epoch's sums with state.batch back at 0 - or, when stopped mid-epoch, with state.batch at
+    the next batch. `reduce` sums over distributed ranks; `step` goes to train_one_epoch."""
+    while True:
+        sums = reduce(
+            train_one_epoch(
+                model,
+                loader,
+                state.optimizer,
+                state.scheduler,
+                epoch=state.epoch,
+                start_batch=state.batch,
+                stop=pause,
+                ema=state.ema,
+                **step,
+            )
+        )
+        if state.partial:  # the part of this epoch trained before the last checkpoint
+            sums = {k: sums[k] + state.partial.get(k, 0) if k in PARTIAL_SUMS else sums[k] for k in sums}
+        if not (sums["stopped"] and sums["next_batch"] < len(loader)):
+            state.batch, state.partial = 0, None
+            return sums
+        state.batch, state.partial = sums["next_batch"], {k: sums[k] for k in PARTIAL_SUMS}
+        checkpoint()
+        pause.reset()
+        if pause.stop:
+            return sums
 
 
 @torch.no_grad()

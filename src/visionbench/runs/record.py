@@ -135,6 +135,13 @@ class Run:
                 break
         return rows
 
+    def config(self):
+        """The run's resolved config, as saved in config.yaml."""
+        from ..config import build_config, load_yaml
+
+        path = self.path / "config.yaml"
+        return build_config(load_yaml(path), str(path))
+
     def load_weights(self, which: str = "last") -> dict[str, torch.Tensor]:
         p = self.path / f"{which}.safetensors"
         if not p.is_file():

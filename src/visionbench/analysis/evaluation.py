@@ -1,6 +1,7 @@
 """The evaluation bundle: every table and figure about a run's (or ensemble's) test predictions.
 
-`visionbench eval` writes it into RUN/eval-<weights>[-tta]/ (a saved ensemble: ENSEMBLE/eval[-tta]/):
+Training ends by writing it into RUN/eval-last/; `visionbench eval` writes it into
+RUN/eval-<weights>[-tta]/ (a saved ensemble: ENSEMBLE/eval[-tta]/):
 
     metrics.json              {"run", "weights", "tta", "n", "top1", "top5", "loss" (mean NLL; none
                                for a hard vote), "ece", "ece_bins", "per_class": {class: {"precision",
@@ -30,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analysis.metrics import calibration, confusion_matrix, precision_recall_f1
-from .analysis.plots import plot_confusion, plot_image_grid, plot_reliability
-from .analysis.vote import agreement
-from .inference import Ensemble, Outputs, Predictor, load_test_split, open_predictor, save_ensemble
-from .runs import Run
+from ..runs import Run
+from .metrics import calibration, confusion_matrix, precision_recall_f1
+from .plots import plot_confusion, plot_image_grid, plot_reliability
+from .predictor import Ensemble, Outputs, Predictor, load_test_split
+from .vote import agreement
 
 MISTAKES = 24  # images in mistakes.png
 
@@ -149,40 +150,42 @@ def bundle_name(predictor: Predictor, tta: str | None) -> str:
     return base + ("-tta" if tta else "")
 
 
-def evaluate_predictor(predictor: Predictor, tta: str | None = None, folder: Path | None = None) -> dict:
-    """Predict the test split, summarise, and write the bundle into `folder` when given."""
-    images, targets = load_test_split(predictor)
-    out = predictor.outputs(images, tta)
-    is_ensemble = isinstance(predictor, Ensemble)
-    rep = {
-        "run": predictor.id,
-        "weights": None if is_ensemble else predictor.weights,
-        "tta": tta,
-        **summarize(out, targets, predictor.classes, nll=not (is_ensemble and predictor.vote == "hard")),
-    }
-    if is_ensemble:
-        rep |= members_summary(predictor, out, targets)
+def evaluation(
+    out: Outputs,
+    targets: np.ndarray,
+    images,
+    classes: list[str],
+    *,
+    run_id: str,
+    weights: str | None,
+    tta: str | None = None,
+    folder: Path | None = None,
+    ensemble: Ensemble | None = None,
+) -> dict:
+    """The one test evaluation, for a run at the end of training, for `eval` and for an
+    ensemble: the summary (metrics.json's schema) and, with `folder`, the bundle written there."""
+    nll = not (ensemble is not None and ensemble.vote == "hard")
+    rep = {"run": run_id, "weights": weights, "tta": tta, **summarize(out, targets, classes, nll=nll)}
+    if ensemble is not None:
+        rep |= members_summary(ensemble, out, targets)
     if folder is not None:
-        write_bundle(folder, rep, out, targets, images, predictor.classes, predictor.id)
+        write_bundle(folder, rep, out, targets, images, classes, run_id)
         rep["bundle"] = str(folder)
     return rep
 
 
-def evaluate(
-    ref: str, runs_dir=None, weights: str | None = None, device: str = "auto", tta: str | None = None
-) -> dict:
-    """`visionbench eval`: the bundle of a run or a saved ensemble, in a folder beside its files."""
-    predictor = open_predictor(ref, runs_dir, weights, device)
-    home = predictor.path if isinstance(predictor, Ensemble) else predictor.run.path
-    return evaluate_predictor(predictor, tta, home / bundle_name(predictor, tta))
-
-
-def evaluate_ensemble(ens: Ensemble, tta: str | None = None, runs_dir=None, save: str | None = None) -> dict:
-    """`visionbench ensemble`: evaluate; with `save`, the ensemble's folder with its bundle
-    and a summary.json of what was measured."""
-    folder = save_ensemble(ens, runs_dir, save) if save else None
-    rep = evaluate_predictor(ens, tta, folder / bundle_name(ens, tta) if folder else None)
-    if folder:
-        keys = ("vote", "top1", "n", "members", "agreement", "tie_break", "weights")
-        Run(folder).write_json("summary.json", {k: rep[k] for k in keys})
-    return rep
+def evaluate_predictor(predictor: Predictor, tta: str | None = None, folder: Path | None = None) -> dict:
+    """Predict the test split of a run or an ensemble and evaluate it (see `evaluation`)."""
+    images, targets = load_test_split(predictor)
+    ensemble = predictor if isinstance(predictor, Ensemble) else None
+    return evaluation(
+        predictor.outputs(images, tta),
+        targets,
+        images,
+        predictor.classes,
+        run_id=predictor.id,
+        weights=None if ensemble else predictor.weights,
+        tta=tta,
+        folder=folder,
+        ensemble=ensemble,
+    )

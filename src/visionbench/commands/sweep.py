@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import RunConfig, dump_config, load_yaml, parse_overrides, resolve_config
-from .errors import VisionbenchError, did_you_mean
-from .runs import Run, runs_root
+from ..config import RunConfig, dump_config, load_yaml, parse_overrides, resolve_config
+from ..errors import VisionbenchError, did_you_mean
+from ..runs import Run, runs_root
 
 FILE_KEYS = ("name", "config", "set", "grid", "trials", "metric")
 
@@ -125,7 +125,7 @@ def stopped(exit_code: int) -> VisionbenchError:
 
 def run_cell(cell: Cell, runs_dir: str | Path | None, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train one cell, or resume it, or skip it if finished. Returns {id, status[, error]}."""
-    from .fit import Interrupted, train
+    from .train import Interrupted, train
 
     path = runs_root(runs_dir) / cell.id
     if (path / "summary.json").is_file():
@@ -168,12 +168,10 @@ def pool(jobs: int):
 
 def check_unchanged(cells: list[Cell], runs_dir: str | Path | None) -> None:
     """A sweep re-run with other settings under the same name would mix two sweeps: refused."""
-    from .fit import read_config
-
     for cell in cells:
         path = runs_root(runs_dir) / cell.id
         if (path / "config.yaml").is_file():
-            saved = dump_config(read_config(Run(path)))
+            saved = dump_config(Run(path).config())
             if saved != dump_config(cell.cfg.model_copy(update={"name": None})):
                 raise VisionbenchError(
                     f"run '{cell.id}' was made with other settings than this sweep's",
@@ -230,3 +228,20 @@ def summary_rows(cells: list[tuple[str, dict]], runs_dir: str | Path | None) -> 
             }
         )
     return rows
+
+
+def comparison(rows: list[dict], grid_keys: list[str], runs_dir: str | Path | None) -> dict | None:
+    """The `compare` table of the finished runs by the grid's keys (seeds averaged), with "n"
+    the runs in it; None when nothing finished or the grid has more than two keys besides the
+    seed (more would be averaged together)."""
+    from ..analysis import compare as cmp
+
+    finished = [r["id"] for r in rows if r["status"] == "finished"]
+    keys = [k for k in grid_keys if k != "seed"]
+    if not finished or len(keys) > 2:
+        return None
+    records = cmp.read_runs(finished, runs_dir)
+    flat = sorted(records[0].config)  # a dict-valued key (model.kwargs) is compared by its first entry
+    by = [next((c for c in flat if c == k or c.startswith(k + ".")), "model.name") for k in keys]
+    table = cmp.compare_table(records, by[0] if by else "model.name", by[1] if len(by) > 1 else None)
+    return {**table, "n": len(finished)}

@@ -108,7 +108,7 @@ def test_saved_ensemble_predicts_like_its_eval(digit_runs, unlabelled, tmp_path)
 def test_runs_recorded_without_classes_read_them_from_their_data(digit_runs, tmp_path):
     import shutil
 
-    from visionbench.inference import load_member
+    from visionbench.analysis.predictor import load_member
 
     old = tmp_path / "old"
     shutil.copytree(digit_runs / "a", old, ignore=shutil.ignore_patterns("eval*"))

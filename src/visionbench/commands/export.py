@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import VisionbenchError
-from .fit import load_run
+from ..errors import VisionbenchError
+from ..runs.reopen import open_run
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
@@ -80,6 +80,11 @@ def run_torchscript(path: Path, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(x)).numpy()
 
 
+def meta_path(path: Path) -> Path:
+    """model.onnx -> model.onnx.json: each format keeps its own metadata and parity record."""
+    return path.with_name(path.name + ".json")
+
+
 def export_run(
     ref: str,
     fmt: str = "onnx",
@@ -92,7 +97,7 @@ def export_run(
     """Write the model in `fmt`, then compare its logits with PyTorch's on up to `n` test images."""
     if fmt not in FORMATS:
         raise VisionbenchError(f"unknown format '{fmt}'", fix="use --format onnx or --format torchscript")
-    loaded = load_run(ref, runs_dir, weights, device="cpu")  # exported for and checked on the CPU
+    loaded = open_run(ref, runs_dir, weights, device="cpu")  # exported for and checked on the CPU
     data = loaded.data
     model = Normalized(loaded.model.to(memory_format=torch.contiguous_format), data.mean, data.std).eval()
     test = data.dataset.splits["test"]
@@ -116,7 +121,7 @@ def export_run(
         "parity": {"images": n, "max_abs_logit_diff": diff, "tolerance": tolerance},
         "torch": torch.__version__,
     }
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    meta_path(path).write_text(json.dumps(meta, indent=1))
     if not diff <= tolerance:  # also catches NaN
         raise VisionbenchError(
             f"exported model differs from PyTorch: max abs logit difference {diff:.3g} > {tolerance:g}",

@@ -7,34 +7,19 @@ import signal
 
 import pytest
 import torch
+from conftest import interrupt_at
 
-import visionbench.fit as fit_module
+import visionbench.commands.train as train_module
+import visionbench.engine.checkpoint as checkpoint_module
+from visionbench.commands.train import Interrupted, train
 from visionbench.config import resolve_config
 from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.errors import VisionbenchError
-from visionbench.fit import Interrupted, train
 from visionbench.runs import Run
 
 
 def weights_of(run: Run) -> dict[str, torch.Tensor]:
     return run.load_weights("last")
-
-
-def interrupt_at(monkeypatch, global_step: int):
-    """Send ourselves SIGTERM when training reaches `global_step` (counted over all epochs)."""
-    real = fit_module.train_one_epoch
-    seen = {"n": 0}
-
-    def wrapped(*args, on_step, **kwargs):
-        def counting(batch, loss):
-            on_step(batch, loss)
-            seen["n"] += 1
-            if seen["n"] == global_step:
-                signal.raise_signal(signal.SIGTERM)
-
-        return real(*args, **kwargs, on_step=counting)
-
-    monkeypatch.setattr(fit_module, "train_one_epoch", wrapped)
 
 
 # every per-sample augmentation, Mixup/CutMix soft targets, BCE, EMA and a plateau schedule
@@ -61,7 +46,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides,
     # dropout: RNG state matters too
     cfg = resolve_config([], tiny_overrides + ["model.dropout=0.2"] + extra)
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
-    steps_per_epoch = len(fit_module.prepare_data(cfg, torch.device("cpu")).train)
+    steps_per_epoch = len(train_module.prepare_data(cfg, torch.device("cpu")).train)
     assert steps_per_epoch == 20  # 1,295 train images // 64: the step numbers above rely on it
 
     interrupt_at(monkeypatch, stop_step)
@@ -89,12 +74,12 @@ def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides,
 def test_finished_run_is_never_overwritten(tiny_overrides):
     cfg = resolve_config([], tiny_overrides + ["name=keep", "train.epochs=1"])
     run = train(cfg, quiet=True)
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.iterdir()}
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.rglob("*") if p.is_file()}
     with pytest.raises(VisionbenchError, match="never overwritten"):
         train(cfg, quiet=True)
     with pytest.raises(VisionbenchError, match="never overwritten"):
         train(None, resume="keep", quiet=True)
-    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.iterdir()}
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.path.rglob("*") if p.is_file()}
     assert before == after
 
 
@@ -106,16 +91,21 @@ def test_run_record_has_everything(tiny_overrides):
         "run.json",
         "metrics.jsonl",
         "summary.json",
-        "eval.json",
+        "eval-last/metrics.json",
+        "eval-last/confusion.png",
+        "eval-last/predictions.npz",
         "best.safetensors",
         "last.safetensors",
         "checkpoint.pt",
         "curves.png",
-        "confusion.png",
     ):
         assert (run.path / f).is_file(), f
     summary = run.read_json("summary.json")
     assert summary["epochs"] == 2 and 0.5 < summary["test_acc"] <= 1
+    # one test evaluation: training's bundle has `visionbench eval`'s schema and figures
+    metrics = run.read_json("eval-last/metrics.json")
+    assert metrics["top1"] == summary["test_acc"] and metrics["n"] == summary["test_n"] == 359
+    assert {"per_class", "confusion", "ece", "mistakes"} <= set(metrics)
     report = run.read_json("run.json")["data_report"]
     assert report["splits"]["train"] + report["splits"]["val"] == 1438
     assert report["splits"]["test"] == 359
@@ -129,7 +119,7 @@ def test_run_record_has_everything(tiny_overrides):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrides):
-    real_build = fit_module.build_model
+    real_build = train_module.build_model
 
     def build_poisoned(*args):  # a model whose outputs turn NaN in the second epoch
         model = real_build(*args)
@@ -142,7 +132,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrid
         model.register_forward_hook(poison)
         return model
 
-    monkeypatch.setattr(fit_module, "build_model", build_poisoned)
+    monkeypatch.setattr(train_module, "build_model", build_poisoned)
     cfg = resolve_config([], tiny_overrides + ["name=nan"])
     with pytest.raises(VisionbenchError, match="loss became nan in epoch 2"):
         train(cfg, quiet=True)
@@ -164,7 +154,7 @@ def test_bad_model_for_data_leaves_no_run_folder(tmp_path, tiny_overrides):
 def test_disk_full_on_checkpoint_is_a_clear_error_and_keeps_the_last_one(monkeypatch, tiny_overrides):
     import errno
 
-    real_save, calls = fit_module.save_checkpoint, {"n": 0}
+    real_save, calls = checkpoint_module.save_checkpoint, {"n": 0}
 
     def save(path, state):
         calls["n"] += 1
@@ -172,7 +162,7 @@ def test_disk_full_on_checkpoint_is_a_clear_error_and_keeps_the_last_one(monkeyp
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(path, state)
 
-    monkeypatch.setattr(fit_module, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save)
     with pytest.raises(VisionbenchError, match="cannot write the checkpoint: No space left on device"):
         train(resolve_config([], tiny_overrides + ["name=full-disk"]), quiet=True)
     run = Run.open("full-disk")

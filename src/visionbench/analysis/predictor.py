@@ -14,7 +14,7 @@ A saved ensemble is a folder that `eval`, `predict` (and `report`) accept wherev
       summary.json    what `ensemble` measured when saving: {"vote", "tie_break" (member id),
                        "weights", "top1", "n", "members": [{"id", "top1"}, ...],
                        "agreement": M x M share of test images two members label alike}
-      eval[-tta]/     evaluation bundles, as for a run (see evaluation.py)
+      eval[-tta]/     evaluation bundles, as for a run (see analysis/evaluation.py)
 
 Members are found by "path", else by "id" under the runs folder.
 """
@@ -27,26 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from .analysis.vote import hard_vote, member_weights, soft_vote, vote_shares
-from .config import RunConfig
-from .data import TensorLoader
-from .engine.loop import pick_device, predict
-from .engine.tta import tta_views
-from .errors import VisionbenchError
-from .fit import amp_dtype, build_model, prepare_data, read_config, run_data
-from .runs import Run, runs_root
+from ..config import RunConfig
+from ..errors import VisionbenchError
+from ..runs import runs_root
+from ..runs.reopen import DataSpec, LoadedRun, open_run, verified_data
+from .vote import hard_vote, member_weights, soft_vote, vote_shares
 
 VOTES = ("hard", "soft")
-
-
-@dataclass
-class DataSpec:
-    """What a model is built for: its classes and input shape (C, H, W)."""
-
-    classes: list[str]
-    shape: tuple[int, int, int]
 
 
 @dataclass
@@ -73,45 +61,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1).double().numpy()
 
 
-@dataclass
-class Member:
-    """One run's model, with the preprocessing its data had (size policy, channel stats)."""
-
-    run: Run
-    cfg: RunConfig
-    model: nn.Module
-    spec: DataSpec
-    mean: list[float]
-    std: list[float]
-    fingerprint: str
-    weights: str
-    device: torch.device
-
-    @property
-    def id(self) -> str:
-        return self.run.id
-
-    @property
-    def classes(self) -> list[str]:
-        return self.spec.classes
+class Member(LoadedRun):
+    """One run as a predictor (an ensemble of one)."""
 
     @property
     def members(self) -> list[Member]:
         return [self]
-
-    def logits(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
-        """(N, C) logits for uint8 NCHW images, normalised as the run's loader did."""
-        loader = TensorLoader(
-            images,
-            np.zeros(len(images), dtype=np.int64),
-            self.cfg.train.eval_batch_size,
-            device=self.device,
-            mean=self.mean,
-            std=self.std,
-            channels_last=self.cfg.train.channels_last,
-        )
-        logits, _ = predict(self.model, loader, amp_dtype(self.cfg, self.device), tta_views(tta))
-        return logits.numpy()
 
     def outputs(self, images: np.ndarray, tta: str | None = None) -> Outputs:
         logits = self.logits(images, tta)
@@ -120,21 +75,7 @@ class Member:
 
 
 def load_member(ref: str | Path, root: Path, weights: str = "last", device: str = "auto") -> Member:
-    if weights not in ("last", "best"):
-        raise VisionbenchError(f"unknown weights '{weights}'", fix="use last or best")
-    run = Run.open(ref, root)
-    cfg = read_config(run)
-    dev = pick_device(device)
-    report = run.read_json("run.json").get("data_report", {})
-    if "classes" in report:  # recorded at training time: no need for the training data
-        spec = DataSpec(report["classes"], tuple(report["shape"]))
-        mean, std = report["splits"]["mean"], report["splits"]["std"]
-    else:  # runs recorded before classes and shape were: read them from the data
-        data = prepare_data(cfg, dev)
-        spec, mean, std = DataSpec(data.dataset.classes, data.dataset.shape), data.mean, data.std
-    model = build_model(cfg, spec, dev, init_weights=False)
-    model.load_state_dict(run.load_weights(weights))
-    return Member(run, cfg, model, spec, mean, std, report.get("fingerprint", ""), weights, dev)
+    return open_run(ref, root, weights, device, kind=Member)
 
 
 @dataclass
@@ -273,53 +214,9 @@ def open_predictor(
     return load_ensemble(found, root, device)
 
 
-def build_ensemble(
-    refs: list[str],
-    runs_dir: str | Path | None = None,
-    vote: str = "hard",
-    tie_break: str | None = None,
-    weights: str | None = None,
-    run_weights: str = "last",
-    device: str = "auto",
-) -> Ensemble:
-    """An ensemble from CLI arguments: run refs, the tie-break run (one of them), "1,1,2" weights."""
-    if len(refs) < 2:
-        raise VisionbenchError("an ensemble needs at least two runs", fix="name two or more runs")
-    root = runs_root(runs_dir)
-    members = [load_member(r, root, run_weights, device) for r in refs]
-    index = 0
-    if tie_break is not None:
-        matches = [i for i, (r, m) in enumerate(zip(refs, members)) if tie_break in (r, m.id)]
-        if not matches:
-            raise VisionbenchError(
-                f"--tie-break '{tie_break}' is not one of the runs", fix=f"choose one of: {', '.join(refs)}"
-            )
-        index = matches[0]
-    try:
-        w = [float(v) for v in weights.split(",")] if weights else []
-    except ValueError:
-        raise VisionbenchError(
-            f"cannot read --weights '{weights}'", fix="write numbers, e.g. 1,1,2"
-        ) from None
-    return Ensemble(members, vote, w, index)
-
-
-def save_ensemble(ens: Ensemble, runs_dir: str | Path | None, name: str) -> Path:
-    """The ensemble's folder NAME in the runs folder, with its ensemble.json."""
-    root = runs_root(runs_dir)
-    if (root / name).exists():
-        raise VisionbenchError(
-            f"'{name}' exists; it is never overwritten", where=str(root / name), fix="choose another name"
-        )
-    folder = Run.create(root, name).path  # the same naming rules as runs
-    ens.path = folder
-    Run(folder).write_json("ensemble.json", ens.to_json())
-    return folder
-
-
 def load_test_split(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
     """The test images (uint8 NCHW) and labels the predictor's run(s) were tested on; an error
     when the data found now is not the data recorded at training time."""
     member = predictor.members[0]  # members share the test data (check_compatible)
-    test = run_data(member.run, member.cfg, torch.device("cpu")).dataset.splits["test"]
+    test = verified_data(member.run, member.cfg, torch.device("cpu")).dataset.splits["test"]
     return np.asarray(test.images), np.asarray(test.labels)

@@ -102,8 +102,8 @@ def png(arr: np.ndarray) -> bytes:
 
 
 def test_ensemble_refuses_runs_with_other_classes(digit_runs, tmp_path, tiny_overrides):
+    from visionbench.commands.train import train
     from visionbench.config import resolve_config
-    from visionbench.fit import train
 
     for split, n in (("train", 6), ("test", 2)):
         for cls, colour in (("cat", 200), ("dog", 30)):

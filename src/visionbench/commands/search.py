@@ -9,8 +9,8 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import VisionbenchError
-from .runs import Run, runs_root
+from ..errors import VisionbenchError
+from ..runs import Run, runs_root
 from .sweep import Cell, Sweep, pool, run_cell, stopped
 
 

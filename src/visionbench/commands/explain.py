@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .analysis.plots import plot_attributions
-from .engine.loop import predict
-from .errors import VisionbenchError, unknown_name
-from .fit import LoadedRun, load_run
+from ..analysis.plots import plot_attributions
+from ..engine.loop import predict
+from ..errors import VisionbenchError, unknown_name
+from ..runs.reopen import LoadedRun, open_run
 
 METHODS = ("saliency", "smoothgrad", "integrated_gradients", "gradcam")
 
@@ -92,7 +92,7 @@ def explain_run(
     require_captum()
     if target not in ("pred", "true"):
         raise VisionbenchError(f"unknown target '{target}'", fix="use --target pred or --target true")
-    loaded = load_run(ref, runs_dir, weights, device)
+    loaded = open_run(ref, runs_dir, weights, device)
     layer_name, layer_module = pick_layer(loaded.model, layer)
     test = loaded.data.dataset.splits["test"]
     logits, targets = predict(loaded.model, loaded.data.test)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RunConfig
-from .engine.loop import pick_device, seed_everything
-from .engine.losses import create_loss
-from .engine.lr_find import range_test, suggest
-from .engine.optim import create_optimizer
-from .fit import amp_dtype, build_model, prepare_data
+from ..config import RunConfig
+from ..data.prepare import prepare_data
+from ..engine.device import amp_dtype, pick_device, seed_everything
+from ..engine.losses import create_loss
+from ..engine.lr_find import range_test, suggest
+from ..engine.optim import create_optimizer
+from ..models.build import build_model
 
 KINDS = ("valley", "steepest", "minimum/10")
 
@@ -49,7 +50,7 @@ def find_lr(
             start_lr=start_lr,
             end_lr=end_lr,
             iters=iters,
-            amp_dtype=amp_dtype(cfg, device),
+            amp_dtype=amp_dtype(cfg.train.amp, device),
         )
         curves.append(curve | {"suggestions": suggest(curve["lrs"], curve["losses"])})
         if say:

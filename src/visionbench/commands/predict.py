@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.images import IMAGE_EXTS, decode_all, is_archive, iter_files
-from .data.split import to_channels
-from .errors import VisionbenchError
-from .inference import Predictor
+from ..analysis.predictor import Predictor
+from ..data.images import IMAGE_EXTS, decode_all, is_archive, iter_files
+from ..data.split import to_channels
+from ..errors import VisionbenchError
 
 CSV_HEADER = ["file", "label", "confidence", "top_k", "error"]
 

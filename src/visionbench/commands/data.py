@@ -1,0 +1,67 @@
+"""`visionbench data info` and `data show`: what a dataset holds, and a grid of its samples as
+stored and as the training loader augments them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import AugConfig
+from ..data import Dataset, load_dataset
+from ..data.cache import memo
+from ..data.report import dataset_report
+
+
+def cache_state(ds: Dataset) -> dict | None:
+    """The cache folder and its size in MiB; None for a streamed dataset."""
+    if not ds.cache:
+        return None
+    files = [f for f in Path(ds.cache).iterdir() if f.is_file()]
+    return {"folder": ds.cache, "mib": sum(f.stat().st_size for f in files) / 2**20}
+
+
+def dataset_info(name: str, data_dir: Path | None, on_build=None, on_progress=None) -> tuple[Dataset, dict]:
+    """The dataset and its report: source, fingerprint, cache, files as stored, counts per
+    class and split, warnings (imbalance, gaps, leaks, skipped files)."""
+    ds = load_dataset(name, data_dir, on_build=on_build, on_progress=on_progress)
+    rep = memo(ds, "report", lambda: dataset_report(ds))
+    counts = rep.pop("counts")
+    return ds, {
+        "name": name,
+        "source": ds.source,
+        "fingerprint": ds.fingerprint,
+        "cache": cache_state(ds),
+        "originals": ds.originals,
+        "splits": {s: {"n": sum(c), "per_class": c} for s, c in counts.items()},
+        **rep,
+    }
+
+
+def sample_grid(
+    name: str,
+    data_dir: Path | None,
+    aug: AugConfig,
+    out: Path,
+    per_class: int = 8,
+    max_classes: int = 20,
+    seed: int = 0,
+    on_build=None,
+    on_progress=None,
+) -> dict:
+    """A PNG of `per_class` random training images of each of the first `max_classes` classes,
+    beside their augmented views when `aug` crops or flips."""
+    from ..analysis.plots import plot_samples
+    from ..data.loader import augmented_view
+
+    ds = load_dataset(name, data_dir, on_build=on_build, on_progress=on_progress)
+    train = ds.splits["train"]
+    rng = np.random.default_rng(seed)
+    classes = list(range(min(len(ds.classes), max_classes)))
+    idx = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
+    images = np.asarray(train.images[idx])
+    augmented = (
+        augmented_view(images, aug.crop_padding, aug.flip, seed) if (aug.crop_padding or aug.flip) else None
+    )
+    plot_samples(images, train.labels[idx], ds.classes, out, augmented, title=f"{name}: train samples")
+    return {"png": str(out), "samples": len(idx), "classes": len(classes), "augmented": augmented is not None}

@@ -1,0 +1,343 @@
+"""`visionbench train`: one run end to end - data, model, the epochs, the test evaluation and
+the run record - or the resume of an interrupted one. `train` reads as the table of contents;
+each step is one of the small functions below it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..analysis.evaluation import evaluation
+from ..analysis.plots import plot_curves
+from ..analysis.predictor import Outputs, softmax
+from ..config import RunConfig, dump_config
+from ..console import count_bar, make_console
+from ..data.prepare import Prepared, prepare_data
+from ..engine import distributed
+from ..engine.checkpoint import CheckpointTimer, TrainingState
+from ..engine.device import amp_dtype, pick_device, seed_everything
+from ..engine.ema import ModelEMA
+from ..engine.freeze import StagedFreezing
+from ..engine.loop import evaluate, predict, train_epoch_in_pieces
+from ..engine.losses import create_loss
+from ..engine.optim import create_optimizer, create_scheduler
+from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
+from ..errors import VisionbenchError
+from ..models import count_params, head_name
+from ..models.build import build_model
+from ..models.weights import describe, load_state, read_state_file
+from ..runs import Run, RunView, default_run_id, environment, runs_root
+
+
+class Interrupted(VisionbenchError):
+    """Training stopped by a signal after saving a checkpoint; exit code 128 + signal."""
+
+    def __init__(self, run: Run, signum: int):
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"stopped by signal {signum}; checkpoint saved",
+            where=str(run.path),
+            fix=f"continue with: visionbench train --resume {run.id} --runs-dir {run.path.parent}",
+        )
+
+
+def train(
+    cfg: RunConfig | None,
+    runs_dir: str | Path | None = None,
+    resume: str | None = None,
+    quiet: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> Run:
+    """Train a run to the end (or resume one) and return its finished record. `on_epoch` sees
+    each epoch's metrics row (a search uses it to prune); under torchrun, ranks share the work."""
+    console = make_console(quiet=quiet or not distributed.is_main_process())
+    root = runs_root(runs_dir)
+    resumed = Run.open(resume, root) if resume else None
+    cfg = resumed.config() if resumed else cfg
+    ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
+    seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
+    data = load_data(cfg, ranks, console)
+    model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
+    weights_report = None if resumed else initial_weights(model, cfg, root)
+    run = claim_folder(cfg, ranks, root, resumed)
+    state = training_state(cfg, model, data)
+    trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=any(state.freezing.frozen))
+    scored = state.ema.module if state.ema else model  # the weights evaluated and saved
+    if resumed and any(run.path.glob("checkpoint.pt*")):  # restore judges what is intact
+        state.restore(run.checkpoint)
+        run.truncate_metrics(state.epoch)
+        console.print(f"resuming [bold]{run.id}[/] at epoch {state.epoch + 1}, batch {state.batch}")
+    else:
+        start_record(run, cfg, ranks.device, weights_report, console, restarted=bool(resumed))
+    announce(run, cfg, data, model, ranks.device, console)
+    checkpoint = (lambda: state.save(run.checkpoint)) if ranks.is_main else (lambda: None)
+    amp = amp_dtype(cfg.train.amp, ranks.device)
+    step = {"label_smoothing": cfg.train.label_smoothing, "grad_clip": cfg.train.grad_clip, "amp_dtype": amp}
+    step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing)
+    t_start = time.perf_counter()
+    with recorded_failure(run), stop_on_signals() as stop, EpochBar(console) as bar:
+        pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
+        while state.epoch < cfg.train.epochs:
+            if message := state.freezing.enter(state.epoch, state.scheduler):
+                console.print(escape(message))
+            step["on_step"] = pause.counting(
+                bar.start(state.epoch, cfg.train.epochs, data.train, state.batch)
+            )
+            sums = train_epoch_in_pieces(trained, data.train, state, pause, checkpoint, ranks.sum, **step)
+            if state.batch:  # stopped mid-epoch, checkpointed
+                raise interrupted(run, stop)
+            bar.finish()
+            row = end_epoch(run, state, sums, scored, data, amp)
+            state.epoch += 1
+            checkpoint()
+            pause.reset()
+            console.print(epoch_line(row, cfg.train.epochs))
+            if on_epoch is not None:
+                on_epoch(row)
+            if stop:
+                raise interrupted(run, stop)
+            if early_stop_due(run.metrics(), cfg.train.early_stop):
+                console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
+                break
+    if ranks.is_main:  # rank 0 tests the model and writes the summary
+        finish(run, cfg, data, scored, amp, state.best, ranks.device, time.perf_counter() - t_start, console)
+    return run
+
+
+def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> Prepared:
+    with count_bar(console, "decoding images") as update:
+        say = lambda msg: console.print(escape(msg), style="dim")
+        return prepare_data(cfg, ranks.device, say, update, ranks.shard)
+
+
+def initial_weights(model: nn.Module, cfg: RunConfig, root: Path) -> dict | None:
+    """Load model.weights (a file, or run:RUN_ID's last weights) into `model`; the load
+    report, or the pretrained weights' one, or None."""
+    ref = cfg.model.weights
+    if not ref:
+        return getattr(model, "weights_report", None)
+    state = Run.open(ref[4:], root).load_weights("last") if ref.startswith("run:") else read_state_file(ref)
+    return load_state(model, state, reset=head_name(model) if cfg.model.reset_head else None)
+
+
+def claim_folder(cfg: RunConfig, ranks: distributed.Ranks, root: Path, resumed: Run | None) -> Run:
+    """The run's folder: rank 0 claims it (a new, unique id unless named), the others see it."""
+    path = ranks.main_first(
+        lambda: (
+            Run.create(
+                resumed.path.parent if resumed else root,
+                resumed.id if resumed else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
+                resume=bool(resumed),
+                unique=not resumed and not cfg.name,
+            ).path
+        )
+    )
+    return Run(path) if ranks.is_main else RunView(path)
+
+
+def training_state(cfg: RunConfig, model: nn.Module, data: Prepared) -> TrainingState:
+    """Optimizer, schedule, staged freezing and EMA for `model`, at epoch 0."""
+    optimizer = create_optimizer(model, cfg.optim)
+    return TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs),
+        freezing=StagedFreezing(model, optimizer, cfg.finetune, cfg.train.epochs),
+        ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema else None,
+        fingerprint=data.dataset.fingerprint,
+        batch_size=cfg.train.batch_size,
+    )
+
+
+def start_record(
+    run: Run, cfg: RunConfig, device, weights_report: dict | None, console: Console, restarted: bool
+) -> None:
+    """config.yaml, environment.json and the weights' load report of a run's first start."""
+    if restarted:  # stopped before its first checkpoint: start it again, same config
+        console.print(f"no checkpoint in [bold]{run.id}[/] yet: starting it from the beginning")
+        run.truncate_metrics(0)
+    run.write_text("config.yaml", dump_config(cfg.model_copy(update={"name": None})))
+    run.write_json("environment.json", environment(device))
+    if weights_report:
+        run.write_json("weights.json", weights_report)
+        console.print(
+            f"weights {escape(cfg.model.weights or 'pretrained')}: {escape(describe(weights_report))}"
+        )
+
+
+def announce(run: Run, cfg: RunConfig, data: Prepared, model: nn.Module, device, console: Console) -> None:
+    """run.json (status, the data report predict needs) and the run's one-line header."""
+    n_params = count_params(model)
+    run.write_json(
+        "run.json",
+        {
+            "status": "running",
+            "data": cfg.data.name,
+            "model": cfg.model.name,
+            "epochs": cfg.train.epochs,
+            "params": n_params,
+            "data_report": {
+                "source": data.dataset.source,
+                "fingerprint": data.dataset.fingerprint,
+                "classes": data.dataset.classes,  # with shape and splits' mean/std: what predict needs
+                "shape": list(data.dataset.shape),
+                "splits": data.stats,
+                **data.report,
+            },
+        },
+    )
+    console.print(
+        f"[bold]{run.id}[/]  {escape(cfg.model.name)} ({n_params:,} params) on {escape(cfg.data.name)} "
+        f"({data.stats['train']:,} train / {data.stats['val']:,} val / {data.stats['test']:,} test) "
+        f"device {device}"
+    )
+    for warning in data.report["warnings"]:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def end_epoch(run: Run, state: TrainingState, sums: dict, scored: nn.Module, data: Prepared, amp) -> dict:
+    """The epoch's metrics row (validation included), logged; best weights saved when better."""
+    row = {
+        "epoch": state.epoch + 1,
+        "train_loss": sums["loss_sum"] / sums["seen"],
+        "train_acc": sums["correct"] / sums["seen"],
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "seconds": sums["seconds"],
+        "images_per_s": sums["seen"] / sums["seconds"],
+    }
+    if data.val is not None:
+        v = evaluate(scored, data.val, amp)
+        row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
+    state.scheduler.report(row.get("val_loss", row["train_loss"]))
+    if row.get("val_acc", row["train_acc"]) > state.best:
+        state.best = row.get("val_acc", row["train_acc"])
+        run.save_weights("best.safetensors", scored)
+    run.log_metrics(row)
+    return row
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    return (
+        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+        + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}" if "val_acc" in row else "")
+        + f"  {row['seconds']:.1f}s {row['images_per_s']:,.0f} img/s"
+    )
+
+
+def finish(
+    run: Run,
+    cfg: RunConfig,
+    data: Prepared,
+    scored: nn.Module,
+    amp,
+    best: float,
+    device,
+    wall: float,
+    console,
+) -> None:
+    """Last weights, the test evaluation (RUN/eval-last/), the curves, then summary.json: its
+    presence marks the run finished."""
+    run.save_weights("last.safetensors", scored)
+    logits, targets = predict(scored, data.test, amp)
+    probs = softmax(logits.numpy())
+    out = Outputs(probs, probs.argmax(1), logits.numpy())
+    test = data.dataset.splits["test"]
+    rep = evaluation(
+        out, targets.numpy(), test.images, data.dataset.classes,
+        run_id=run.id, weights="last", folder=run.path / "eval-last",
+    )  # fmt: skip
+    rows = run.metrics()
+    if rows:
+        plot_curves(rows, run.path / "curves.png", title=run.id)
+    summary = {
+        "test_acc": rep["top1"],
+        "test_top5": rep["top5"],
+        "test_loss": rep["loss"],
+        "best_val_acc": best if data.val is not None else None,
+        "epochs": len(rows),  # fewer than train.epochs after an early stop
+        "train_seconds": sum(r["seconds"] for r in rows),
+        "wall_seconds_this_process": wall,
+        "params": count_params(scored),
+        "device": str(device),
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "test_n": rep["n"],
+    }
+    run.set_status("finished")
+    run.write_json("summary.json", summary)  # written last: its presence marks the run finished
+    console.print(
+        f"[bold green]test accuracy {rep['top1']:.2%}[/] (top-5 {rep['top5']:.2%}, "
+        f"{rep['n']:,} images)  run: {escape(str(run.path))}"
+    )
+
+
+@contextmanager
+def recorded_failure(run: Run):
+    """A run that dies says so in run.json (`visionbench runs` shows it), not "running" for ever."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        run.set_status("interrupted")
+        raise
+    except Exception:
+        run.set_status("failed")
+        raise
+
+
+def interrupted(run: Run, stop: StopFlag) -> Interrupted:
+    run.set_status("interrupted")
+    return Interrupted(run, stop.signum)
+
+
+class EpochBar:
+    """A transient progress bar per epoch; the loss (a device sync) is read every 25 steps."""
+
+    def __init__(self, console: Console, every: int = 25):
+        self.every = every
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = None
+
+    def __enter__(self) -> EpochBar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def start(self, epoch: int, epochs: int, loader, batch: int) -> Callable[[int, torch.Tensor], None]:
+        """A new task for the epoch; returns the per-step callback that advances it."""
+        task = self.task = self.bar.add_task(
+            f"epoch {epoch + 1}/{epochs}", total=len(loader), completed=batch, stats=""
+        )
+        t0, start = time.perf_counter(), {}
+
+        def on_step(batch: int, loss: torch.Tensor) -> None:
+            start.setdefault("batch", batch)
+            self.bar.update(task, completed=batch + 1)
+            if (batch + 1) % self.every == 0:
+                rate = (batch + 1 - start["batch"]) * loader.batch_size / (time.perf_counter() - t0)
+                self.bar.update(task, stats=f"loss {loss.item():.4f}  {rate:,.0f} img/s")
+
+        return on_step
+
+    def finish(self) -> None:
+        self.bar.remove_task(self.task)

@@ -1,0 +1,113 @@
+"""The one way back into a finished run: its config, its model with the saved weights, and the
+preprocessing its data had; the data itself only when asked for, refused if it changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import RunConfig
+from ..data.loader import TensorLoader
+from ..data.prepare import Prepared, prepare_data
+from ..engine.device import amp_dtype, pick_device
+from ..engine.loop import predict
+from ..engine.tta import tta_views
+from ..errors import VisionbenchError
+from ..models.build import build_model
+from .record import Run, runs_root
+
+WEIGHTS = ("last", "best")
+
+
+@dataclass
+class DataSpec:
+    """What a model is built for: its classes and input shape (C, H, W)."""
+
+    classes: list[str]
+    shape: tuple[int, int, int]
+
+
+@dataclass
+class LoadedRun:
+    """A run back in memory: config, model (eval mode), the data's classes, shape and channel
+    statistics as recorded at training time, and which weights file was loaded."""
+
+    run: Run
+    cfg: RunConfig
+    model: nn.Module
+    spec: DataSpec
+    mean: list[float]
+    std: list[float]
+    fingerprint: str
+    weights: str
+    device: torch.device
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec.classes
+
+    @cached_property
+    def data(self) -> Prepared:
+        """The run's own data, refused if it changed since the run was trained and tested on it."""
+        return verified_data(self.run, self.cfg, self.device)
+
+    def logits(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
+        """(N, C) logits for uint8 NCHW images, normalised as the run's loader did."""
+        loader = TensorLoader(
+            images,
+            np.zeros(len(images), dtype=np.int64),
+            self.cfg.train.eval_batch_size,
+            device=self.device,
+            mean=self.mean,
+            std=self.std,
+            channels_last=self.cfg.train.channels_last,
+        )
+        logits, _ = predict(self.model, loader, amp_dtype(self.cfg.train.amp, self.device), tta_views(tta))
+        return logits.numpy()
+
+
+def verified_data(run: Run, cfg: RunConfig, device: torch.device) -> Prepared:
+    data = prepare_data(cfg, device)
+    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
+    if trained_on and trained_on != data.dataset.fingerprint:
+        raise VisionbenchError(
+            "the data found now differs from the data this run was trained and tested on",
+            where=data.dataset.source,
+            fix="evaluate with the run's own data (data.dir in its config.yaml, or --data-dir)",
+        )
+    return data
+
+
+def open_run(
+    ref: str | Path,
+    runs_dir: str | Path | None = None,
+    weights: str = "last",
+    device: str = "auto",
+    kind: type[LoadedRun] = LoadedRun,
+) -> LoadedRun:
+    """Open a run (id or folder) with its weights; `kind` is the class returned (a subclass
+    adds behaviour, e.g. an ensemble member)."""
+    if weights not in WEIGHTS:
+        raise VisionbenchError(f"unknown weights '{weights}'", fix="use last or best")
+    run = Run.open(ref, runs_root(runs_dir))
+    cfg = run.config()
+    dev = pick_device(device)
+    report = run.read_json("run.json").get("data_report", {})
+    if "classes" in report:  # recorded at training time: no need for the training data
+        spec = DataSpec(report["classes"], tuple(report["shape"]))
+        mean, std = report["splits"]["mean"], report["splits"]["std"]
+    else:  # runs recorded before classes and shape were: read them from the data
+        data = prepare_data(cfg, dev)
+        spec, mean, std = DataSpec(data.dataset.classes, data.dataset.shape), data.mean, data.std
+    model = build_model(cfg, spec, dev, init_weights=False)
+    model.load_state_dict(run.load_weights(weights))
+    return kind(run, cfg, model.eval(), spec, mean, std, report.get("fingerprint", ""), weights, dev)
