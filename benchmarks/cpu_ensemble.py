@@ -1,8 +1,8 @@
-"""Seed 004's ensemble on CIFAR-10 (JPEG q75), on the CPU: three different models, then a hard
+"""Write-up 004's ensemble on CIFAR-10 (JPEG q75), on the CPU: three different models, then a hard
 vote (majority; a three-way split goes to the tie-break model) and a soft vote.
 
 Each member is a plain `visionbench train` run; the ensembles are `visionbench ensemble` over
-them. The tie-break model is the member with the best validation accuracy (as seed 004 chose
+them. The tie-break model is the member with the best validation accuracy (as write-up 004 chose
 its strongest model), picked before any test number is read. A member whose run already
 finished in --runs-dir is reused, so an interrupted benchmark continues where it stopped.
 

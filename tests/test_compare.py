@@ -14,7 +14,7 @@ from visionbench.analysis.compare import compare_table, load_references, read_ru
 from visionbench.cli import app
 
 runner = CliRunner()
-# (model, recipe, seed, test accuracy): seed 001's model x recipe grid, two seeds where it matters
+# (model, recipe, seed, test accuracy): write-up 001's model x recipe grid, two seeds where it matters
 GRID = [
     ("resnet18", "baseline", 0, 0.40),
     ("resnet18", "baseline", 1, 0.44),
@@ -133,7 +133,7 @@ def test_reference_shows_published_figures_and_the_differences(grid, tmp_path):
 
 def test_shipped_references_carry_their_context():
     refs = load_references()
-    assert {"rsb-resnet50", "airbench94", "seed-001-tiny-imagenet"} <= set(refs)
+    assert {"rsb-resnet50", "airbench94", "writeup-001-tiny-imagenet"} <= set(refs)
     for name, ref in refs.items():
         assert {"title", "source", "data", "epochs", "resolution", "rows"} <= set(ref), name
         stray = [set(r) - {"model", "recipe", "top1", "epochs"} for r in ref["rows"]]

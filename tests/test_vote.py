@@ -1,4 +1,4 @@
-"""Ensemble votes as pure functions over members' predictions (seed 004's rule), and metrics."""
+"""Ensemble votes as pure functions over members' predictions (write-up 004's rule), and metrics."""
 
 from __future__ import annotations
 

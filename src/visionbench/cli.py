@@ -677,6 +677,26 @@ def lr_find(
 
 @app.command()
 @friendly
+def study(
+    file: Annotated[Path, typer.Argument(help="Study file (examples/writeups/*.yaml).")],
+    scale: Annotated[
+        str, typer.Option(help="smoke (<= 2 min), cpu (<= 30 min on 2 cores) or full.")
+    ] = "smoke",
+    runs_dir: RunsDir = None,
+    as_json: AsJson = False,
+):
+    """Run a write-up as one command: its runs (finished ones skipped, interrupted ones resumed),
+    the steps after them, and one HTML report with the write-up's figures beside ours."""
+    from .commands.study import run_study
+
+    say = (lambda msg: None) if as_json else (lambda msg: out.print(escape(msg)))
+    res = run_study(file, scale, runs_dir, say)
+    if as_json:
+        print(json.dumps(res))
+
+
+@app.command()
+@friendly
 def recipes(as_json: AsJson = False):
     """List the training recipes: presets of augmentation, optimizer, schedule and regularisation."""
     from .recipes import list_recipes

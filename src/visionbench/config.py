@@ -223,17 +223,21 @@ def resolve_config(
     cli: dict | None = None,
     recipe: str | None = None,
 ) -> RunConfig:
-    """Defaults <- recipe <- YAML files (in order) <- CLI options <- key=value overrides."""
+    """Defaults <- recipe <- YAML files (in order) <- CLI options <- key=value overrides. A
+    recipe named by `recipe: NAME` in a file or an override is applied as if given with --recipe
+    (a saved config's `recipe: NAME@VERSION` changes nothing: its values are all there)."""
     tree: dict = {}
-    if recipe:
-        from .recipes import recipe_config
-
-        tree = recipe_config(recipe)
     for f in files:
         tree = deep_merge(tree, load_yaml(f))
         _check_keys(tree, str(f))
     tree = deep_merge(tree, cli or {})
     tree = deep_merge(tree, parse_overrides(list(overrides)))
+    named = recipe or tree.get("recipe")
+    if named:
+        from .recipes import recipe_config
+
+        base = recipe_config(str(named).split("@")[0])
+        tree = deep_merge(base, {**tree, "recipe": tree.get("recipe") if "@" in str(named) else base["recipe"]})
     return build_config(tree)
 
 

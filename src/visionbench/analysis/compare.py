@@ -88,7 +88,7 @@ def label(value) -> str:
 
 
 def default_cols(records: list[RunRecord]) -> str:
-    """Recipe when runs carry one (seed 001's table: model x recipe), else the dataset."""
+    """Recipe when runs carry one (write-up 001's table: model x recipe), else the dataset."""
     return "recipe" if any(r.config.get("recipe") for r in records) else "data.name"
 
 

@@ -160,6 +160,7 @@ def report_context(
         "overlay": Figure("learning curves, all runs", overlay),
         "runs": [run_section(r) for r in records],
         "ensembles": [ensemble_section(e) for e in ensembles],
+        "study": None,  # a study's report adds the write-up beside ours (analysis/study_report.py)
     }
 
 

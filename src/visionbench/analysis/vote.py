@@ -28,7 +28,7 @@ def hard_vote(
     """Majority vote over `preds` (members, N), each member's vote counted `weights[m]` times.
 
     When several classes share the most votes (three members, three answers), the tie goes to
-    the tie-break member: its own prediction when that is among the tied classes (seed 004's
+    the tie-break member: its own prediction when that is among the tied classes (write-up 004's
     rule), else the tied class it scores highest in `tie_scores` (N, C), else the lowest index.
     """
     shares = vote_shares(preds, num_classes, weights)

@@ -1,4 +1,4 @@
-"""Our own CNNs: seed 002's 62,006-parameter network (plain and with dropout), a fast
+"""Our own CNNs: write-up 002's 62,006-parameter network (plain and with dropout), a fast
 MNIST-sized net, and a from-scratch CNN whose depth and width are parameters."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .registry import register_model
 class SimpleCNN(nn.Module):
     """Two 5x5 convs with leaky ReLU and max-pool, then 120 -> 84 -> classes.
 
-    On 3x32x32 with 10 classes this is exactly 62,006 parameters (seed 002); other input
+    On 3x32x32 with 10 classes this is exactly 62,006 parameters (write-up 002); other input
     shapes change only the first linear layer's width.
     """
 
@@ -110,13 +110,13 @@ class ScratchCNN(nn.Module):
 
 @register_model
 def simple_cnn(num_classes: int, in_chans: int = 3, img_size: int = 32, dropout: float = 0.0) -> nn.Module:
-    """Seed 002's CIFAR network: 62,006 parameters on 3x32x32."""
+    """Write-up 002's CIFAR network: 62,006 parameters on 3x32x32."""
     return SimpleCNN(num_classes, in_chans, img_size, dropout)
 
 
 @register_model
 def cnn_dropout(num_classes: int, in_chans: int = 3, img_size: int = 32, rate: float = 0.25) -> nn.Module:
-    """simple_cnn with dropout at `rate` after each conv block and hidden layer (seed 002's sweep)."""
+    """simple_cnn with dropout at `rate` after each conv block and hidden layer (write-up 002's sweep)."""
     return SimpleCNN(num_classes, in_chans, img_size, dropout=rate, conv_dropout=rate)
 
 
@@ -135,7 +135,7 @@ def scratch_cnn(
     width: int = 32,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """A CNN to train from scratch, its depth and width as parameters (seed 004's simple ->
+    """A CNN to train from scratch, its depth and width as parameters (write-up 004's simple ->
     complex -> medium)."""
     if depth < 1 or width < 1:
         raise VisionbenchError(

@@ -1,0 +1,113 @@
+"""A study's report: the write-up's own figures beside ours, row by row, with the differences
+in data, epochs and resolution spelled out; then the usual report of the study's runs and
+ensembles, and the outputs of its steps (lr-find plots, predictions)."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+from .compare import read_runs, reference_block
+from .report import Figure, render_html, report_context, split_refs
+
+
+def beside_rows(runs, records) -> tuple[list[str], list[list[str]]]:
+    """One row per run of the study: the write-up's setting and figure, ours, the difference."""
+    by_id = {r.id: r for r in records}
+    header = ["run", "write-up's setting", "write-up top-1 %", "ours: test top-1 %", "difference", "notes"]
+    body = []
+    for r in runs:
+        rec = by_id.get(r.id)
+        ours = rec.summary.get("test_acc") if rec else None
+        theirs = r.writeup.get("top1")
+        values = ", ".join(f"{k}={v}" for k, v in r.values.items())
+        notes = "; ".join(
+            n
+            for n in (
+                r.note,
+                f"{rec.summary.get('epochs', '?')} epochs, {rec.config.get('data.name')}"
+                if rec
+                else "not run",
+            )
+            if n
+        )
+        body.append(
+            [
+                r.key + (f" ({values})" if values else ""),
+                str(r.writeup.get("setting", "-")),
+                f"{theirs:.2f}" if theirs is not None else "-",
+                f"{100 * ours:.2f}" if ours is not None else "-",
+                f"{100 * ours - theirs:+.2f} points" if ours is not None and theirs is not None else "-",
+                notes,
+            ]
+        )
+    return header, body
+
+
+def step_sections(outputs: list[dict]) -> list[dict]:
+    """Each step's output as a titled block: a table and/or a figure."""
+    sections = []
+    for out in outputs:
+        if out["kind"] == "lr_find":
+            rows = [
+                [
+                    k,
+                    f"{v['median']:.2e}" if v["median"] else "-",
+                    f"x{v['spread']:.2f}" if v["spread"] else "-",
+                ]
+                for k, v in out["suggestions"].items()
+            ]
+            sections.append(
+                {
+                    "title": f"Learning-rate range test: {out['run']}",
+                    "table": (["suggestion", "median lr", "spread over repeats"], rows),
+                    "text": "",
+                    "figure": Figure("loss against learning rate, each repeat", Path(out["png"])),
+                }
+            )
+        elif out["kind"] == "predict":
+            with open(out["csv"], newline="") as f:
+                rows = list(csv.reader(f))
+            sections.append(
+                {
+                    "title": f"Unlabelled images labelled by {out['model']} ({out['predicted']} images)",
+                    "table": (rows[0], rows[1:11]),
+                    "text": f"the first 10 rows of {out['csv']}",
+                    "figure": None,
+                }
+            )
+    return sections
+
+
+def write_study_report(study, runs, outputs: list[dict], html: Path, runs_dir) -> Path:
+    ids = [r.id for r in runs]
+    ensembles = [o["name"] for o in outputs if o["kind"] == "ensemble"]
+    _, ensemble_folders = split_refs(ensembles, runs_dir) if ensembles else (None, [])
+    records = read_runs(ids, runs_dir)
+    grid = [k for r in runs for k in r.values]
+    scale = study.scale_spec()
+    ref = study.spec.get("reference")
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = report_context(
+            records,
+            ensemble_folders,
+            Path(tmp) / "curves.png",
+            "model.name",
+            grid[0] if grid and grid[0] != "model.name" else None,
+        )
+        ctx["title"] = f"{study.spec.get('title', study.spec['name'])} ({study.scale} scale)"
+        ctx["study"] = {
+            "writeup": study.spec.get("writeup", ""),
+            "about": study.spec.get("about", ""),
+            "scale": study.scale,
+            "scale_note": scale.get("note", ""),
+            "file": str(study.path),
+            "beside": beside_rows(runs, records),
+            "reference": reference_block(ref, records) if ref else None,
+            "steps": step_sections(outputs),
+        }
+        page = render_html(ctx)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    html.write_text(page)
+    return html

@@ -1,0 +1,302 @@
+"""`visionbench study FILE --scale smoke|cpu|full`: a write-up as one command - the runs of a
+grid, the steps after them (lr-find, ensemble, predict, explain, compare) and one HTML report
+with the write-up's own figures beside ours.
+
+A study file (YAML; examples/writeups/ holds one per write-up):
+
+    name: writeup-002                 # run ids: <name>-<scale>-<run key>
+    title: ...                        # the report's heading
+    writeup: "002"                    # which write-up, and `about`: one paragraph for the report
+    reference: writeup-002-cifar10    # analysis/references.yaml entry shown beside ours (optional)
+    set: {key: value}                 # every run, every scale
+    scales:                           # smoke (<= 2 min, the tests), cpu (<= 30 min, 2 cores), full
+      smoke: {set: {...}, runs: {RUN: {key: value} | skip}, note: "what differs at this scale"}
+    runs:
+      RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
+    steps:                            # in order, after the runs
+      - lr_find: {run: RUN, repeats: 3}
+      - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
+      - predict: {model: RUN or ensemble NAME, images: unlabelled | PATH, count: 50}
+      - explain: {run: RUN, count: 8}
+
+A re-run skips finished runs and resumes interrupted ones (the sweep's rules) and skips steps
+whose outputs exist. A run asking for pretrained weights that are neither on disk nor
+downloadable is given our own pretraining instead - the same network trained from scratch on
+the first half of the classes of the same training split - and the report says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig, load_yaml
+from ..errors import VisionbenchError, did_you_mean, unknown_name
+from ..runs import Run, runs_root
+from .sweep import Cell, check_unchanged, run_cell
+
+SCALES = ("smoke", "cpu", "full")
+FILE_KEYS = ("name", "title", "writeup", "about", "reference", "set", "scales", "runs", "steps")
+RUN_KEYS = ("set", "grid", "writeup")
+STEPS = ("lr_find", "ensemble", "predict", "explain")
+
+
+@dataclass
+class StudyRun:
+    """One run of the study: its key in the file, its run id, config and the write-up's figure."""
+
+    key: str
+    id: str
+    cfg: RunConfig
+    values: dict = field(default_factory=dict)  # the grid values of this cell
+    writeup: dict = field(default_factory=dict)  # {top1, setting}: what the write-up reported
+    note: str = ""  # e.g. our pretraining in place of unavailable weights
+
+
+@dataclass
+class Study:
+    path: Path
+    spec: dict
+    scale: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec['name']}-{self.scale}"
+
+    def scale_spec(self) -> dict:
+        return (self.spec.get("scales") or {}).get(self.scale) or {}
+
+
+def load_study(path: str | Path, scale: str) -> Study:
+    path = Path(path)
+    if scale not in SCALES:
+        raise unknown_name("scale", scale, SCALES)
+    spec = load_yaml(path)
+    for key in spec:
+        if key not in FILE_KEYS:
+            raise VisionbenchError(
+                f"unknown study key '{key}'.{did_you_mean(key, FILE_KEYS)}", where=str(path)
+            )
+    if not spec.get("name") or not spec.get("runs"):
+        raise VisionbenchError("a study needs a name and runs", where=str(path), fix="see examples/writeups/")
+    for key, run in spec["runs"].items():
+        bad = [k for k in (run or {}) if k not in RUN_KEYS]
+        if bad:
+            raise VisionbenchError(
+                f"run '{key}': unknown key '{bad[0]}'.{did_you_mean(bad[0], RUN_KEYS)}", where=str(path)
+            )
+    for step in spec.get("steps") or []:
+        kind = next(iter(step))
+        if kind not in STEPS:
+            raise VisionbenchError(f"unknown step '{kind}'.{did_you_mean(kind, STEPS)}", where=str(path))
+    return Study(path, spec, scale)
+
+
+def settings(tree: dict | None) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in (tree or {}).items()]
+
+
+def plan(study: Study) -> list[StudyRun]:
+    """Every run of the study at its scale, configs resolved up front (a bad key fails first)."""
+    from ..config import resolve_config
+    from .sweep import cell_id
+
+    shared = settings(study.spec.get("set")) + settings(study.scale_spec().get("set"))
+    per_run = study.scale_spec().get("runs") or {}
+    runs = []
+    for key, run in study.spec["runs"].items():
+        run = run or {}
+        if per_run.get(key) == "skip":
+            continue
+        grid = run.get("grid") or {}
+        combos = [dict(zip(grid, c)) for c in itertools.product(*grid.values())] or [{}]
+        for values in combos:
+            run_id = cell_id(f"{study.name}-{key}", values) if values else f"{study.name}-{key}"
+            overrides = shared + settings(run.get("set")) + settings(per_run.get(key)) + settings(values)
+            cfg = resolve_config([], overrides + [f"name={run_id}"])
+            runs.append(StudyRun(key, run_id, cfg, values, run.get("writeup") or {}))
+    return runs
+
+
+def run_study(
+    path: str | Path, scale: str, runs_dir: str | Path | None = None, say: Callable[[str], None] = print
+) -> dict:
+    """Train what is not finished, run the steps, write the report; returns where it is."""
+    study = load_study(path, scale)
+    runs = plan(study)
+    folder = runs_root(runs_dir) / study.name
+    folder.mkdir(parents=True, exist_ok=True)
+    say(f"study {study.name}: {len(runs)} runs, {len(study.spec.get('steps') or [])} steps")
+    runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
+    check_unchanged([Cell(r.id, r.values, r.cfg) for r in runs], runs_dir)
+    failed = []
+    for r in runs:
+        res = run_cell(Cell(r.id, r.values, r.cfg), runs_dir)
+        say(f"{res['status']:>11}  {r.id}" + (f": {res['error']}" if "error" in res else ""))
+        if res["status"] == "interrupted":
+            from .sweep import stopped
+
+            raise stopped(res["exit_code"])
+        if res["status"] == "failed":
+            failed.append(r.id)
+    if failed:
+        raise VisionbenchError(
+            f"{len(failed)} run(s) failed: {', '.join(failed)}", fix="see the errors above"
+        )
+    outputs = [run_step(step, study, runs, folder, runs_dir, say) for step in study.spec.get("steps") or []]
+    from ..analysis.study_report import write_study_report
+
+    report = write_study_report(study, runs, outputs, folder / "report.html", runs_dir)
+    (folder / "study.json").write_text(
+        json.dumps(
+            {"study": study.spec["name"], "scale": scale, "runs": [r.id for r in runs], "steps": outputs}
+        )
+    )
+    say(f"report: {report}")
+    return {"study": study.name, "report": str(report), "runs": [r.id for r in runs], "steps": outputs}
+
+
+# --- pretrained weights, or our own pretraining ----------------------------------------------
+
+
+def pretrained_available(cfg: RunConfig) -> bool:
+    """Whether model.pretrained can be honoured here: the weights are on disk or download."""
+    from ..models import create_model
+
+    try:
+        create_model(cfg.model.name, num_classes=2, pretrained=True)
+    except VisionbenchError:
+        return False
+    return True
+
+
+def substitute_pretraining(r: StudyRun, runs_dir, say) -> StudyRun:
+    """A run that wants pretrained weights that cannot be had starts instead from our own
+    pretraining run (trained first): the same network, from scratch, on the first half of
+    the classes of the same training split, labelled as such in the report."""
+    if not r.cfg.model.pretrained:
+        return r
+    pre_id = f"{r.id}-ourpretrain"
+    saved = Run(runs_root(runs_dir) / r.id)
+    if (saved.path / "config.yaml").is_file():  # decided when it started: keep that decision
+        if saved.config().model.weights != f"run:{pre_id}":
+            return r
+    elif pretrained_available(r.cfg):
+        return r
+    from ..data import load_dataset
+
+    n = len(load_dataset(r.cfg.data.name, r.cfg.data.dir).classes)
+    half = list(range(max(1, n // 2)))
+    pre_cfg = r.cfg.model_copy(
+        update={
+            "name": pre_id,
+            "model": r.cfg.model.model_copy(update={"pretrained": False}),
+            "data": r.cfg.data.model_copy(update={"classes": half}),
+            "finetune": type(r.cfg.finetune)(),
+        }
+    )
+    note = f"our pretraining ({pre_id}: classes {half[0]}-{half[-1]} of the same train split), not ImageNet's"
+    say(
+        f"note: pretrained weights for {r.cfg.model.name} are neither on disk nor downloadable: {r.id} uses {note}"
+    )
+    res = run_cell(Cell(pre_id, {}, pre_cfg), runs_dir)
+    if res["status"] not in ("trained", "resumed", "skipped"):
+        raise VisionbenchError(
+            f"our pretraining run {pre_id} did not finish: {res.get('error', res['status'])}",
+            fix="run the study again: finished runs are skipped, interrupted ones resumed",
+        )
+    model = r.cfg.model.model_copy(update={"pretrained": False, "weights": f"run:{pre_id}"})
+    return StudyRun(r.key, r.id, r.cfg.model_copy(update={"model": model}), r.values, r.writeup, note)
+
+
+# --- the steps after the runs -------------------------------------------------------------------
+
+
+def find_run(runs: list[StudyRun], key: str, where: str) -> StudyRun:
+    found = [r for r in runs if r.key == key or r.id == key]
+    if not found:
+        raise unknown_name(f"run ({where})", key, sorted({r.key for r in runs}))
+    return found[0]
+
+
+def run_step(step: dict, study: Study, runs: list[StudyRun], folder: Path, runs_dir, say) -> dict:
+    kind, opts = next(iter(step.items()))
+    opts = opts or {}
+    if kind == "lr_find":
+        from .lr_find import find_lr
+
+        r = find_run(runs, opts["run"], "lr_find")
+        png = folder / f"lr_find-{r.key}.png"
+        res = find_lr(r.cfg, repeats=opts.get("repeats", 3), iters=opts.get("iters", 100), plot=png)
+        summary = {k: {"median": v["median"], "spread": v["spread"]} for k, v in res["suggestions"].items()}
+        say(f"lr-find {r.key}: valley {summary['valley']['median']}")
+        return {"kind": kind, "run": r.id, "png": str(png), "suggestions": summary}
+    if kind == "explain":
+        from .explain import explain_run
+
+        r = find_run(runs, opts["run"], "explain")
+        res = explain_run(r.id, runs_dir, None, opts.get("count", 8))
+        return {"kind": kind, "run": r.id, "png": res["png"]}
+    if kind == "ensemble":
+        return ensemble_step(opts, study, runs, runs_dir, say)
+    return predict_step(opts, study, runs, folder, runs_dir, say)
+
+
+def ensemble_step(opts: dict, study: Study, runs: list[StudyRun], runs_dir, say) -> dict:
+    from ..analysis.predictor import open_predictor
+    from .ensemble import build_ensemble, evaluate_ensemble
+
+    name = f"{study.name}-{opts['name']}"
+    members = [find_run(runs, k, "ensemble").id for k in opts["runs"]]
+    tie = find_run(runs, opts["tie_break"], "ensemble").id if opts.get("tie_break") else None
+    saved = runs_root(runs_dir) / name / "summary.json"
+    if not saved.is_file():
+        import shutil
+
+        shutil.rmtree(saved.parent, ignore_errors=True)  # cut before its summary: made again
+        ens = build_ensemble(members, runs_dir, opts.get("vote", "hard"), tie)
+        evaluate_ensemble(ens, None, runs_dir, name)
+    rep = json.loads(saved.read_text())
+    say(f"ensemble {name}: {rep['vote']} vote {rep['top1']:.2%}")
+    open_predictor(name, runs_dir)  # it opens: members intact
+    return {"kind": "ensemble", "name": name, "top1": rep["top1"], "members": rep["members"]}
+
+
+def predict_step(opts: dict, study: Study, runs: list[StudyRun], folder: Path, runs_dir, say) -> dict:
+    from ..analysis.predictor import open_predictor
+    from .predict import predict_folder
+
+    ref = opts["model"]
+    ensemble = runs_root(runs_dir) / f"{study.name}-{ref}"
+    ref = ensemble.name if (ensemble / "ensemble.json").is_file() else find_run(runs, ref, "predict").id
+    predictor = open_predictor(ref, runs_dir)
+    images = opts.get("images", "unlabelled")
+    if images == "unlabelled":
+        images = unlabelled_folder(predictor, folder / "unlabelled", opts.get("count", 50))
+    out = folder / "predictions.csv"
+    res = predict_folder(predictor, Path(images), out)
+    say(f"predict {ref}: {res['predicted']} images -> {out}")
+    return {"kind": "predict", "model": ref, "csv": str(out), "predicted": res["predicted"]}
+
+
+def unlabelled_folder(predictor, folder: Path, count: int) -> Path:
+    """A folder of `count` test images as PNG files named by number, their labels hidden: the
+    write-ups' 'folder of unlabelled images' made from data no run trained on."""
+    from PIL import Image
+
+    from ..analysis.predictor import load_test_split
+
+    if folder.is_dir() and any(folder.iterdir()):
+        return folder
+    images, _ = load_test_split(predictor)
+    pick = np.random.default_rng(0).permutation(len(images))[:count]
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, i in enumerate(sorted(pick)):
+        arr = np.asarray(images[i]).transpose(1, 2, 0)
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{n:04d}.png")
+    return folder
