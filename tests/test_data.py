@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from visionbench.data import SOURCES, download_dataset, load_dataset
+from visionbench.data.decode import decode
 from visionbench.data.download import Remote, download
-from visionbench.data.images import decode
 from visionbench.errors import VisionbenchError
 
 

@@ -124,7 +124,7 @@ def test_grey_data_trains_an_rgb_model(tiny_overrides):
 
 
 def test_decode_progress_reports_every_image():
-    from visionbench.data.images import decode_all, decode_progress
+    from visionbench.data.decode import decode_all, decode_progress
 
     calls = []
     with decode_progress(lambda done, total: calls.append((done, total))):
@@ -263,7 +263,7 @@ def test_animated_gif_and_multipage_tiff_give_their_first_frame():
 
     from PIL import Image
 
-    from visionbench.data.images import decode
+    from visionbench.data.decode import decode
 
     frames = [Image.new("RGB", (6, 6), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
     for fmt in ("GIF", "TIFF"):

@@ -1,25 +1,26 @@
-"""Image folders (a directory or a .tar*/.zip archive) decoded into uint8 arrays."""
+"""Image folders (a directory or a .tar*/.zip archive) read into uint8 arrays."""
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
-import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from ..errors import VisionbenchError
+from .decode import (
+    IMAGE_EXTS,
+    decode,  # noqa: F401  (its old import path: callers outside data/ use it)
+    decode_all,
+    file_bytes,
+    probe_size,
+    summarize_origins,
+)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -30,7 +31,6 @@ SPLIT_NAMES = {
     "testing": "test",
 }
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
-Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 
 
 def is_archive(path: Path) -> bool:
@@ -77,10 +77,7 @@ def _iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...]
                 if not read:
                     yield parts, full
                     continue
-                try:
-                    yield parts, full.read_bytes()
-                except OSError as e:  # deleted since listing, no permission, I/O error: reported
-                    yield parts, f"cannot read the file ({e.strerror or e})"
+                yield parts, file_bytes(full)  # or why it cannot be read: reported
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -119,33 +116,6 @@ def _check_archive_size(path: Path, members: int, total: int) -> None:
         )
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: scale by the full range
-        arr = np.asarray(img, dtype=np.float64).clip(0, 65535)
-        img = Image.fromarray((arr * (255 / 65535)).round().astype(np.uint8))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(bg, img.convert("RGBA"))
-    return img.convert("RGB")
-
-
-RESIZE_POLICIES = ("crop", "stretch")
-
-
-def fit_size(img: Image.Image, size: tuple[int, int], resize: str = "crop") -> Image.Image:
-    """To (H, W): "crop" scales the shorter side to fit, then centre-crops (keeps the aspect,
-    loses the margins); "stretch" scales each side to fit (keeps everything, distorts)."""
-    if img.size == (size[1], size[0]):
-        return img
-    if resize == "stretch":
-        return img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)
-
-
 def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
     """An empty class folder is an error: a class with no images cannot be learned or scored."""
     parents = (
@@ -165,89 +135,6 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
                     where=str(d),
                     fix="add images or remove the folder",
                 )
-
-
-def decode(blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
-    """HWC uint8 array, or the reason the bytes are not a usable image (a str `blob` is
-    already such a reason: the file could not be read)."""
-    return decode_with_origin(blob, size, resize)[0]
-
-
-def decode_with_origin(
-    blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop"
-) -> tuple[np.ndarray | str, str | None]:
-    """`decode`, plus what the file was: "MODE WxH" as stored (e.g. "CMYK 640x480")."""
-    if isinstance(blob, str):
-        return blob, None
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS: refuse those too, before decoding
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(blob)) as img:
-                img.load()  # truncated files fail here, not later
-                origin = f"{img.mode} {img.width}x{img.height}"
-                img = to_rgb(img)
-                if size is not None:
-                    img = fit_size(img, size, resize)
-                return np.asarray(img, dtype=np.uint8), origin
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return "image too large (decompression bomb guard)", None
-    except Exception as e:  # PIL raises many types for bad bytes
-        return f"not a readable image ({type(e).__name__}: {e})", None
-
-
-def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list:
-    blobs, size, resize = args
-    return [decode_with_origin(b, size, resize) for b in blobs]
-
-
-def summarize_origins(origins: list[str | None], top: int = 5) -> dict[str, dict[str, int]]:
-    """How many files had each mode and each size, the `top` most common sizes by name."""
-    modes: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    for o in filter(None, origins):
-        mode, wh = o.split(" ")
-        modes[mode] = modes.get(mode, 0) + 1
-        sizes[wh] = sizes.get(wh, 0) + 1
-    common = sorted(sizes.items(), key=lambda kv: -kv[1])
-    shown = dict(common[:top]) | ({"other": sum(n for _, n in common[top:])} if len(common) > top else {})
-    return {"modes": dict(sorted(modes.items(), key=lambda kv: -kv[1])), "sizes": shown}
-
-
-_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)
-
-
-@contextmanager
-def decode_progress(update: Callable[[int, int], None] | None):
-    """Within this block, `decode_all` reports (done, total) to `update` as chunks finish."""
-    token = _PROGRESS.set(update)
-    try:
-        yield
-    finally:
-        _PROGRESS.reset(token)
-
-
-def decode_all(
-    blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop", origins: list | None = None
-) -> list:
-    """Decode on every core: the one-time cost of building a cache. Each file's "MODE WxH"
-    goes to `origins` when given."""
-    report = _PROGRESS.get() or (lambda done, total: None)
-    workers = min(os.cpu_count() or 1, 8)
-    if len(blobs) < 2000 or workers == 1:
-        out = _decode_chunk((blobs, size, resize))
-        report(len(out), len(blobs))
-    else:
-        chunk = max(256, len(blobs) // (workers * 8))
-        jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
-        out = []
-        with ProcessPoolExecutor(workers) as pool:
-            for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
-                out.extend(part)
-                report(len(out), len(blobs))
-    if origins is not None:
-        origins.extend(o for _, o in out)
-    return [a for a, _ in out]
 
 
 def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):
@@ -328,13 +215,8 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
     decoded on every core; a file that does not decode is appended to `skipped` with the
     reason. Without `img_size`, every image takes the size of the first one that decodes."""
     index = {c: i for i, c in enumerate(classes)}
-    size = (img_size, img_size) if img_size else None
-    if size is None:  # one size for all: that of the first image that decodes
-        for _, _, _, blob in rows:
-            first = decode(blob, None)
-            if isinstance(first, np.ndarray):
-                size = first.shape[:2]
-                break
+    # one size for all: img_size, else that of the first image that decodes
+    size = (img_size, img_size) if img_size else probe_size(r[3] for r in rows)
     origins: list[str | None] = []
     arrays = decode_all([r[3] for r in rows], size, resize, origins)
     splits: dict[str, tuple[list, list]] = {}

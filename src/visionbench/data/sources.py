@@ -17,8 +17,9 @@ import numpy as np
 from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset, Split
+from .decode import check_resize, decode_progress
 from .download import Remote, download
-from .images import RESIZE_POLICIES, decode_progress, is_archive, read_image_folder
+from .images import is_archive, read_image_folder
 from .labels_csv import read_label_csv
 from .split import stratified_split
 
@@ -392,8 +393,7 @@ def read_folder(
             where=str(path),
             fix="extract the archive and give the folder, or drop data.stream (archives are cached)",
         )
-    if resize not in RESIZE_POLICIES:
-        raise unknown_name("resize policy", resize, RESIZE_POLICIES)
+    check_resize(resize)
     ds = _with_test_split(name, *read_image_folder(path, img_size, resize, stream))
     if stream:
         from .stream import stream_fingerprint
@@ -407,8 +407,7 @@ def read_csv(name: str, path: Path, img_size: int | None = None, resize: str = "
         raise VisionbenchError(
             "not a CSV file", where=str(path), fix="give the CSV itself: csv:path/to/labels.csv"
         )
-    if resize not in RESIZE_POLICIES:
-        raise unknown_name("resize policy", resize, RESIZE_POLICIES)
+    check_resize(resize)
     return _with_test_split(name, *read_label_csv(path, img_size, resize))
 
 
