@@ -1,17 +1,16 @@
-"""Image folders (a directory or a .tar*/.zip archive) read into uint8 arrays."""
+"""Image folders (`<split>/<class>/<file>` or `<class>/<file>`, in a directory or an archive)
+read into uint8 arrays, or into files streamed per batch (`folder:PATH` datasets)."""
 
 from __future__ import annotations
 
 import os
-import tarfile
-import zipfile
-import zlib
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import VisionbenchError
+from .archive import is_archive, iter_members  # noqa: F401  (is_archive: its old import path)
 from .decode import (
     IMAGE_EXTS,
     decode,  # noqa: F401  (its old import path: callers outside data/ use it)
@@ -30,90 +29,50 @@ SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 
 
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _hidden(parts: tuple[str, ...]) -> bool:
+def is_hidden(parts: tuple[str, ...]) -> bool:
     # .DS_Store, ._resource forks, .ipynb_checkpoints, Thumbs.db: never images, never classes
     return any(p.startswith(".") or p == "Thumbs.db" or p == "__MACOSX" for p in parts)
 
 
-def iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
-    """`_iter_files`, with a broken archive reported as one clear error, not a traceback."""
-    try:
-        yield from _iter_files(path, read)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
-        raise VisionbenchError(
-            f"cannot read the archive: {type(e).__name__}: {e}",
-            where=str(path),
-            fix="the file is truncated or not a zip/tar; download or pack it again",
-        ) from None
+def is_image_file(parts: tuple[str, ...]) -> bool:
+    return os.path.splitext(parts[-1])[1].lower() in IMAGE_EXTS and not is_hidden(parts)
 
 
-def _iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
+def iter_files(
+    path: Path, read: bool = True, skipped: list[dict] | None = None
+) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     """(relative path parts, bytes) of every candidate image file, in a directory or archive;
     for a file that cannot be read, the reason (str) instead of its bytes; with `read` off
     (directories only), the file's path instead of its bytes.
 
-    Archives are read in place, never extracted, so a member named ../x cannot escape;
-    links and other non-regular members are ignored. In folders, directory symlinks are not
-    followed (no loops) and file symlinks that leave the root are ignored.
+    Archives are streamed by `archive.iter_members` (capped, never extracted); the members it
+    refuses (`..`, absolute paths, links, devices) go to `skipped`, or without it come last as
+    ((name,), reason). In folders, directory symlinks are not followed (no loops) and file
+    symlinks that leave the root are ignored.
     """
     if path.is_dir():
-        root = path.resolve()
-        for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
-            dirnames.sort()
-            for fn in sorted(filenames):
-                full = Path(dirpath, fn)
-                parts = full.relative_to(path).parts
-                if full.suffix.lower() not in IMAGE_EXTS or _hidden(parts) or not full.is_file():
-                    continue
-                if full.is_symlink() and not full.resolve().is_relative_to(root):
-                    continue
-                if not read:
-                    yield parts, full
-                    continue
-                yield parts, file_bytes(full)  # or why it cannot be read: reported
-    elif path.name.lower().endswith(".zip"):
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            _check_archive_size(path, len(infos), sum(i.file_size for i in infos))  # before reading any
-            for info in sorted(infos, key=lambda i: i.filename):
-                parts = PurePosixPath(info.filename).parts
-                if info.is_dir() or ".." in parts or info.filename.startswith("/"):
-                    continue
-                if PurePosixPath(info.filename).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
-                    yield parts, zf.read(info)  # never more than the declared size: zipfile stops there
-    else:
-        members, total = 0, 0
-        with tarfile.open(path) as tf:
-            for m in tf:  # streaming: one pass through the compressed file
-                members, total = members + 1, total + m.size
-                _check_archive_size(path, members, total)  # as it goes: a tar has no index
-                parts = PurePosixPath(m.name).parts
-                if not m.isfile() or ".." in parts or m.name.startswith("/"):
-                    continue
-                if PurePosixPath(m.name).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
-                    yield parts, tf.extractfile(m).read()
+        yield from _folder_files(path, read)
+        return
+    refused: list[dict] = [] if skipped is None else skipped
+    yield from iter_members(path, is_image_file, refused)
+    if skipped is None:  # nowhere to list them: they come back as files that cannot be used
+        yield from (((r["file"],), r["reason"]) for r in refused)
 
 
-MAX_ARCHIVE_MEMBERS = 5_000_000
-MAX_ARCHIVE_BYTES = 64 * 2**30  # uncompressed: a zip bomb stops here, not at a full disk or memory
-
-
-def _check_archive_size(path: Path, members: int, total: int) -> None:
-    if members > MAX_ARCHIVE_MEMBERS or total > MAX_ARCHIVE_BYTES:
-        raise VisionbenchError(
-            f"archive too large once uncompressed: {members:,}+ members, {total / 2**30:,.1f}+ GiB "
-            f"(caps: {MAX_ARCHIVE_MEMBERS:,} members, {MAX_ARCHIVE_BYTES / 2**30:,.0f} GiB)",
-            where=str(path),
-            fix="this looks like a zip bomb; if the archive is genuine, extract it yourself and "
-            "pass the folder (folder:PATH)",
-        )
+def _folder_files(path: Path, read: bool) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
+    root = path.resolve()
+    for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
+        dirnames.sort()
+        for fn in sorted(filenames):
+            full = Path(dirpath, fn)
+            parts = full.relative_to(path).parts
+            if not is_image_file(parts) or not full.is_file():
+                continue
+            if full.is_symlink() and not full.resolve().is_relative_to(root):
+                continue
+            yield parts, file_bytes(full) if read else full
 
 
 def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
@@ -125,7 +84,7 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
         for d in sorted(parent.iterdir()):
             if (
                 d.is_dir()
-                and not _hidden((d.name,))
+                and not is_hidden((d.name,))
                 and not any(
                     f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") for f in d.rglob("*")
                 )
@@ -145,7 +104,8 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     class names of the training split; a class found only outside train is an error.
     With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
     """
-    entries = [(parts, blob) for parts, blob in iter_files(path, read=not stream)]
+    skipped: list[dict] = []  # refused archive members first, then files that fit no folder
+    entries = list(iter_files(path, read=not stream, skipped=skipped))
     if not entries:
         raise VisionbenchError(
             "no images found",
@@ -157,7 +117,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         entries = [(p[1:], b) for p, b in entries]
     # split folders (train/ val/ test/) when any top-level folder is one; stray files are reported
     has_splits = any(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p, _ in entries)
-    rows, skipped = [], []  # rows: (split, class, file, blob)
+    rows = []  # (split, class, file, blob)
     for parts, blob in entries:
         if has_splits and len(parts) >= 3 and parts[0].lower() in SPLIT_NAMES:
             rows.append((SPLIT_NAMES[parts[0].lower()], parts[1], "/".join(parts), blob))

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 from ..errors import VisionbenchError
-from .images import SPLIT_NAMES, _hidden, check_classes, decode_rows
+from .images import SPLIT_NAMES, check_classes, decode_rows, is_hidden
 
 FILE_COLUMNS = ("file", "filename", "path", "image", "image_path")
 LABEL_COLUMNS = ("label", "class", "category", "target")
@@ -61,7 +61,7 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
             continue
         seen[name] = (split, label)
         file = (base / name).resolve()
-        if not file.is_relative_to(base) or _hidden(Path(name).parts):
+        if not file.is_relative_to(base) or is_hidden(Path(name).parts):
             skipped.append({"file": name, "reason": "outside the CSV's folder or hidden: not read"})
             continue
         try:

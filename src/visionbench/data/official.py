@@ -1,18 +1,19 @@
 """More official datasets: Fashion-MNIST, CIFAR-100 (fine and coarse), SVHN and Tiny ImageNet,
-each read from the layout its authors distribute, archives read in place."""
+each read from the layout its authors distribute, archives read in place (archive.py)."""
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import VisionbenchError
+from .archive import iter_members
 from .cache import Dataset, Split
+from .decode import decode_all
 from .download import Remote
-from .images import decode_all, iter_files
+from .images import iter_files
 from .sources import Source, cifar_split, idx_source, read_data_pickle, read_named_files, register
 
 # --- Fashion-MNIST: the same four IDX files as MNIST, other pictures ----------------------------
@@ -51,9 +52,8 @@ def cifar100_reader(name: str, level: str) -> Callable[[Path], Dataset]:
     """`level` is "fine" (100 classes) or "coarse" (20 superclasses): the same images either way."""
 
     def read(path: Path) -> Dataset:
-        blobs = read_named_files(
-            path, [*CIFAR100_FILES.values(), "meta"], "CIFAR-100", "cifar-100-python/{train,test,meta}"
-        )
+        wanted, skipped = [*CIFAR100_FILES.values(), "meta"], []
+        blobs = read_named_files(path, wanted, "CIFAR-100", "cifar-100-python/{train,test,meta}", skipped)
         classes = read_data_pickle(
             blobs["meta"],
             f"{path}:meta",
@@ -64,7 +64,7 @@ def cifar100_reader(name: str, level: str) -> Callable[[Path], Dataset]:
             split: cifar_split(blobs[f], f"{path}:{f}", f"{level}_labels", len(classes), "CIFAR-100")
             for split, f in CIFAR100_FILES.items()
         }
-        return Dataset(name, classes, splits)
+        return Dataset(name, classes, splits, skipped=skipped)
 
     return read
 
@@ -166,17 +166,12 @@ def tiny_lists(path: Path) -> tuple[tuple[str, ...], dict[str, str]]:
         base = path / TINY if (path / TINY / "wnids.txt").is_file() else path
         texts = {rel: (base / rel).read_bytes() for rel in TINY_LISTS if (base / rel).is_file()}
         prefix = base.relative_to(path).parts
-    else:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-                prefix = (TINY,) if f"{TINY}/wnids.txt" in names else ()
-                members = {rel: "/".join((*prefix, rel)) for rel in TINY_LISTS}
-                texts = {rel: zf.read(m) for rel, m in members.items() if m in names}
-        except (zipfile.BadZipFile, OSError) as e:
-            raise VisionbenchError(
-                f"cannot read the zip: {e}", where=str(path), fix="download it again"
-            ) from None
+    else:  # the zip: one pass reads the lists, at the top or under tiny-imagenet-200/
+        lists = {(*top, *rel.split("/")) for top in ((), (TINY,)) for rel in TINY_LISTS}
+        # refused members are listed once, by the pass over the images (`tiny_rows`)
+        found = dict(iter_members(path, lists.__contains__, skipped=[]))
+        prefix = (TINY,) if (TINY, "wnids.txt") in found else ()
+        texts = {rel: found[key] for rel in TINY_LISTS if (key := (*prefix, *rel.split("/"))) in found}
     missing = [rel for rel in TINY_LISTS if rel not in texts]
     if missing:
         raise VisionbenchError(
@@ -214,7 +209,7 @@ def member_path(path: Path, name: str) -> str:
 def tiny_rows(path: Path, prefix: tuple[str, ...], index: dict[str, int], val: dict[str, int]):
     """(split, label, file, bytes) of each labelled image, and the images that fit no slot."""
     rows, skipped, val = [], [], dict(val)  # val: what is still to be found
-    for parts, blob in iter_files(path):
+    for parts, blob in iter_files(path, skipped=skipped):
         rel = parts[len(prefix) :] if parts[: len(prefix)] == prefix else ()
         name = "/".join(parts)
         # train/<wnid>/images/<file>: the class is the wnid folder; "images" is only a subfolder

@@ -6,20 +6,20 @@ import gzip
 import io
 import os
 import pickle
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from ..errors import VisionbenchError, unknown_name
 from . import cache
+from .archive import is_archive, iter_members
 from .cache import Dataset, Split
 from .decode import check_resize, decode_progress
 from .download import Remote, download
-from .images import is_archive, read_image_folder
+from .images import read_image_folder
 from .labels_csv import read_label_csv
 from .split import stratified_split
 
@@ -310,23 +310,16 @@ def cifar_split(blob: bytes, where: str, label_key: str, n_classes: int, what: s
 CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
-def read_named_files(path: Path, wanted: list[str], what: str, expected: str) -> dict[str, bytes]:
-    """The files named `wanted` (by base name) from a folder or a tarball read in place, never
-    extracted; any missing one is an error naming them and the layout `expected`."""
+def read_named_files(
+    path: Path, wanted: list[str], what: str, expected: str, skipped: list[dict]
+) -> dict[str, bytes]:
+    """The files named `wanted` (by base name) from a folder or an archive read in place (capped,
+    never extracted; members it refuses go to `skipped`); any missing one is an error naming
+    them and the layout `expected`."""
     if path.is_dir():
         blobs = {f: (path / f).read_bytes() for f in wanted if (path / f).is_file()}
     else:
-        try:
-            with tarfile.open(path) as tf:  # one streaming pass through the archive
-                blobs = {
-                    PurePosixPath(m.name).name: tf.extractfile(m).read()
-                    for m in tf
-                    if m.isfile() and PurePosixPath(m.name).name in wanted
-                }
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise VisionbenchError(
-                f"cannot read the archive: {e}", where=str(path), fix="download it again"
-            ) from None
+        blobs = {parts[-1]: blob for parts, blob in iter_members(path, lambda p: p[-1] in wanted, skipped)}
     missing = [f for f in wanted if f not in blobs]
     if missing:
         raise VisionbenchError(
@@ -348,14 +341,17 @@ def read_cifar10(path: Path) -> Dataset:
             raise VisionbenchError(f"expected the 10 CIFAR-10 classes, found {ds.classes}", where=str(path))
         return ds
     wanted = [f for files in CIFAR10_BATCHES.values() for f in files]
-    blobs = read_named_files(path, wanted, "CIFAR-10", "cifar-10-batches-py/{data_batch_1..5,test_batch}")
+    skipped: list[dict] = []
+    blobs = read_named_files(
+        path, wanted, "CIFAR-10", "cifar-10-batches-py/{data_batch_1..5,test_batch}", skipped
+    )
     splits = {}
     for split, files in CIFAR10_BATCHES.items():
         parts = [cifar_split(blobs[f], f"{path}:{f}", "labels", 10, "CIFAR-10 batch") for f in files]
         splits[split] = Split(
             np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
         )
-    return Dataset("cifar10", CIFAR10_CLASSES, splits)
+    return Dataset("cifar10", CIFAR10_CLASSES, splits, skipped=skipped)
 
 
 register(
