@@ -10,15 +10,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VisionbenchError
-from .archive import is_archive, iter_members  # noqa: F401  (is_archive: its old import path)
+from . import cache
+from .archive import is_archive, iter_members
+from .cache import Dataset, Split
 from .decode import (
     IMAGE_EXTS,
+    check_resize,
     decode,  # noqa: F401  (its old import path: callers outside data/ use it)
     decode_all,
     file_bytes,
     probe_size,
     summarize_origins,
 )
+from .split import stratified_split
 
 SPLIT_NAMES = {
     "train": "train",
@@ -192,3 +196,43 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
         for s, (imgs, labels) in splits.items()
     }
     return out, skipped, summarize_origins(origins)
+
+
+def read_folder(
+    name: str, path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False
+) -> Dataset:
+    """A `folder:PATH` dataset: `read_image_folder`, with a fixed test split carved if none."""
+    if not (path.is_dir() or is_archive(path)):
+        raise VisionbenchError("not a folder or a .zip/.tar archive", where=str(path))
+    if stream and not path.is_dir():
+        raise VisionbenchError(
+            "data.stream reads files from a folder, not from an archive",
+            where=str(path),
+            fix="extract the archive and give the folder, or drop data.stream (archives are cached)",
+        )
+    check_resize(resize)
+    ds = with_test_split(name, *read_image_folder(path, img_size, resize, stream))
+    if stream:
+        from .stream import stream_fingerprint
+
+        ds.fingerprint = stream_fingerprint(ds.classes, ds.splits)
+    return ds
+
+
+def with_test_split(
+    name: str, classes: list[str], arrays: dict, skipped: list[dict], originals: dict
+) -> Dataset:
+    """The Dataset of read splits; without a test split, a fixed stratified 20% of train."""
+    splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
+    notes = []
+    if "test" not in splits:  # no test split given: carve a fixed, stratified one
+        train = splits.pop("train")
+        tr, te = stratified_split(train.labels, 0.2, seed=0)
+        splits = {
+            "train": Split(train.images[tr], train.labels[tr]),
+            "test": Split(train.images[te], train.labels[te]),
+            **splits,
+        }
+        notes.append("no test split given: test split is a stratified 20% of the images, seed 0")
+    splits = dict(sorted(splits.items(), key=lambda kv: cache.SPLIT_ORDER[kv[0]]))
+    return Dataset(name, classes, splits, skipped=skipped, notes=notes, originals=originals)
