@@ -1,6 +1,6 @@
 """Datasets: a registry of sources, the decode-once array cache, and the tensor-resident loader."""
 
-from . import official  # noqa: F401  (registers more sources)
+from . import official, tiny_imagenet  # noqa: F401  (they register their sources)
 from .cache import Dataset, Split
 from .sources import SOURCES, data_roots, download_dataset, get_source, load_dataset
 from .split import channel_stats, stratified_split

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,10 +76,55 @@ def fingerprint(ds: Dataset) -> str:
     return h.hexdigest()
 
 
+# A build writes into <cache folder>.tmp-<pid>-<host>-<random> and renames it when whole; one
+# killed (kill -9, OOM, power) leaves it behind: 177 MB for CIFAR-10. Each later build removes
+# those whose process is gone (same host), and any older than this (another host's, a PID
+# reused since, or named before the pid was in the name): no build takes a day to write.
+STALE_AFTER_S = 24 * 3600
+_TMP_NAME = re.compile(r"-[0-9a-f]{20}\.tmp(?:-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-)?[a-z0-9_]{8}$")
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows: trust the age only
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, someone else's
+        pass
+    return True
+
+
+def remove_stale_builds(root: Path) -> list[Path]:
+    """Remove the temp folders that killed builds left in `root` (see STALE_AFTER_S); a build
+    still running keeps its own. Returns what was removed."""
+    removed = []
+    for d in root.glob("*.tmp*") if root.is_dir() else []:
+        m = _TMP_NAME.search(d.name)
+        if m is None or not d.is_dir():
+            continue
+        try:
+            age = time.time() - d.stat().st_mtime
+        except OSError:  # removed meanwhile by another build
+            continue
+        orphan = m["pid"] is not None and m["host"] == _host() and not _alive(int(m["pid"]))
+        if orphan or age > STALE_AFTER_S:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def save(ds: Dataset, folder: Path) -> None:
     """Write arrays + meta.json into a temp folder, then rename: a cache is whole or absent."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    remove_stale_builds(folder.parent)
+    prefix = f"{folder.name}.tmp-{os.getpid()}-{_host()}-"
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=prefix))
     try:
         for split, s in ds.splits.items():
             np.save(tmp / f"{split}_images.npy", np.ascontiguousarray(s.images))

@@ -1,25 +1,29 @@
-"""Image folders (a directory or a .tar*/.zip archive) decoded into uint8 arrays."""
+"""Image folders (`<split>/<class>/<file>` or `<class>/<file>`, in a directory or an archive)
+read into uint8 arrays, or into files streamed per batch (`folder:PATH` datasets)."""
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
-import warnings
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from ..errors import VisionbenchError
+from . import cache
+from .archive import is_archive, iter_members
+from .cache import Dataset, Split
+from .decode import (
+    IMAGE_EXTS,
+    check_resize,
+    decode,  # noqa: F401  (its old import path: callers outside data/ use it)
+    decode_all,
+    file_bytes,
+    probe_size,
+    summarize_origins,
+)
+from .split import stratified_split
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -29,121 +33,50 @@ SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
-Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 
 
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _hidden(parts: tuple[str, ...]) -> bool:
+def is_hidden(parts: tuple[str, ...]) -> bool:
     # .DS_Store, ._resource forks, .ipynb_checkpoints, Thumbs.db: never images, never classes
     return any(p.startswith(".") or p == "Thumbs.db" or p == "__MACOSX" for p in parts)
 
 
-def iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
-    """`_iter_files`, with a broken archive reported as one clear error, not a traceback."""
-    try:
-        yield from _iter_files(path, read)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
-        raise VisionbenchError(
-            f"cannot read the archive: {type(e).__name__}: {e}",
-            where=str(path),
-            fix="the file is truncated or not a zip/tar; download or pack it again",
-        ) from None
+def is_image_file(parts: tuple[str, ...]) -> bool:
+    return os.path.splitext(parts[-1])[1].lower() in IMAGE_EXTS and not is_hidden(parts)
 
 
-def _iter_files(path: Path, read: bool = True) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
+def iter_files(
+    path: Path, read: bool = True, skipped: list[dict] | None = None
+) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     """(relative path parts, bytes) of every candidate image file, in a directory or archive;
     for a file that cannot be read, the reason (str) instead of its bytes; with `read` off
     (directories only), the file's path instead of its bytes.
 
-    Archives are read in place, never extracted, so a member named ../x cannot escape;
-    links and other non-regular members are ignored. In folders, directory symlinks are not
-    followed (no loops) and file symlinks that leave the root are ignored.
+    Archives are streamed by `archive.iter_members` (capped, never extracted); the members it
+    refuses (`..`, absolute paths, links, devices) go to `skipped`, or without it come last as
+    ((name,), reason). In folders, directory symlinks are not followed (no loops) and file
+    symlinks that leave the root are ignored.
     """
     if path.is_dir():
-        root = path.resolve()
-        for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
-            dirnames.sort()
-            for fn in sorted(filenames):
-                full = Path(dirpath, fn)
-                parts = full.relative_to(path).parts
-                if full.suffix.lower() not in IMAGE_EXTS or _hidden(parts) or not full.is_file():
-                    continue
-                if full.is_symlink() and not full.resolve().is_relative_to(root):
-                    continue
-                if not read:
-                    yield parts, full
-                    continue
-                try:
-                    yield parts, full.read_bytes()
-                except OSError as e:  # deleted since listing, no permission, I/O error: reported
-                    yield parts, f"cannot read the file ({e.strerror or e})"
-    elif path.name.lower().endswith(".zip"):
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            _check_archive_size(path, len(infos), sum(i.file_size for i in infos))  # before reading any
-            for info in sorted(infos, key=lambda i: i.filename):
-                parts = PurePosixPath(info.filename).parts
-                if info.is_dir() or ".." in parts or info.filename.startswith("/"):
-                    continue
-                if PurePosixPath(info.filename).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
-                    yield parts, zf.read(info)  # never more than the declared size: zipfile stops there
-    else:
-        members, total = 0, 0
-        with tarfile.open(path) as tf:
-            for m in tf:  # streaming: one pass through the compressed file
-                members, total = members + 1, total + m.size
-                _check_archive_size(path, members, total)  # as it goes: a tar has no index
-                parts = PurePosixPath(m.name).parts
-                if not m.isfile() or ".." in parts or m.name.startswith("/"):
-                    continue
-                if PurePosixPath(m.name).suffix.lower() in IMAGE_EXTS and not _hidden(parts):
-                    yield parts, tf.extractfile(m).read()
+        yield from _folder_files(path, read)
+        return
+    refused: list[dict] = [] if skipped is None else skipped
+    yield from iter_members(path, is_image_file, refused)
+    if skipped is None:  # nowhere to list them: they come back as files that cannot be used
+        yield from (((r["file"],), r["reason"]) for r in refused)
 
 
-MAX_ARCHIVE_MEMBERS = 5_000_000
-MAX_ARCHIVE_BYTES = 64 * 2**30  # uncompressed: a zip bomb stops here, not at a full disk or memory
-
-
-def _check_archive_size(path: Path, members: int, total: int) -> None:
-    if members > MAX_ARCHIVE_MEMBERS or total > MAX_ARCHIVE_BYTES:
-        raise VisionbenchError(
-            f"archive too large once uncompressed: {members:,}+ members, {total / 2**30:,.1f}+ GiB "
-            f"(caps: {MAX_ARCHIVE_MEMBERS:,} members, {MAX_ARCHIVE_BYTES / 2**30:,.0f} GiB)",
-            where=str(path),
-            fix="this looks like a zip bomb; if the archive is genuine, extract it yourself and "
-            "pass the folder (folder:PATH)",
-        )
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: scale by the full range
-        arr = np.asarray(img, dtype=np.float64).clip(0, 65535)
-        img = Image.fromarray((arr * (255 / 65535)).round().astype(np.uint8))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(bg, img.convert("RGBA"))
-    return img.convert("RGB")
-
-
-RESIZE_POLICIES = ("crop", "stretch")
-
-
-def fit_size(img: Image.Image, size: tuple[int, int], resize: str = "crop") -> Image.Image:
-    """To (H, W): "crop" scales the shorter side to fit, then centre-crops (keeps the aspect,
-    loses the margins); "stretch" scales each side to fit (keeps everything, distorts)."""
-    if img.size == (size[1], size[0]):
-        return img
-    if resize == "stretch":
-        return img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)
+def _folder_files(path: Path, read: bool) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
+    root = path.resolve()
+    for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
+        dirnames.sort()
+        for fn in sorted(filenames):
+            full = Path(dirpath, fn)
+            parts = full.relative_to(path).parts
+            if not is_image_file(parts) or not full.is_file():
+                continue
+            if full.is_symlink() and not full.resolve().is_relative_to(root):
+                continue
+            yield parts, file_bytes(full) if read else full
 
 
 def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
@@ -155,7 +88,7 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
         for d in sorted(parent.iterdir()):
             if (
                 d.is_dir()
-                and not _hidden((d.name,))
+                and not is_hidden((d.name,))
                 and not any(
                     f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") for f in d.rglob("*")
                 )
@@ -167,89 +100,6 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
                 )
 
 
-def decode(blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
-    """HWC uint8 array, or the reason the bytes are not a usable image (a str `blob` is
-    already such a reason: the file could not be read)."""
-    return decode_with_origin(blob, size, resize)[0]
-
-
-def decode_with_origin(
-    blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop"
-) -> tuple[np.ndarray | str, str | None]:
-    """`decode`, plus what the file was: "MODE WxH" as stored (e.g. "CMYK 640x480")."""
-    if isinstance(blob, str):
-        return blob, None
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS: refuse those too, before decoding
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(blob)) as img:
-                img.load()  # truncated files fail here, not later
-                origin = f"{img.mode} {img.width}x{img.height}"
-                img = to_rgb(img)
-                if size is not None:
-                    img = fit_size(img, size, resize)
-                return np.asarray(img, dtype=np.uint8), origin
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return "image too large (decompression bomb guard)", None
-    except Exception as e:  # PIL raises many types for bad bytes
-        return f"not a readable image ({type(e).__name__}: {e})", None
-
-
-def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list:
-    blobs, size, resize = args
-    return [decode_with_origin(b, size, resize) for b in blobs]
-
-
-def summarize_origins(origins: list[str | None], top: int = 5) -> dict[str, dict[str, int]]:
-    """How many files had each mode and each size, the `top` most common sizes by name."""
-    modes: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    for o in filter(None, origins):
-        mode, wh = o.split(" ")
-        modes[mode] = modes.get(mode, 0) + 1
-        sizes[wh] = sizes.get(wh, 0) + 1
-    common = sorted(sizes.items(), key=lambda kv: -kv[1])
-    shown = dict(common[:top]) | ({"other": sum(n for _, n in common[top:])} if len(common) > top else {})
-    return {"modes": dict(sorted(modes.items(), key=lambda kv: -kv[1])), "sizes": shown}
-
-
-_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)
-
-
-@contextmanager
-def decode_progress(update: Callable[[int, int], None] | None):
-    """Within this block, `decode_all` reports (done, total) to `update` as chunks finish."""
-    token = _PROGRESS.set(update)
-    try:
-        yield
-    finally:
-        _PROGRESS.reset(token)
-
-
-def decode_all(
-    blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop", origins: list | None = None
-) -> list:
-    """Decode on every core: the one-time cost of building a cache. Each file's "MODE WxH"
-    goes to `origins` when given."""
-    report = _PROGRESS.get() or (lambda done, total: None)
-    workers = min(os.cpu_count() or 1, 8)
-    if len(blobs) < 2000 or workers == 1:
-        out = _decode_chunk((blobs, size, resize))
-        report(len(out), len(blobs))
-    else:
-        chunk = max(256, len(blobs) // (workers * 8))
-        jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
-        out = []
-        with ProcessPoolExecutor(workers) as pool:
-            for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
-                out.extend(part)
-                report(len(out), len(blobs))
-    if origins is not None:
-        origins.extend(o for _, o in out)
-    return [a for a, _ in out]
-
-
 def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):
     """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
 
@@ -258,7 +108,8 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     class names of the training split; a class found only outside train is an error.
     With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
     """
-    entries = [(parts, blob) for parts, blob in iter_files(path, read=not stream)]
+    skipped: list[dict] = []  # refused archive members first, then files that fit no folder
+    entries = list(iter_files(path, read=not stream, skipped=skipped))
     if not entries:
         raise VisionbenchError(
             "no images found",
@@ -270,7 +121,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         entries = [(p[1:], b) for p, b in entries]
     # split folders (train/ val/ test/) when any top-level folder is one; stray files are reported
     has_splits = any(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p, _ in entries)
-    rows, skipped = [], []  # rows: (split, class, file, blob)
+    rows = []  # (split, class, file, blob)
     for parts, blob in entries:
         if has_splits and len(parts) >= 3 and parts[0].lower() in SPLIT_NAMES:
             rows.append((SPLIT_NAMES[parts[0].lower()], parts[1], "/".join(parts), blob))
@@ -328,13 +179,8 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
     decoded on every core; a file that does not decode is appended to `skipped` with the
     reason. Without `img_size`, every image takes the size of the first one that decodes."""
     index = {c: i for i, c in enumerate(classes)}
-    size = (img_size, img_size) if img_size else None
-    if size is None:  # one size for all: that of the first image that decodes
-        for _, _, _, blob in rows:
-            first = decode(blob, None)
-            if isinstance(first, np.ndarray):
-                size = first.shape[:2]
-                break
+    # one size for all: img_size, else that of the first image that decodes
+    size = (img_size, img_size) if img_size else probe_size(r[3] for r in rows)
     origins: list[str | None] = []
     arrays = decode_all([r[3] for r in rows], size, resize, origins)
     splits: dict[str, tuple[list, list]] = {}
@@ -350,3 +196,43 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
         for s, (imgs, labels) in splits.items()
     }
     return out, skipped, summarize_origins(origins)
+
+
+def read_folder(
+    name: str, path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False
+) -> Dataset:
+    """A `folder:PATH` dataset: `read_image_folder`, with a fixed test split carved if none."""
+    if not (path.is_dir() or is_archive(path)):
+        raise VisionbenchError("not a folder or a .zip/.tar archive", where=str(path))
+    if stream and not path.is_dir():
+        raise VisionbenchError(
+            "data.stream reads files from a folder, not from an archive",
+            where=str(path),
+            fix="extract the archive and give the folder, or drop data.stream (archives are cached)",
+        )
+    check_resize(resize)
+    ds = with_test_split(name, *read_image_folder(path, img_size, resize, stream))
+    if stream:
+        from .stream import stream_fingerprint
+
+        ds.fingerprint = stream_fingerprint(ds.classes, ds.splits)
+    return ds
+
+
+def with_test_split(
+    name: str, classes: list[str], arrays: dict, skipped: list[dict], originals: dict
+) -> Dataset:
+    """The Dataset of read splits; without a test split, a fixed stratified 20% of train."""
+    splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
+    notes = []
+    if "test" not in splits:  # no test split given: carve a fixed, stratified one
+        train = splits.pop("train")
+        tr, te = stratified_split(train.labels, 0.2, seed=0)
+        splits = {
+            "train": Split(train.images[tr], train.labels[tr]),
+            "test": Split(train.images[te], train.labels[te]),
+            **splits,
+        }
+        notes.append("no test split given: test split is a stratified 20% of the images, seed 0")
+    splits = dict(sorted(splits.items(), key=lambda kv: cache.SPLIT_ORDER[kv[0]]))
+    return Dataset(name, classes, splits, skipped=skipped, notes=notes, originals=originals)

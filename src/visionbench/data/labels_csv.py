@@ -7,7 +7,9 @@ import csv
 from pathlib import Path
 
 from ..errors import VisionbenchError
-from .images import SPLIT_NAMES, _hidden, check_classes, decode_rows
+from .cache import Dataset
+from .decode import check_resize
+from .images import SPLIT_NAMES, check_classes, decode_rows, is_hidden, with_test_split
 
 FILE_COLUMNS = ("file", "filename", "path", "image", "image_path")
 LABEL_COLUMNS = ("label", "class", "category", "target")
@@ -61,7 +63,7 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
             continue
         seen[name] = (split, label)
         file = (base / name).resolve()
-        if not file.is_relative_to(base) or _hidden(Path(name).parts):
+        if not file.is_relative_to(base) or is_hidden(Path(name).parts):
             skipped.append({"file": name, "reason": "outside the CSV's folder or hidden: not read"})
             continue
         try:
@@ -73,3 +75,13 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
         raise VisionbenchError("the label CSV lists no readable images", where=str(path))
     classes = check_classes(rows, path)
     return classes, *decode_rows(rows, classes, img_size, resize, skipped)
+
+
+def read_csv(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:
+    """A `csv:PATH` dataset: `read_label_csv`, with a fixed test split carved if none."""
+    if not path.is_file():
+        raise VisionbenchError(
+            "not a CSV file", where=str(path), fix="give the CSV itself: csv:path/to/labels.csv"
+        )
+    check_resize(resize)
+    return with_test_split(name, *read_label_csv(path, img_size, resize))

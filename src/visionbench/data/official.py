@@ -1,19 +1,274 @@
-"""More official datasets: Fashion-MNIST, CIFAR-100 (fine and coarse), SVHN and Tiny ImageNet,
-each read from the layout its authors distribute, archives read in place."""
+"""The official datasets stored as arrays, each read from the layout its authors distribute:
+digits (scikit-learn), MNIST and Fashion-MNIST (IDX), CIFAR-10/100 (python pickles), SVHN (.mat).
+Archives are read in place through `archive.iter_members`, never extracted."""
 
 from __future__ import annotations
 
-import zipfile
+import gzip
+import io
+import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from ..errors import VisionbenchError
+from .archive import iter_members
 from .cache import Dataset, Split
 from .download import Remote
-from .images import decode_all, iter_files
-from .sources import Source, cifar_split, idx_source, read_data_pickle, read_named_files, register
+from .images import read_folder
+from .sources import Source, register
+from .split import stratified_split
+
+T = TypeVar("T")
+
+
+# --- digits: scikit-learn's bundled 8x8 digits, the embedded default --------------------------
+def read_digits(_: Path) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    labels = bunch.target.astype(np.int64)
+    # no official test split: a fixed, stratified 20% (seed 0), the same on every machine
+    train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
+    splits = {
+        "train": Split(images[train_idx], labels[train_idx]),
+        "test": Split(images[test_idx], labels[test_idx]),
+    }
+    return Dataset(
+        "digits",
+        [str(i) for i in range(10)],
+        splits,
+        notes=["test split: stratified 20% of scikit-learn's 1,797 digits, seed 0"],
+    )
+
+
+def _sklearn_path(_: Path) -> list[Path]:
+    import importlib.util
+
+    # found without importing scikit-learn (1.2-1.7 s): a warm cache then never imports it
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return [Path("<scikit-learn is not installed>")]
+    return [Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"]
+
+
+register(Source("digits", _sklearn_path, read_digits, hint="scikit-learn (pip install scikit-learn)"))
+
+
+# --- MNIST-style IDX files --------------------------------------------------------------------
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip or raw) as a uint8 array: magic 0x0801 labels, 0x0803 images."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise VisionbenchError(
+            f"cannot read IDX file: {e}",
+            where=str(path),
+            fix="the file is truncated or not gzip; download it again",
+        ) from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise VisionbenchError("not an unsigned-byte IDX file (bad magic number)", where=str(path))
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise VisionbenchError(f"IDX file holds {body.size} bytes, header says {dims}", where=str(path))
+    return body.reshape(dims)
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _pick(folder: Path, stem: str) -> Path:
+    gz = folder / f"{stem}.gz"
+    return gz if gz.exists() else folder / stem
+
+
+def idx_source(name: str, folder: str, classes: list[str], base_url: str, md5s: dict) -> Source:
+    stems = [s for pair in IDX_FILES.values() for s in pair]
+
+    def candidates(root: Path) -> list[Path]:
+        # torchvision's <root>/<Folder>/raw layout first, then <root>/<name>; never the root
+        # itself: MNIST and Fashion-MNIST share file names, so a bare root would be ambiguous.
+        # Each file may be gzipped (as distributed) or not. A folder with some files missing
+        # yields the first missing one, so the not-found message names it.
+        dirs = [root / folder / "raw", root / name]
+        found = [d for d in dirs if all(_pick(d, s).exists() for s in stems)]
+        return found or [next(d / f"{s}.gz" for s in stems if not _pick(d, s).exists()) for d in dirs]
+
+    def read(path: Path) -> Dataset:
+        splits = {}
+        for split, (img_stem, lbl_stem) in IDX_FILES.items():
+            images, labels = read_idx(_pick(path, img_stem)), read_idx(_pick(path, lbl_stem))
+            if images.ndim != 3 or labels.ndim != 1:
+                raise VisionbenchError(
+                    f"{img_stem} must hold images (3 dims) and {lbl_stem} labels (1 dim); "
+                    f"found {images.ndim} and {labels.ndim} dims",
+                    where=str(path),
+                    fix="the files look swapped or renamed; use the official names",
+                )
+            if len(images) != len(labels):
+                raise VisionbenchError(f"{len(images)} images but {len(labels)} labels", where=str(path))
+            splits[split] = Split(images[:, None].copy(), labels.astype(np.int64))
+        return Dataset(name, classes, splits)
+
+    remotes = [Remote(base_url + f"{s}.gz", f"{s}.gz", md5s[s]) for s in stems]
+    return Source(
+        name,
+        candidates,
+        read,
+        remotes,
+        lambda root: root / folder / "raw",
+        hint=f"{folder}/raw/*-ubyte.gz (the four official IDX files)",
+    )
+
+
+register(
+    idx_source(
+        "mnist",
+        "MNIST",
+        [str(i) for i in range(10)],
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        {
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    )
+)
+
+
+# --- CIFAR-10: the official python pickles (tarball or extracted), or an ImageFolder copy -----
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles; allow only what they contain, so no code can run."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name} from a data file")
+
+
+def read_data_pickle(blob: bytes, where: str, what: str, parse: Callable[[dict], T]) -> T:
+    """`parse` applied to a dataset's pickle (keys as str); only arrays and builtins may load.
+    Refused classes, wrong structure and wrong sizes all become one clear "not a ..." error."""
+    try:
+        d = _SafeUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        return parse({k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()})
+    except Exception as e:
+        raise VisionbenchError(
+            f"not a {what} file ({type(e).__name__}: {e})",
+            where=where,
+            fix="download the official python version again",
+        ) from None
+
+
+def cifar_split(blob: bytes, where: str, label_key: str, n_classes: int, what: str = "CIFAR") -> Split:
+    """One CIFAR-10/100 batch: rows of 3072 bytes (R, G, B planes of 32x32) and their labels."""
+
+    def parse(d: dict) -> Split:
+        images = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(d[label_key], dtype=np.int64)
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {labels.size} {label_key}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"{label_key} outside 0..{n_classes - 1}")
+        return Split(images, labels)
+
+    return read_data_pickle(blob, where, what, parse)
+
+
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_named_files(
+    path: Path, wanted: list[str], what: str, expected: str, skipped: list[dict]
+) -> dict[str, bytes]:
+    """The files named `wanted` (by base name) from a folder or an archive read in place (capped,
+    never extracted; members it refuses go to `skipped`); any missing one is an error naming
+    them and the layout `expected`."""
+    if path.is_dir():
+        blobs = {f: (path / f).read_bytes() for f in wanted if (path / f).is_file()}
+    else:
+        blobs = {parts[-1]: blob for parts, blob in iter_members(path, lambda p: p[-1] in wanted, skipped)}
+    require_files(blobs, wanted, what, path, f"expected {expected}; download the official archive again")
+    return blobs
+
+
+def require_files(found: dict, wanted, what: str, path: Path, fix: str) -> None:
+    """An error naming the `wanted` files that are not in `found`, if any."""
+    missing = [f for f in wanted if f not in found]
+    if missing:
+        raise VisionbenchError(f"missing {what} files: {', '.join(missing)}", where=str(path), fix=fix)
+
+
+def read_cifar10(path: Path) -> Dataset:
+    official = (
+        path.name in ("cifar-10-batches-py", "cifar-10-python.tar.gz") or (path / "data_batch_1").exists()
+    )
+    if not official:
+        # an ImageFolder tree (e.g. the JPEG copy), folder or archive
+        ds = read_folder("cifar10", path)
+        if ds.classes != CIFAR10_CLASSES:
+            raise VisionbenchError(f"expected the 10 CIFAR-10 classes, found {ds.classes}", where=str(path))
+        return ds
+    wanted = [f for files in CIFAR10_BATCHES.values() for f in files]
+    skipped: list[dict] = []
+    blobs = read_named_files(
+        path, wanted, "CIFAR-10", "cifar-10-batches-py/{data_batch_1..5,test_batch}", skipped
+    )
+    splits = {}
+    for split, files in CIFAR10_BATCHES.items():
+        parts = [cifar_split(blobs[f], f"{path}:{f}", "labels", 10, "CIFAR-10 batch") for f in files]
+        splits[split] = Split(
+            np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
+        )
+    return Dataset("cifar10", CIFAR10_CLASSES, splits, skipped=skipped)
+
+
+register(
+    Source(
+        "cifar10",
+        lambda root: [
+            root / "cifar-10-batches-py",
+            root / "cifar-10-python.tar.gz",
+            root / "cifar10-jpg",
+            root / "cifar10-jpg.tar.gz",
+            root / "cifar10",
+        ],
+        read_cifar10,
+        [
+            Remote(
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a",
+            )
+        ],
+        hint="cifar-10-batches-py/ or cifar-10-python.tar.gz (official), or cifar10-jpg[.tar.gz] (ImageFolder)",
+    )
+)
+
 
 # --- Fashion-MNIST: the same four IDX files as MNIST, other pictures ----------------------------
 register(
@@ -51,9 +306,8 @@ def cifar100_reader(name: str, level: str) -> Callable[[Path], Dataset]:
     """`level` is "fine" (100 classes) or "coarse" (20 superclasses): the same images either way."""
 
     def read(path: Path) -> Dataset:
-        blobs = read_named_files(
-            path, [*CIFAR100_FILES.values(), "meta"], "CIFAR-100", "cifar-100-python/{train,test,meta}"
-        )
+        wanted, skipped = [*CIFAR100_FILES.values(), "meta"], []
+        blobs = read_named_files(path, wanted, "CIFAR-100", "cifar-100-python/{train,test,meta}", skipped)
         classes = read_data_pickle(
             blobs["meta"],
             f"{path}:meta",
@@ -64,7 +318,7 @@ def cifar100_reader(name: str, level: str) -> Callable[[Path], Dataset]:
             split: cifar_split(blobs[f], f"{path}:{f}", f"{level}_labels", len(classes), "CIFAR-100")
             for split, f in CIFAR100_FILES.items()
         }
-        return Dataset(name, classes, splits)
+        return Dataset(name, classes, splits, skipped=skipped)
 
     return read
 
@@ -151,143 +405,5 @@ register(
         [Remote(SVHN_URL + f, f, md5) for f, md5 in SVHN_MD5.items()],
         lambda root: root / "svhn",
         hint="svhn/train_32x32.mat and svhn/test_32x32.mat (the cropped-digits format)",
-    )
-)
-
-
-# --- Tiny ImageNet: 200 ImageNet classes at 64x64 -----------------------------------------------
-TINY = "tiny-imagenet-200"
-TINY_LISTS = ("wnids.txt", "words.txt", "val/val_annotations.txt")
-
-
-def tiny_lists(path: Path) -> tuple[tuple[str, ...], dict[str, str]]:
-    """Where tiny-imagenet-200/ starts inside `path` (as path parts) and its three text lists."""
-    if path.is_dir():  # the folder itself, or a copy unzipped into a folder of the same name
-        base = path / TINY if (path / TINY / "wnids.txt").is_file() else path
-        texts = {rel: (base / rel).read_bytes() for rel in TINY_LISTS if (base / rel).is_file()}
-        prefix = base.relative_to(path).parts
-    else:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-                prefix = (TINY,) if f"{TINY}/wnids.txt" in names else ()
-                members = {rel: "/".join((*prefix, rel)) for rel in TINY_LISTS}
-                texts = {rel: zf.read(m) for rel, m in members.items() if m in names}
-        except (zipfile.BadZipFile, OSError) as e:
-            raise VisionbenchError(
-                f"cannot read the zip: {e}", where=str(path), fix="download it again"
-            ) from None
-    missing = [rel for rel in TINY_LISTS if rel not in texts]
-    if missing:
-        raise VisionbenchError(
-            f"missing Tiny ImageNet files: {', '.join(missing)}",
-            where=str(path),
-            fix=f"expected the official {TINY} layout; download {TINY}.zip again",
-        )
-    return prefix, {rel: blob.decode("utf-8", "replace") for rel, blob in texts.items()}
-
-
-def val_labels(text: str, index: dict[str, int], where: str) -> dict[str, int]:
-    """val_annotations.txt: `file <tab> wnid <tab> box...` per line, as {file: class index}."""
-    labels = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < 2 or fields[1] not in index:
-            raise VisionbenchError(
-                "val annotation names no class of wnids.txt"
-                if len(fields) >= 2
-                else "val annotation is not `file<TAB>wnid<TAB>...`",
-                where=f"{where} line {n}: {line!r}",
-                fix="the annotations and wnids.txt must come from the same download",
-            )
-        labels[fields[0]] = index[fields[1]]
-    return labels
-
-
-def member_path(path: Path, name: str) -> str:
-    """A file inside a folder as a path; inside an archive as archive:member."""
-    return str(path / name) if path.is_dir() else f"{path}:{name}"
-
-
-def tiny_rows(path: Path, prefix: tuple[str, ...], index: dict[str, int], val: dict[str, int]):
-    """(split, label, file, bytes) of each labelled image, and the images that fit no slot."""
-    rows, skipped, val = [], [], dict(val)  # val: what is still to be found
-    for parts, blob in iter_files(path):
-        rel = parts[len(prefix) :] if parts[: len(prefix)] == prefix else ()
-        name = "/".join(parts)
-        # train/<wnid>/images/<file>: the class is the wnid folder; "images" is only a subfolder
-        if len(rel) == 4 and rel[0] == "train" and rel[2] == "images":
-            if rel[1] not in index:
-                raise VisionbenchError(
-                    f"training folder {rel[1]} is not in wnids.txt",
-                    where=member_path(path, "/".join(parts[:-2])),
-                    fix="remove the folder or use the wnids.txt of the same download",
-                )
-            rows.append(("train", index[rel[1]], name, blob))
-        elif len(rel) == 3 and rel[:2] == ("val", "images"):
-            if rel[2] not in val:
-                raise VisionbenchError(
-                    "validation image has no line in val/val_annotations.txt",
-                    where=member_path(path, name),
-                    fix="add its line or remove the image",
-                )
-            rows.append(("test", val.pop(rel[2]), name, blob))
-        elif rel[:1] != ("test",):  # test/ is unlabeled: skipped on purpose (see the note)
-            skipped.append({"file": name, "reason": f"outside the {TINY} layout"})
-    if val:  # listed in the annotations, never found
-        missing = "/".join((*prefix, "val", "images", sorted(val)[0]))
-        raise VisionbenchError(
-            f"{len(val)} files listed in val/val_annotations.txt are missing",
-            where=member_path(path, missing),
-            fix=f"download {TINY}.zip again",
-        )
-    return rows, skipped
-
-
-def read_tiny_imagenet(path: Path) -> Dataset:
-    prefix, texts = tiny_lists(path)
-    # classes in sorted wnid order, not wnids.txt's line order: it is the order torchvision's
-    # ImageFolder gives train/, so labels (and checkpoints) agree with the usual pipelines
-    wnids = sorted({w.strip() for w in texts["wnids.txt"].splitlines() if w.strip()})
-    index = {w: i for i, w in enumerate(wnids)}
-    words = dict(line.split("\t", 1) for line in texts["words.txt"].splitlines() if "\t" in line)
-    annotations = member_path(path, "/".join((*prefix, "val", "val_annotations.txt")))
-    val = val_labels(texts["val/val_annotations.txt"], index, annotations)
-    rows, skipped = tiny_rows(path, prefix, index, val)
-    images = np.empty((len(rows), 3, 64, 64), np.uint8)  # filled in place, not stacked from a list
-    keep = np.zeros(len(rows), bool)
-    for i, (arr, (_, _, name, _)) in enumerate(zip(decode_all([r[3] for r in rows], (64, 64)), rows)):
-        if isinstance(arr, str):
-            skipped.append({"file": name, "reason": arr})
-        else:
-            images[i], keep[i] = arr.transpose(2, 0, 1), True  # a few official images are grey: now RGB
-    labels = np.array([r[1] for r in rows], np.int64)
-    is_split = {s: np.array([r[0] == s for r in rows], bool) & keep for s in ("train", "test")}
-    splits = {s: Split(images[m], labels[m]) for s, m in is_split.items()}
-    empty = [w for w, n in zip(wnids, np.bincount(splits["train"].labels, minlength=len(wnids))) if n == 0]
-    if empty:
-        raise VisionbenchError(
-            f"no training images for {len(empty)} classes of wnids.txt: {', '.join(empty[:5])}",
-            where=str(path),
-            fix=f"expected train/<wnid>/images/*.JPEG for every wnid; download {TINY}.zip again",
-        )
-    notes = [
-        "test split is the official val/ (labels from val/val_annotations.txt): the de-facto test set",
-        "the official test/ images are unlabeled and were not read",
-        "classes are WordNet ids in sorted order; readable names (words.txt) are in class_names",
-    ]
-    class_names = [words.get(w, w).strip() for w in wnids]
-    return Dataset("tiny-imagenet", wnids, splits, skipped=skipped, notes=notes, class_names=class_names)
-
-
-register(
-    Source(
-        "tiny-imagenet",
-        lambda root: [root / TINY, root / f"{TINY}.zip"],
-        read_tiny_imagenet,
-        [Remote(f"http://cs231n.stanford.edu/{TINY}.zip", f"{TINY}.zip", "90528d7ca1a48142e341f4ef8d21d0de")],
-        hint=f"{TINY}/ or {TINY}.zip (the official layout: wnids.txt, train/, val/)",
     )
 )

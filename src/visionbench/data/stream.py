@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import VisionbenchError
-from .images import decode
+from .decode import decode, file_bytes, probe_size
 from .loader import TensorLoader
 
 
@@ -53,11 +53,7 @@ class FileImages:
 
     def try_read(self, i: int) -> np.ndarray | str:
         """CHW uint8, or why the file cannot be used."""
-        try:
-            blob: bytes | str = self.files[i].read_bytes()
-        except OSError as e:
-            blob = f"cannot read the file ({e.strerror or e})"
-        arr = decode(blob, self.size, self.resize)
+        arr = decode(file_bytes(self.files[i]), self.size, self.resize)
         return arr if isinstance(arr, str) else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
     def identity(self) -> list:
@@ -68,12 +64,7 @@ class FileImages:
 def file_splits(rows: list[tuple], classes: list[str], img_size: int | None, resize: str) -> dict:
     """(split, class, file, path) rows -> {split: (FileImages, labels)}; every image is brought
     to `img_size` (default: the size of the first file that decodes)."""
-    size = (img_size, img_size) if img_size else None
-    for row in rows if size is None else []:
-        first = decode(row[3].read_bytes(), None)
-        if isinstance(first, np.ndarray):
-            size = first.shape[:2]
-            break
+    size = (img_size, img_size) if img_size else probe_size(file_bytes(r[3]) for r in rows)
     if size is None:
         raise VisionbenchError("no file decodes as an image", where=str(rows[0][3].parent))
     index = {c: i for i, c in enumerate(classes)}

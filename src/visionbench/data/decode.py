@@ -1,0 +1,163 @@
+"""Image bytes -> uint8 HWC arrays, the same way everywhere (EXIF, alpha, 16-bit, palette, first
+frame, resize policy), the first-image size probe, and decoding a whole dataset on every core."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import unknown_name
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+RESIZE_POLICIES = ("crop", "stretch")
+Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
+
+
+def file_bytes(path: Path) -> bytes | str:
+    """The file's bytes, or why it cannot be read (deleted since listing, no permission, I/O)."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        return f"cannot read the file ({e.strerror or e})"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: scale by the full range
+        arr = np.asarray(img, dtype=np.float64).clip(0, 65535)
+        img = Image.fromarray((arr * (255 / 65535)).round().astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA"):
+        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(bg, img.convert("RGBA"))
+    return img.convert("RGB")
+
+
+def check_resize(resize: str) -> None:
+    if resize not in RESIZE_POLICIES:
+        raise unknown_name("resize policy", resize, RESIZE_POLICIES)
+
+
+def fit_size(img: Image.Image, size: tuple[int, int], resize: str = "crop") -> Image.Image:
+    """To (H, W): "crop" scales the shorter side to fit, then centre-crops (keeps the aspect,
+    loses the margins); "stretch" scales each side to fit (keeps everything, distorts)."""
+    if img.size == (size[1], size[0]):
+        return img
+    if resize == "stretch":
+        return img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return ImageOps.fit(img, (size[1], size[0]), Image.Resampling.BILINEAR)
+
+
+def decode(blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop") -> np.ndarray | str:
+    """HWC uint8 array, or the reason the bytes are not a usable image (a str `blob` is
+    already such a reason: the file could not be read)."""
+    return decode_with_origin(blob, size, resize)[0]
+
+
+def decode_with_origin(
+    blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop"
+) -> tuple[np.ndarray | str, str | None]:
+    """`decode`, plus what the file was: "MODE WxH" as stored (e.g. "CMYK 640x480").
+    Animated GIFs and multi-page TIFFs give their first frame (PIL opens on it)."""
+    if isinstance(blob, str):
+        return blob, None
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x MAX_IMAGE_PIXELS: refuse those too, before decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(blob)) as img:
+                img.load()  # truncated files fail here, not later
+                origin = f"{img.mode} {img.width}x{img.height}"
+                img = to_rgb(img)
+                if size is not None:
+                    img = fit_size(img, size, resize)
+                return np.asarray(img, dtype=np.uint8), origin
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return "image too large (decompression bomb guard)", None
+    except UnidentifiedImageError:
+        # PIL's own message names the BytesIO by its repr, address and all: a reason must read
+        # the same on every run (CSV, data report), so it says what the bytes were instead
+        return f"not a readable image ({unknown_format(blob)})", None
+    except Exception as e:  # PIL raises many types for bad bytes
+        return f"not a readable image ({type(e).__name__}: {e})", None
+
+
+def unknown_format(blob: bytes) -> str:
+    if not blob:
+        return "an empty file"
+    return f"no image format starts with {blob[:12]!r}"
+
+
+def probe_size(blobs: Iterable[bytes | str]) -> tuple[int, int] | None:
+    """(H, W) of the first of `blobs` that decodes (as `decode` gives it: EXIF-rotated), or
+    None; `blobs` may be a generator that reads files lazily: it stops at the first image."""
+    for blob in blobs:
+        first = decode(blob, None)
+        if isinstance(first, np.ndarray):
+            return first.shape[:2]
+    return None
+
+
+def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list:
+    blobs, size, resize = args
+    return [decode_with_origin(b, size, resize) for b in blobs]
+
+
+def summarize_origins(origins: list[str | None], top: int = 5) -> dict[str, dict[str, int]]:
+    """How many files had each mode and each size, the `top` most common sizes by name."""
+    modes: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    for o in filter(None, origins):
+        mode, wh = o.split(" ")
+        modes[mode] = modes.get(mode, 0) + 1
+        sizes[wh] = sizes.get(wh, 0) + 1
+    common = sorted(sizes.items(), key=lambda kv: -kv[1])
+    shown = dict(common[:top]) | ({"other": sum(n for _, n in common[top:])} if len(common) > top else {})
+    return {"modes": dict(sorted(modes.items(), key=lambda kv: -kv[1])), "sizes": shown}
+
+
+_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)
+
+
+@contextmanager
+def decode_progress(update: Callable[[int, int], None] | None):
+    """Within this block, `decode_all` reports (done, total) to `update` as chunks finish."""
+    token = _PROGRESS.set(update)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def decode_all(
+    blobs: list[bytes], size: tuple[int, int] | None, resize: str = "crop", origins: list | None = None
+) -> list:
+    """Decode on every core: the one-time cost of building a cache. Each file's "MODE WxH"
+    goes to `origins` when given."""
+    report = _PROGRESS.get() or (lambda done, total: None)
+    workers = min(os.cpu_count() or 1, 8)
+    if len(blobs) < 2000 or workers == 1:
+        out = _decode_chunk((blobs, size, resize))
+        report(len(out), len(blobs))
+    else:
+        chunk = max(256, len(blobs) // (workers * 8))
+        jobs = [(blobs[i : i + chunk], size, resize) for i in range(0, len(blobs), chunk)]
+        out = []
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_decode_chunk, jobs):  # in order, as each chunk is done
+                out.extend(part)
+                report(len(out), len(blobs))
+    if origins is not None:
+        origins.extend(o for _, o in out)
+    return [a for a, _ in out]
