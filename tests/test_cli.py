@@ -156,3 +156,15 @@ def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
     assert res.exit_code == 0, res.output
     assert "resuming cut at epoch 1, batch 4" in res.output
     assert json.loads(invoke("runs", "--json").stdout)[0]["status"] == "finished"
+
+
+def test_too_small_input_error_gives_a_fix_that_works():
+    """digits (8 px) with simple_cnn: the error's suggested fix, followed, trains."""
+    res = invoke("train", "--data", "digits", "--model", "simple_cnn", "--epochs", "1", "train.device=cpu")
+    assert res.exit_code == 2 and "model.input_size=32" in res.output
+    res = invoke(
+        "train", "--data", "digits", "--model", "simple_cnn", "--epochs", "1", "train.device=cpu",
+        "model.input_size=32", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["test_acc"] > 0.3

@@ -12,7 +12,7 @@ from PIL import Image
 
 from visionbench.commands.train import train
 from visionbench.config import resolve_config
-from visionbench.data.sources import read_idx
+from visionbench.data.official import read_idx
 from visionbench.runs import Run, list_runs
 
 pytestmark = pytest.mark.distributed

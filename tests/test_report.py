@@ -17,7 +17,7 @@ from visionbench.commands.train import train
 from visionbench.config import resolve_config
 from visionbench.data import load_dataset
 from visionbench.data.cache import Dataset, Split
-from visionbench.data.images import decode
+from visionbench.data.decode import decode
 from visionbench.data.report import check_skipped, dataset_report
 from visionbench.errors import VisionbenchError
 

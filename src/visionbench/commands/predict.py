@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..analysis.predictor import Predictor
-from ..data.images import IMAGE_EXTS, decode_all, is_archive, iter_files
+from ..data.archive import is_archive
+from ..data.decode import IMAGE_EXTS, decode_all
+from ..data.images import iter_files
 from ..data.split import to_channels
 from ..errors import VisionbenchError
 
@@ -45,8 +46,8 @@ def read_images(
     c, h, w = shape
     files, arrays = [], []
     for (name, _), arr in zip(entries, decode_all([b for _, b in entries], (h, w), resize)):
-        if isinstance(arr, str):  # PIL's messages can hold an object's address: the CSV stays stable
-            skipped.append({"file": name, "reason": re.sub(r" at 0x[0-9a-fA-F]+", "", arr)})
+        if isinstance(arr, str):  # the decoder's reason
+            skipped.append({"file": name, "reason": arr})
             continue
         files.append(name)
         arrays.append(arr)

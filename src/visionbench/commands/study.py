@@ -133,7 +133,12 @@ def run_study(
     folder.mkdir(parents=True, exist_ok=True)
     say(f"study {study.name}: {len(runs)} runs, {len(study.spec.get('steps') or [])} steps")
     runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
-    check_unchanged([Cell(r.id, r.values, r.cfg) for r in runs], runs_dir)
+    check_unchanged(
+        [Cell(r.id, r.values, r.cfg) for r in runs],
+        runs_dir,
+        fix=f"the study file changed since that run was made: remove the run folder to train it again "
+        f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)",
+    )
     failed = []
     for r in runs:
         res = run_cell(Cell(r.id, r.values, r.cfg), runs_dir)

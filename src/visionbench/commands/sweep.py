@@ -166,7 +166,9 @@ def pool(jobs: int):
     return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_claim_gpu, initargs=(gpus,))
 
 
-def check_unchanged(cells: list[Cell], runs_dir: str | Path | None) -> None:
+def check_unchanged(
+    cells: list[Cell], runs_dir: str | Path | None, fix: str = "give this sweep another --name"
+) -> None:
     """A sweep re-run with other settings under the same name would mix two sweeps: refused."""
     for cell in cells:
         path = runs_root(runs_dir) / cell.id
@@ -176,7 +178,7 @@ def check_unchanged(cells: list[Cell], runs_dir: str | Path | None) -> None:
                 raise VisionbenchError(
                     f"run '{cell.id}' was made with other settings than this sweep's",
                     where=str(path),
-                    fix="give this sweep another --name",
+                    fix=fix,
                 )
 
 

@@ -146,11 +146,12 @@ def claim_folder(cfg: RunConfig, ranks: distributed.Ranks, root: Path, resumed: 
 def training_state(cfg: RunConfig, model: nn.Module, data: Prepared) -> TrainingState:
     """Optimizer, schedule, staged freezing and EMA for `model`, at epoch 0."""
     optimizer = create_optimizer(model, cfg.optim)
+    freezing = StagedFreezing(model, optimizer, cfg.finetune, cfg.train.epochs)  # splits the groups first
     return TrainingState(
         model=model,
         optimizer=optimizer,
         scheduler=create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs),
-        freezing=StagedFreezing(model, optimizer, cfg.finetune, cfg.train.epochs),
+        freezing=freezing,
         ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema else None,
         fingerprint=data.dataset.fingerprint,
         batch_size=cfg.train.batch_size,

@@ -30,7 +30,8 @@ class SimpleCNN(nn.Module):
         if side < 1:
             raise VisionbenchError(
                 f"simple_cnn needs inputs of at least 14 px, got {img_size}",
-                fix="use a larger data.img_size or another model",
+                fix="add model.input_size=32 (inputs are resized on the device; works for every dataset), "
+                "or choose another model",
             )
         act = nn.LeakyReLU()
         self.features = nn.Sequential(
