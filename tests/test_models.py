@@ -65,17 +65,15 @@ def test_resnet_small_stem_keeps_resolution():
     assert big.conv1.kernel_size == (7, 7) and big.conv1.in_channels == 1
 
 
-def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_missing_pretrained_weights_name_the_file(tmp_path):  # TORCH_HOME is in tmp_path (conftest)
     with pytest.raises(VisionbenchError) as e:
         create_model("resnet18", num_classes=10, pretrained=True)
     assert str(tmp_path) in str(e.value) and "resnet18-" in str(e.value)
 
 
-def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head(monkeypatch, tmp_path):
+def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head():
     import torchvision
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path, _ = weight_file("mobilenet_v2")
     path.parent.mkdir(parents=True)
     imagenet = torchvision.models.mobilenet_v2().state_dict()  # a stand-in with ImageNet's shapes
