@@ -21,28 +21,6 @@ def one_param(values, grads):
     return p
 
 
-def test_yogi_second_moment_moves_additively():
-    p = one_param([1.0, -2.0], [0.5, -1.0])
-    opt = Yogi([p], lr=0.1, betas=(0.9, 0.99), eps=1e-3)
-    opt.step()  # v starts at 0: first step is Adam's, m_hat/sqrt(v_hat) = sign(g)
-    assert torch.allclose(
-        p.detach(),
-        torch.tensor([1.0, -2.0], dtype=torch.float64)
-        - 0.1 * torch.tensor([0.5, -1.0]).sign() / (1 + 1e-3 / torch.tensor([0.5, 1.0])),
-        atol=1e-12,
-    )
-    before = p.detach().clone()
-    p.grad = torch.tensor([0.1, -1.0], dtype=torch.float64)
-    opt.step()
-    # by hand: m = 0.9 m1 + 0.1 g; v2 = v1 - 0.01 * sign(v1 - g^2) * g^2 (v1 = 0.01 g1^2)
-    g1, g2 = torch.tensor([0.5, -1.0]), torch.tensor([0.1, -1.0])
-    m = 0.9 * (0.1 * g1) + 0.1 * g2
-    v1 = 0.01 * g1**2
-    v = v1 - 0.01 * torch.sign(v1 - g2**2) * g2**2
-    step = (m / (1 - 0.9**2)) / ((v / (1 - 0.99**2)).sqrt() + 1e-3)
-    assert torch.allclose(p.detach(), before - 0.1 * step.double(), atol=1e-6)
-
-
 def test_lamb_step_is_adam_step_scaled_by_trust_ratio():
     p = one_param([3.0, 4.0], [1.0, -2.0])
     Lamb([p], lr=0.1, weight_decay=0.1, eps=0.0).step()
@@ -126,6 +104,36 @@ def lamb_reference(lr, b1, b2, eps, wd):
         u = r + wd * w
         w = w - lr * w.norm() / u.norm() * u
     return w
+
+
+def yogi_reference(lr, b1, b2, eps, wd, v0=1e-6):
+    """Zaheer et al. 2018, Algorithm 2: v = v - (1-b2) sign(v - g^2) g^2, from v0 = 1e-6 (their
+    experiments); with Adam's bias correction and decoupled weight decay, as implementations do."""
+    w = f64(W0)
+    m, v = torch.zeros_like(w), torch.full_like(w, v0)
+    for t, g in enumerate(map(f64, GRADS), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = v - (1 - b2) * torch.sign(v - g * g) * g * g
+        w = w * (1 - lr * wd) - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+    return w
+
+
+def test_yogi_several_steps_match_the_paper():
+    got = run_steps(Yogi, lr=0.1, betas=(0.9, 0.99), eps=1e-3, weight_decay=0.1)
+    assert torch.allclose(got, yogi_reference(0.1, 0.9, 0.99, 1e-3, 0.1), atol=1e-12, rtol=0)
+
+
+def test_yogi_and_lion_take_their_papers_defaults_unless_set():
+    model = nn.Linear(2, 2)
+
+    def group(name, **kwargs) -> dict:
+        return create_optimizer(model, OptimConfig(name=name, **kwargs)).param_groups[0]
+
+    assert (group("yogi")["betas"], group("yogi")["eps"]) == ((0.9, 0.999), 1e-3)  # Zaheer et al.
+    assert group("lion")["betas"] == (0.9, 0.99) and "eps" not in group("lion")  # Chen et al.
+    assert (group("adam")["betas"], group("adam")["eps"]) == ((0.9, 0.999), 1e-8)
+    assert group("lion", betas=(0.95, 0.98))["betas"] == (0.95, 0.98)  # what the user sets wins
+    assert group("yogi", eps=1e-6)["eps"] == 1e-6
 
 
 def test_lion_several_steps_match_the_paper():

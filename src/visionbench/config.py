@@ -69,8 +69,10 @@ class OptimConfig(Section):
     momentum: float = 0.9  # sgd, rmsprop, lars
     nesterov: bool = True
     weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, yogi, lamb, lion
-    eps: float = 1e-8  # adam family; yogi uses 1e-3 in its paper
+    # None: each optimizer's own default, its paper's (adam 0.9, 0.999 and 1e-8; yogi eps 1e-3;
+    # lamb eps 1e-6; lion 0.9, 0.99 and no eps)
+    betas: tuple[float, float] | None = None  # adam, adamw, yogi, lamb, lion
+    eps: float | None = None  # adam, adamw, rmsprop, yogi, lamb
     trust_coefficient: float = 0.001  # lars
 
 

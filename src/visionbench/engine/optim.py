@@ -20,17 +20,22 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def given(cfg: OptimConfig, *keys: str) -> dict:
+    """The keys the user set (not None): the others keep each optimizer's own (its paper's) default."""
+    return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
+
+
 OPTIMIZERS = {
     "sgd": lambda g, c: torch.optim.SGD(
         g, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0
     ),
-    "adam": lambda g, c: torch.optim.Adam(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "adamw": lambda g, c: torch.optim.AdamW(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "rmsprop": lambda g, c: torch.optim.RMSprop(g, lr=c.lr, momentum=c.momentum, eps=c.eps),
-    "yogi": lambda g, c: Yogi(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "lamb": lambda g, c: Lamb(g, lr=c.lr, betas=c.betas, eps=c.eps),
+    "adam": lambda g, c: torch.optim.Adam(g, lr=c.lr, **given(c, "betas", "eps")),
+    "adamw": lambda g, c: torch.optim.AdamW(g, lr=c.lr, **given(c, "betas", "eps")),
+    "rmsprop": lambda g, c: torch.optim.RMSprop(g, lr=c.lr, momentum=c.momentum, **given(c, "eps")),
+    "yogi": lambda g, c: Yogi(g, lr=c.lr, **given(c, "betas", "eps")),
+    "lamb": lambda g, c: Lamb(g, lr=c.lr, **given(c, "betas", "eps")),
     "lars": lambda g, c: Lars(g, lr=c.lr, momentum=c.momentum, trust_coefficient=c.trust_coefficient),
-    "lion": lambda g, c: Lion(g, lr=c.lr, betas=c.betas),
+    "lion": lambda g, c: Lion(g, lr=c.lr, **given(c, "betas")),
 }
 
 
