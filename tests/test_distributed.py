@@ -35,6 +35,7 @@ def mnist_slice(tmp_path):
     return root
 
 
+@pytest.mark.slow  # 35-45 s on 2 cores: torchrun starts two trainings
 def test_torchrun_two_processes_match_one_process(tmp_path, mnist_slice):
     overrides = [
         f"data.name=folder:{mnist_slice}",
@@ -75,6 +76,7 @@ def test_global_batch_is_split_equally_over_ranks():
     assert len(parts[0]) == len(whole) == 5
 
 
+@pytest.mark.slow  # 35-45 s on 2 cores: torchrun starts two trainings
 def test_torchrun_with_a_frozen_stage_then_all_layers(tmp_path):
     # DDP must be told that frozen parameters get no gradient, or the first step fails
     overrides = [
