@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail_on_ci
 from test_fit import interrupt_at
 from typer.testing import CliRunner
 
@@ -93,11 +94,11 @@ def postgres():
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     pg_ctl = shutil.which("pg_ctl") or (str(found[-1]) if found else None)
     if pg_ctl is None:
-        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
+        skip_or_fail_on_ci("PostgreSQL server binaries not installed (Debian package postgresql)")
     initdb = str(Path(pg_ctl).with_name("initdb"))
     as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
     if as_user and not shutil.which("runuser"):
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        skip_or_fail_on_ci("running as root without runuser: cannot start PostgreSQL as another user")
     home = Path(tempfile.mkdtemp(prefix="vb-pg-"))
     if as_user:
         shutil.chown(home, "nobody")
