@@ -29,6 +29,7 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow  # 65 s on 2 cores: a grid of 8 tiny trainings, swept three times
 def test_grid_cut_short_then_rerun_skips_finished_and_resumes(tmp_path, monkeypatch):
     interrupt_at(monkeypatch, 35)  # 10 steps a run: three finish, the fourth stops mid-epoch
     first = invoke("sweep", "--name", "g", *GRID, *TINY)
@@ -120,6 +121,7 @@ def postgres():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.slow  # 53 s on 2 cores: two worker processes
 def test_two_search_workers_share_one_study_on_postgresql(tmp_path, postgres):
     cmd = [sys.executable, "-m", "visionbench", "sweep", "--search", "optuna", "--trials", "6"]
     cmd += ["--name", "pg", "--storage", postgres, "--grid", "optim.lr=0.02..0.3:log", *TINY]
