@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from visionbench.config import OptimConfig, SchedConfig
-from visionbench.engine.optim import OPTIMIZERS, create_optimizer, create_scheduler
-from visionbench.engine.optimizers import Lamb, Lars, Lion, Yogi
+from visionbench.engine.optim import create_optimizer, create_scheduler
+from visionbench.engine.optimizers import OPTIMIZERS, Lamb, Lars, Lion, Yogi
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

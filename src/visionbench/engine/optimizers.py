@@ -1,5 +1,7 @@
-"""Optimizers torch does not ship: Yogi, LAMB, LARS, Lion -- each the paper's update, in plain
-PyTorch (weight decay is decoupled, as in AdamW, except LARS, whose paper folds it into the gradient)."""
+"""Every optimizer by name (`optim.name`, OPTIMIZERS), and those torch does not ship: Yogi, LAMB,
+LARS, Lion -- each the paper's update and defaults, in plain PyTorch (weight decay is decoupled,
+as in AdamW, except LARS, whose paper folds it into the gradient). No config import here:
+config.py checks `optim.name` against OPTIMIZERS."""
 
 from __future__ import annotations
 
@@ -117,3 +119,15 @@ class Lion(_Simple):
         p.mul_(1 - group["lr"] * group["weight_decay"])
         p.add_(torch.sign(m.lerp(grad, 1 - b1)), alpha=-group["lr"])
         m.lerp_(grad, 1 - b2)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "yogi": Yogi,
+    "lamb": Lamb,
+    "lars": Lars,
+    "lion": Lion,
+}
