@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import skip_or_fail_on_ci
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,9 +18,12 @@ from visionbench.cli import app
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"
-)
+
+
+@pytest.fixture(scope="session")  # session: checked before the session's tiny_run is trained
+def needs_chromium():
+    if CHROMIUM is None:
+        skip_or_fail_on_ci("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
 
 
 def render(page: Path, tmp: Path) -> tuple[np.ndarray, list[str]]:
@@ -54,7 +58,7 @@ def blank(pixels: np.ndarray) -> bool:
     return (np.abs(pixels.astype(int) - common) > 8).mean() < 0.02
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_the_checks_can_fail(tmp_path):
     """The two checks below would catch a blank page and a console error: shown on a bad page."""
     bad = tmp_path / "bad.html"
@@ -74,7 +78,7 @@ def explained_run(tiny_run):
     return tiny_run
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_html_report_renders_offline_without_errors(explained_run, tmp_path):
     out = tmp_path / "site" / "report.html"
     res = runner.invoke(app, ["report", "tiny", "--runs-dir", str(explained_run.parent), "--out", str(out)])

@@ -63,6 +63,9 @@ def test_train_then_runs_then_eval_agree(tmp_path):
         (["--model", "resnet19"], "unknown model 'resnet19'. Did you mean 'resnet18'?"),
         (["--data", "mnst"], "unknown dataset 'mnst'. Did you mean 'mnist'?"),
         (["optim.lr"], "expected key=value"),
+        (["optim.name=adamx"], "unknown optimizer 'adamx'. Did you mean 'adam'?"),
+        (["sched.name=cosin"], "unknown schedule 'cosin'. Did you mean 'cosine'?"),
+        (["train.loss=bc"], "unknown loss 'bc'. Did you mean 'bce'?"),
     ],
 )
 def test_bad_arguments_name_the_nearest_valid_one(args, message):
@@ -79,6 +82,16 @@ def test_unknown_key_in_config_file(tmp_path):
     assert res.exit_code == 2
     assert "'optim.momentun'. Did you mean 'optim.momentum'?" in res.output
     assert str(cfg) in res.output
+
+
+def test_unknown_optimizer_in_config_file_names_the_nearest_and_the_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim:\n  name: lamd\n")
+    res = runner.invoke(app, ["train", *TINY, "--config", str(cfg)])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())  # rich may wrap long lines
+    assert "unknown optimizer 'lamd'. Did you mean 'lamb'?" in out and str(cfg) in out
+    assert "choose one of: adam, adamw, lamb, lars, lion, rmsprop, sgd, yogi" in out
 
 
 def test_missing_dataset_says_where_it_looked_and_how_to_fix(tmp_path):
@@ -102,6 +115,8 @@ def test_finished_run_name_is_refused(tmp_path):
 def test_help_config_lists_every_key():
     res = invoke("train", "--help-config")
     assert "optim.lr = 0.1" in res.output and "aug.crop_padding = 0" in res.output
+    assert "optim.name = 'sgd'" in res.output and "sched.name = 'onecycle'" in res.output
+    assert "train.loss = 'ce'" in res.output
 
 
 def test_data_info_digits():

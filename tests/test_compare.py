@@ -139,7 +139,10 @@ def test_shipped_references_carry_their_context():
         stray = [set(r) - {"model", "recipe", "top1", "epochs"} for r in ref["rows"]]
         assert not any(stray), (name, stray)
         assert all(0 < r["top1"] <= 100 for r in ref["rows"]), name
-    assert [r["top1"] for r in refs["airbench94"]["rows"]] == [94.01, 90.69]
+    airbench = refs["airbench94"]
+    assert [r["top1"] for r in airbench["rows"]] == [94.01, 90.69, 90.66]
+    assert "90.69% +- 0.18 measured with the repository's script airbench94.py" in airbench["source"]
+    assert "90.66% +- 0.12 with the `airbench` package 0.1.8 (5 runs" in airbench["source"]
 
 
 def test_compare_reads_a_real_run(tiny_run):

@@ -139,7 +139,7 @@ def test_mnist_swapped_image_and_label_files_refused(tmp_path):
     a, b = img.read_bytes(), lbl.read_bytes()
     img.write_bytes(b)
     lbl.write_bytes(a)
-    with pytest.raises(VisionbenchError):
+    with pytest.raises(VisionbenchError, match=r"(?s)found 1 and 3 dims.*the files look swapped"):
         load_dataset("mnist", tmp_path)
 
 

@@ -35,6 +35,7 @@ def mnist_slice(tmp_path):
     return root
 
 
+@pytest.mark.slow  # 35-45 s on 2 cores: torchrun starts two trainings
 def test_torchrun_two_processes_match_one_process(tmp_path, mnist_slice):
     overrides = [
         f"data.name=folder:{mnist_slice}",
@@ -75,6 +76,7 @@ def test_global_batch_is_split_equally_over_ranks():
     assert len(parts[0]) == len(whole) == 5
 
 
+@pytest.mark.slow  # 35-45 s on 2 cores: torchrun starts two trainings
 def test_torchrun_with_a_frozen_stage_then_all_layers(tmp_path):
     # DDP must be told that frozen parameters get no gradient, or the first step fails
     overrides = [
@@ -97,3 +99,41 @@ def test_torchrun_with_a_frozen_stage_then_all_layers(tmp_path):
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(Run.open("staged").metrics()) == 2
+
+
+def _main_first_on_rank(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: rank 0 fails inside main_first with a non-visionbench error."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    from visionbench.engine.distributed import Ranks
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=20)
+    )
+
+    def make_folder():
+        raise PermissionError("[Errno 13] Permission denied: '/runs/x'")
+
+    try:
+        Ranks(torch.device("cpu"), rank, 2).main_first(make_folder)
+        result = "returned"
+    except Exception as e:  # what each rank raised is the test's answer
+        result = f"{type(e).__name__}: {e}"
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(result)
+    dist.destroy_process_group()
+
+
+def test_main_first_shares_any_error_of_rank_0(tmp_path):
+    # rank 0 fails creating the run folder: rank 1 must stop at once, not wait for the timeout
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "result"
+    mp.spawn(_main_first_on_rank, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    assert (tmp_path / "result.0").read_text().startswith("PermissionError: [Errno 13]")
+    other = (tmp_path / "result.1").read_text()
+    assert other.startswith("VisionbenchError: rank 0 failed"), other
+    assert "PermissionError" in other and "Permission denied: '/runs/x'" in other

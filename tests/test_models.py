@@ -16,6 +16,7 @@ from visionbench.models.vit import patch_size_for
 # every family seeds 002 and 004 train, and our own builders
 FAMILIES = ["vgg16", "resnet18", "resnet50", "resnet152", "mobilenet_v2", "mobilenet_v3_large"]
 FAMILIES += ["efficientnet_b0", "vit_b_16", "timm:resnet18", *sorted(MODELS)]
+SLOW = {"vgg16", "resnet50", "resnet152", "vit_b_16"}  # 5-17 s each for one step on 2 CPU cores
 
 
 def test_simple_cnn_is_seed_002_network():
@@ -23,7 +24,9 @@ def test_simple_cnn_is_seed_002_network():
     assert count_params(create_model("cnn_dropout", num_classes=10, in_chans=3, img_size=32)) == 62_006
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in FAMILIES]
+)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_builds_and_trains_one_step(name, in_chans):
     torch.manual_seed(0)
@@ -65,17 +68,15 @@ def test_resnet_small_stem_keeps_resolution():
     assert big.conv1.kernel_size == (7, 7) and big.conv1.in_channels == 1
 
 
-def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_missing_pretrained_weights_name_the_file(tmp_path):  # TORCH_HOME is in tmp_path (conftest)
     with pytest.raises(VisionbenchError) as e:
         create_model("resnet18", num_classes=10, pretrained=True)
     assert str(tmp_path) in str(e.value) and "resnet18-" in str(e.value)
 
 
-def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head(monkeypatch, tmp_path):
+def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head():
     import torchvision
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     path, _ = weight_file("mobilenet_v2")
     path.parent.mkdir(parents=True)
     imagenet = torchvision.models.mobilenet_v2().state_dict()  # a stand-in with ImageNet's shapes

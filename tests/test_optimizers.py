@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from visionbench.config import OptimConfig, SchedConfig
-from visionbench.engine.optim import OPTIMIZERS, create_optimizer, create_scheduler
-from visionbench.engine.optimizers import Lamb, Lars, Lion, Yogi
+from visionbench.engine.optim import create_optimizer, create_scheduler
+from visionbench.engine.optimizers import OPTIMIZERS, Lamb, Lars, Lion, Yogi
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,28 +19,6 @@ def one_param(values, grads):
     p = nn.Parameter(torch.tensor(values, dtype=torch.float64))
     p.grad = torch.tensor(grads, dtype=torch.float64)
     return p
-
-
-def test_yogi_second_moment_moves_additively():
-    p = one_param([1.0, -2.0], [0.5, -1.0])
-    opt = Yogi([p], lr=0.1, betas=(0.9, 0.99), eps=1e-3)
-    opt.step()  # v starts at 0: first step is Adam's, m_hat/sqrt(v_hat) = sign(g)
-    assert torch.allclose(
-        p.detach(),
-        torch.tensor([1.0, -2.0], dtype=torch.float64)
-        - 0.1 * torch.tensor([0.5, -1.0]).sign() / (1 + 1e-3 / torch.tensor([0.5, 1.0])),
-        atol=1e-12,
-    )
-    before = p.detach().clone()
-    p.grad = torch.tensor([0.1, -1.0], dtype=torch.float64)
-    opt.step()
-    # by hand: m = 0.9 m1 + 0.1 g; v2 = v1 - 0.01 * sign(v1 - g^2) * g^2 (v1 = 0.01 g1^2)
-    g1, g2 = torch.tensor([0.5, -1.0]), torch.tensor([0.1, -1.0])
-    m = 0.9 * (0.1 * g1) + 0.1 * g2
-    v1 = 0.01 * g1**2
-    v = v1 - 0.01 * torch.sign(v1 - g2**2) * g2**2
-    step = (m / (1 - 0.9**2)) / ((v / (1 - 0.99**2)).sqrt() + 1e-3)
-    assert torch.allclose(p.detach(), before - 0.1 * step.double(), atol=1e-6)
 
 
 def test_lamb_step_is_adam_step_scaled_by_trust_ratio():
@@ -70,6 +48,110 @@ def test_lion_steps_by_sign_of_interpolated_momentum():
     )
     m = opt.state[p]["m"]
     assert torch.allclose(m, 0.01 * torch.tensor([0.3, -2.0], dtype=torch.float64))
+
+
+# --- several steps with momentum and weight decay, against the papers' update rules -------------
+# Each reference is written from the paper's algorithm box, not from engine/optimizers.py.
+GRADS = [[[0.5, -1.0], [0.2, 0.3]], [[-0.4, 0.9], [0.1, -0.6]], [[0.3, 0.2], [-0.7, 0.05]]]
+W0 = [[1.0, -2.0], [0.5, 1.5]]
+
+
+def f64(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def run_steps(opt_class, **kwargs) -> torch.Tensor:
+    p = nn.Parameter(f64(W0))
+    opt = opt_class([p], **kwargs)
+    for g in GRADS:
+        p.grad = f64(g)
+        opt.step()
+    return p.detach()
+
+
+def lion_reference(lr, b1, b2, wd):
+    """Chen et al. 2023, Algorithm 2: c = b1 m + (1-b1) g; w -= lr (sign(c) + wd w); m = b2 m + (1-b2) g."""
+    w = f64(W0)
+    m = torch.zeros_like(w)
+    for g in map(f64, GRADS):
+        c = b1 * m + (1 - b1) * g
+        w = w - lr * (torch.sign(c) + wd * w)
+        m = b2 * m + (1 - b2) * g
+    return w
+
+
+def lars_reference(lr, momentum, wd, eta):
+    """You et al. 2017, Algorithm 1: local = eta ||w|| / (||g|| + wd ||w||);
+    v = momentum v + lr local (g + wd w); w -= v."""
+    w = f64(W0)
+    v = torch.zeros_like(w)
+    for g in map(f64, GRADS):
+        local = eta * w.norm() / (g.norm() + wd * w.norm())
+        v = momentum * v + lr * local * (g + wd * w)
+        w = w - v
+    return w
+
+
+def lamb_reference(lr, b1, b2, eps, wd):
+    """You et al. 2020, Algorithm 2: Adam's bias-corrected moments; r = m^ / (sqrt(v^) + eps);
+    w -= lr ||w|| / ||r + wd w|| (r + wd w)."""
+    w = f64(W0)
+    m, v = torch.zeros_like(w), torch.zeros_like(w)
+    for t, g in enumerate(map(f64, GRADS), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        r = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+        u = r + wd * w
+        w = w - lr * w.norm() / u.norm() * u
+    return w
+
+
+def yogi_reference(lr, b1, b2, eps, wd, v0=1e-6):
+    """Zaheer et al. 2018, Algorithm 2: v = v - (1-b2) sign(v - g^2) g^2, from v0 = 1e-6 (their
+    experiments); with Adam's bias correction and decoupled weight decay, as implementations do."""
+    w = f64(W0)
+    m, v = torch.zeros_like(w), torch.full_like(w, v0)
+    for t, g in enumerate(map(f64, GRADS), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = v - (1 - b2) * torch.sign(v - g * g) * g * g
+        w = w * (1 - lr * wd) - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+    return w
+
+
+def test_yogi_several_steps_match_the_paper():
+    got = run_steps(Yogi, lr=0.1, betas=(0.9, 0.99), eps=1e-3, weight_decay=0.1)
+    assert torch.allclose(got, yogi_reference(0.1, 0.9, 0.99, 1e-3, 0.1), atol=1e-12, rtol=0)
+
+
+def test_yogi_and_lion_take_their_papers_defaults_unless_set():
+    model = nn.Linear(2, 2)
+
+    def group(name, **kwargs) -> dict:
+        return create_optimizer(model, OptimConfig(name=name, **kwargs)).param_groups[0]
+
+    assert (group("yogi")["betas"], group("yogi")["eps"]) == ((0.9, 0.999), 1e-3)  # Zaheer et al.
+    assert group("lion")["betas"] == (0.9, 0.99) and "eps" not in group("lion")  # Chen et al.
+    assert (group("adam")["betas"], group("adam")["eps"]) == ((0.9, 0.999), 1e-8)
+    assert group("lion", betas=(0.95, 0.98))["betas"] == (0.95, 0.98)  # what the user sets wins
+    assert group("yogi", eps=1e-6)["eps"] == 1e-6
+
+
+def test_lion_several_steps_match_the_paper():
+    got = run_steps(Lion, lr=0.01, betas=(0.8, 0.95), weight_decay=0.3)
+    assert torch.allclose(got, lion_reference(0.01, 0.8, 0.95, 0.3), atol=1e-12, rtol=0)
+    # b1 matters: the same gradients with b1 = b2 end elsewhere (a sign flips)
+    assert not torch.allclose(got, lion_reference(0.01, 0.95, 0.95, 0.3), atol=1e-6)
+
+
+def test_lars_several_steps_match_the_paper():
+    got = run_steps(Lars, lr=0.5, momentum=0.9, weight_decay=0.01, trust_coefficient=0.02)
+    assert torch.allclose(got, lars_reference(0.5, 0.9, 0.01, 0.02), atol=1e-12, rtol=0)
+    assert not torch.allclose(got, lars_reference(0.5, 0.0, 0.01, 0.02), atol=1e-6)  # momentum counts
+
+
+def test_lamb_several_steps_match_the_paper():
+    got = run_steps(Lamb, lr=0.05, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.1)
+    assert torch.allclose(got, lamb_reference(0.05, 0.8, 0.9, 1e-6, 0.1), atol=1e-12, rtol=0)
 
 
 LRS = {

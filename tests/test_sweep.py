@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_at
+from conftest import interrupt_at, skip_or_fail_on_ci
 from typer.testing import CliRunner
 
 from visionbench.cli import app
@@ -27,6 +27,7 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow  # 65 s on 2 cores: a grid of 8 tiny trainings, swept three times
 def test_grid_cut_short_then_rerun_skips_finished_and_resumes(tmp_path, monkeypatch):
     interrupt_at(monkeypatch, 35)  # 10 steps a run: three finish, the fourth stops mid-epoch
     first = invoke("sweep", "--name", "g", *GRID, *TINY)
@@ -92,11 +93,11 @@ def postgres():
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     pg_ctl = shutil.which("pg_ctl") or (str(found[-1]) if found else None)
     if pg_ctl is None:
-        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
+        skip_or_fail_on_ci("PostgreSQL server binaries not installed (Debian package postgresql)")
     initdb = str(Path(pg_ctl).with_name("initdb"))
     as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
     if as_user and not shutil.which("runuser"):
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        skip_or_fail_on_ci("running as root without runuser: cannot start PostgreSQL as another user")
     home = Path(tempfile.mkdtemp(prefix="vb-pg-"))
     if as_user:
         shutil.chown(home, "nobody")
@@ -118,6 +119,7 @@ def postgres():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.slow  # 53 s on 2 cores: two worker processes
 def test_two_search_workers_share_one_study_on_postgresql(tmp_path, postgres):
     cmd = [sys.executable, "-m", "visionbench", "sweep", "--search", "optuna", "--trials", "6"]
     cmd += ["--name", "pg", "--storage", postgres, "--grid", "optim.lr=0.02..0.3:log", *TINY]

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from .errors import VisionbenchError, did_you_mean
+from .errors import VisionbenchError, did_you_mean, unknown_name
+
+
+def registry(kind: str) -> Collection[str]:
+    """The names a registry lists, each once, where it is built. Imported when a config is
+    checked, not with this module: the registries import torch."""
+    if kind == "optimizer":
+        from .engine.optimizers import OPTIMIZERS as names
+    elif kind == "schedule":
+        from .engine.schedules import SCHEDULES as names
+    elif kind == "loss":
+        from .engine.losses import LOSSES as names
+    else:
+        raise ValueError(f"no registry of {kind}s")
+    return names
+
+
+def registered(kind: str) -> AfterValidator:
+    """A field holding a name from `kind`'s registry; any other gets the nearest valid name."""
+
+    def check(name: str) -> str:
+        if name not in registry(kind):
+            raise unknown_name(kind, name, registry(kind))
+        return name
+
+    return AfterValidator(check)
 
 
 class Section(BaseModel):
@@ -64,18 +90,20 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["sgd", "adam", "adamw", "rmsprop", "yogi", "lamb", "lars", "lion"] = "sgd"
+    name: Annotated[str, registered("optimizer")] = "sgd"  # engine/optimizers.py OPTIMIZERS
     lr: float = 0.1
     momentum: float = 0.9  # sgd, rmsprop, lars
     nesterov: bool = True
     weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, yogi, lamb, lion
-    eps: float = 1e-8  # adam family; yogi uses 1e-3 in its paper
+    # None: each optimizer's own default, its paper's (adam 0.9, 0.999 and 1e-8; yogi eps 1e-3;
+    # lamb eps 1e-6; lion 0.9, 0.99 and no eps)
+    betas: tuple[float, float] | None = None  # adam, adamw, yogi, lamb, lion
+    eps: float | None = None  # adam, adamw, rmsprop, yogi, lamb
     trust_coefficient: float = 0.001  # lars
 
 
 class SchedConfig(Section):
-    name: Literal["onecycle", "cosine", "linear", "step", "plateau", "constant"] = "onecycle"
+    name: Annotated[str, registered("schedule")] = "onecycle"  # engine/schedules.py SCHEDULES
     warmup_epochs: float = 0.0  # all but onecycle: linear warmup length
     pct_start: float = 0.25  # onecycle: fraction of steps spent rising
     step_epochs: int = 10  # step: decay every this many epochs ...
@@ -89,7 +117,7 @@ class TrainConfig(Section):
     batch_size: int = 128
     eval_batch_size: int = 1024
     label_smoothing: float = 0.0
-    loss: Literal["ce", "bce"] = "ce"  # bce: one sigmoid per class, as in "ResNet strikes back"
+    loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
     ema: float = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
     early_stop: int = 0  # stop after this many epochs without a better val accuracy (0: off)
     grad_clip: float | None = None  # max global grad norm
@@ -202,6 +230,9 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
         raise VisionbenchError(
             f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})", where=source
         ) from None
+    except VisionbenchError as e:  # a name its registry does not list
+        e.where = e.where or source
+        raise
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -229,7 +260,7 @@ def resolve_config(
     tree: dict = {}
     for f in files:
         tree = deep_merge(tree, load_yaml(f))
-        _check_keys(tree, str(f))
+        build_config(tree, str(f))  # a bad key or value is reported with the file it came from
     tree = deep_merge(tree, cli or {})
     tree = deep_merge(tree, parse_overrides(list(overrides)))
     named = recipe or tree.get("recipe")

@@ -72,15 +72,18 @@ class Ranks:
         return bool(t.item())
 
     def main_first(self, fn: Callable[[], object]) -> object:
-        """fn() on rank 0, its result shared with every rank; an error there stops them all."""
+        """fn() on rank 0, its result shared with every rank; an error there stops them all.
+        Any error, not only ours: a PermissionError left the others blocked in the broadcast
+        until the process group's timeout (30 minutes by default)."""
         if self.world == 1:
             return fn()
         box: list = [None]
         if self.is_main:
             try:
                 box[0] = ("ok", fn())
-            except VisionbenchError as e:
-                box[0] = ("error", str(e))
+            except BaseException as e:
+                text = str(e) if isinstance(e, VisionbenchError) else f"{type(e).__name__}: {e}"
+                box[0] = ("error", text)
                 dist.broadcast_object_list(box, src=0)
                 raise
         dist.broadcast_object_list(box, src=0)

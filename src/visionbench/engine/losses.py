@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ..errors import unknown_name
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -17,11 +19,24 @@ def soft_targets(targets: torch.Tensor, num_classes: int, smoothing: float = 0.0
     return targets * (1 - smoothing) + smoothing / num_classes
 
 
-def create_loss(name: str, label_smoothing: float = 0.0) -> Loss:
-    """ce: softmax cross-entropy. bce: one sigmoid per class against the (smoothed, mixed) targets,
-    averaged over classes and images -- the loss of "ResNet strikes back" (Wightman et al., 2021)."""
-    if name == "bce":
-        return lambda logits, y: F.binary_cross_entropy_with_logits(
-            logits, soft_targets(y, logits.shape[1], label_smoothing).to(logits.dtype)
-        )
+def cross_entropy(label_smoothing: float = 0.0) -> Loss:
+    """Softmax cross-entropy."""
     return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
+def binary_cross_entropy(label_smoothing: float = 0.0) -> Loss:
+    """One sigmoid per class against the (smoothed, mixed) targets, averaged over classes and
+    images -- the loss of "ResNet strikes back" (Wightman et al., 2021)."""
+    return lambda logits, y: F.binary_cross_entropy_with_logits(
+        logits, soft_targets(y, logits.shape[1], label_smoothing).to(logits.dtype)
+    )
+
+
+# `train.loss`: config.py checks it against these names (this module imports no config)
+LOSSES: dict[str, Callable[[float], Loss]] = {"ce": cross_entropy, "bce": binary_cross_entropy}
+
+
+def create_loss(name: str, label_smoothing: float = 0.0) -> Loss:
+    if name not in LOSSES:
+        raise unknown_name("loss", name, LOSSES)
+    return LOSSES[name](label_smoothing)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from ..data.loader import TensorLoader
+from .checkpoint import rng_state, set_rng_state
 from .losses import Loss
 
 
@@ -31,9 +32,12 @@ def range_test(
     bias correction (fastai's); the test stops once it exceeds `diverge` x its minimum. 200 steps,
     not fastai's 100: the average remembers ~50 steps, and at 100 steps over 8 decades of lr that
     is half a decade of lag (measured on CIFAR-10: suggestions spread 2.1x over 3 repeats at 100
-    steps, 1.7x at 200; benchmarks/RESULTS.md). Weights,
-    buffers, optimizer state and the torch RNG are restored afterwards, whatever happens."""
-    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state()
+    steps, 1.7x at 200; benchmarks/RESULTS.md). Weights, buffers, gradients, train/eval modes,
+    optimizer state and every RNG (torch, CUDA, numpy, random) are restored afterwards, whatever
+    happens: a run trained after the test is the run trained without it."""
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), rng_state()
+    modes = [m.training for m in model.modules()]
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     lrs, losses, raw = [], [], []
     avg, best = 0.0, math.inf
     model.train()
@@ -60,8 +64,11 @@ def range_test(
     finally:
         model.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
-        torch.set_rng_state(saved[2])
-        optimizer.zero_grad(set_to_none=True)
+        set_rng_state(saved[2])
+        for m, training in zip(model.modules(), modes):
+            m.training = training
+        for p, grad in zip(model.parameters(), grads):
+            p.grad = grad
     return {"lrs": lrs, "losses": losses, "raw": raw}
 
 

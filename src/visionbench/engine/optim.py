@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 import torch.nn as nn
 
 from ..config import OptimConfig, SchedConfig
-from .optimizers import Lamb, Lars, Lion, Yogi
+from .optimizers import OPTIMIZERS
+from .schedules import SCHEDULES
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -20,45 +22,21 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-OPTIMIZERS = {
-    "sgd": lambda g, c: torch.optim.SGD(
-        g, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0
-    ),
-    "adam": lambda g, c: torch.optim.Adam(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "adamw": lambda g, c: torch.optim.AdamW(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "rmsprop": lambda g, c: torch.optim.RMSprop(g, lr=c.lr, momentum=c.momentum, eps=c.eps),
-    "yogi": lambda g, c: Yogi(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "lamb": lambda g, c: Lamb(g, lr=c.lr, betas=c.betas, eps=c.eps),
-    "lars": lambda g, c: Lars(g, lr=c.lr, momentum=c.momentum, trust_coefficient=c.trust_coefficient),
-    "lion": lambda g, c: Lion(g, lr=c.lr, betas=c.betas),
-}
-
-
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Weight decay comes from the parameter groups: coupled (L2) for sgd/adam/rmsprop/lars,
-    decoupled for adamw/yogi/lamb/lion."""
-    return OPTIMIZERS[cfg.name](param_groups(model, cfg.weight_decay), cfg)
-
-
-def lr_factor(step: int, total: int, steps_per_epoch: int, cfg: SchedConfig) -> float:
-    """Multiplier of the base lr at `step` (0-based) of `total` steps."""
-    t = step / max(1, total)
-    if cfg.name == "onecycle":  # linear up from 1/25 to 1, then cosine down to ~0 (Smith & Topin)
-        if t < cfg.pct_start:
-            return 0.04 + 0.96 * t / cfg.pct_start
-        return 0.5 * (1 + math.cos(math.pi * (t - cfg.pct_start) / (1 - cfg.pct_start))) + 1e-4
-    warm = cfg.warmup_epochs * steps_per_epoch
-    if step < warm:
-        return (step + 1) / warm
-    done = (step - warm) / max(1, total - warm)
-    floor = cfg.min_lr_ratio
-    if cfg.name == "cosine":
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
-    if cfg.name == "linear":
-        return floor + (1 - floor) * (1 - done)
-    if cfg.name == "step":
-        return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
-    return 1.0
+    """OPTIMIZERS[optim.name] with the settings its constructor takes; betas and eps left unset
+    keep each optimizer's own default (its paper's). Weight decay comes from the parameter
+    groups: coupled (L2) for sgd/adam/rmsprop/lars, decoupled for adamw/yogi/lamb/lion."""
+    build = OPTIMIZERS[cfg.name]
+    settings = {
+        "momentum": cfg.momentum,
+        "nesterov": cfg.nesterov and cfg.momentum > 0,
+        "betas": cfg.betas,
+        "eps": cfg.eps,
+        "trust_coefficient": cfg.trust_coefficient,
+    }
+    takes = inspect.signature(build).parameters
+    kwargs = {k: v for k, v in settings.items() if k in takes and v is not None}
+    return build(param_groups(model, cfg.weight_decay), lr=cfg.lr, **kwargs)
 
 
 class Schedule(torch.optim.lr_scheduler.LambdaLR):
@@ -69,8 +47,8 @@ class Schedule(torch.optim.lr_scheduler.LambdaLR):
         self.plateau = cfg.name == "plateau"
         self.patience, self.gamma = cfg.patience, cfg.gamma
         self.scale, self.best_loss, self.bad_epochs = 1.0, math.inf, 0
-        total = steps_per_epoch * epochs
-        super().__init__(optimizer, lambda s: lr_factor(s, total, steps_per_epoch, cfg) * self.scale)
+        total, factor = steps_per_epoch * epochs, SCHEDULES[cfg.name]
+        super().__init__(optimizer, lambda s: factor(s, total, steps_per_epoch, cfg) * self.scale)
 
     def report(self, val_loss: float) -> None:
         if not self.plateau:

@@ -1,5 +1,7 @@
-"""Optimizers torch does not ship: Yogi, LAMB, LARS, Lion -- each the paper's update, in plain
-PyTorch (weight decay is decoupled, as in AdamW, except LARS, whose paper folds it into the gradient)."""
+"""Every optimizer by name (`optim.name`, OPTIMIZERS), and those torch does not ship: Yogi, LAMB,
+LARS, Lion -- each the paper's update and defaults, in plain PyTorch (weight decay is decoupled,
+as in AdamW, except LARS, whose paper folds it into the gradient). No config import here:
+config.py checks `optim.name` against OPTIMIZERS."""
 
 from __future__ import annotations
 
@@ -26,12 +28,15 @@ class _Simple(Optimizer):
         raise NotImplementedError
 
 
-def _adam_moments(grad, state, betas, yogi: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bias-corrected first and second moments; Yogi's second moment moves additively."""
+def _adam_moments(
+    grad, state, betas, yogi: bool = False, v0: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bias-corrected first and second moments (v starting at `v0`); Yogi's second moment moves
+    additively."""
     if not state:
         state["step"] = 0
         state["m"] = torch.zeros_like(grad)
-        state["v"] = torch.zeros_like(grad)
+        state["v"] = torch.full_like(grad, v0)
     b1, b2 = betas
     state["step"] += 1
     m, v = state["m"], state["v"]
@@ -46,13 +51,21 @@ def _adam_moments(grad, state, betas, yogi: bool = False) -> tuple[torch.Tensor,
 
 
 class Yogi(_Simple):
-    """Yogi (Zaheer et al., NeurIPS 2018): Adam whose second moment cannot grow or shrink too fast."""
+    """Yogi (Zaheer et al., NeurIPS 2018): Adam whose second moment cannot grow or shrink too fast.
+    The paper's defaults: betas (0.9, 0.999), eps 1e-3, v starting at 1e-6 (its experiments)."""
 
-    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.0, initial_v=1e-6):
+        super().__init__(
+            params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, initial_v=initial_v)
+        )
+
+    def __setstate__(self, state):  # checkpoints saved before initial_v was a setting
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("initial_v", 0.0)
 
     def update(self, p, grad, state, group):
-        m, v = _adam_moments(grad, state, group["betas"], yogi=True)
+        m, v = _adam_moments(grad, state, group["betas"], yogi=True, v0=group["initial_v"])
         p.mul_(1 - group["lr"] * group["weight_decay"])
         p.addcdiv_(m, v.sqrt().add_(group["eps"]), value=-group["lr"])
 
@@ -106,3 +119,15 @@ class Lion(_Simple):
         p.mul_(1 - group["lr"] * group["weight_decay"])
         p.add_(torch.sign(m.lerp(grad, 1 - b1)), alpha=-group["lr"])
         m.lerp_(grad, 1 - b2)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "rmsprop": torch.optim.RMSprop,
+    "yogi": Yogi,
+    "lamb": Lamb,
+    "lars": Lars,
+    "lion": Lion,
+}
