@@ -1,5 +1,6 @@
 """Models: the seeds' families build for 1- and 3-channel input and take a training step;
-builders refuse unknown options; pretrained weights come from local files only."""
+builders refuse unknown options; a name is registered once; pretrained weights come from local
+files only."""
 
 from __future__ import annotations
 
@@ -47,6 +48,20 @@ def test_unknown_builder_option_names_the_valid_ones():
         create_model("resnet81", num_classes=10)
     with pytest.raises(VisionbenchError, match="no pretrained weights"):
         create_model("simple_cnn", num_classes=10, pretrained=True)
+
+
+def test_a_name_registered_twice_is_an_error(monkeypatch):
+    from visionbench.models import register_model
+
+    monkeypatch.setattr("visionbench.models.registry.MODELS", dict(MODELS))  # leave the registry as it was
+
+    def small_cnn(num_classes: int):
+        return torch.nn.Linear(4, num_classes)
+
+    with pytest.raises(VisionbenchError, match="model 'small_cnn' is registered twice") as e:
+        register_model(small_cnn)
+    assert "visionbench.models.cnn.small_cnn" in e.value.where
+    assert create_model("small_cnn", 10).__class__.__name__ == "SmallCNN"
 
 
 def test_builder_options_change_the_network():

@@ -16,7 +16,15 @@ TIMM_PREFIX = "timm:"
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a builder under its function name: adding a model is one decorated function."""
+    """Register a builder under its function name: adding a model is one decorated function.
+    A name registered twice is an error: the second builder would silently replace the first."""
+    if fn.__name__ in MODELS:
+        first = MODELS[fn.__name__]
+        raise VisionbenchError(
+            f"model '{fn.__name__}' is registered twice",
+            where=f"{first.__module__}.{first.__qualname__} and {fn.__module__}.{fn.__qualname__}",
+            fix="give one of the builder functions another name",
+        )
     MODELS[fn.__name__] = fn
     return fn
 
