@@ -1,6 +1,6 @@
 """Models: the seeds' families build for 1- and 3-channel input and take a training step;
-builders refuse unknown options; a name is registered once; pretrained weights come from local
-files only."""
+builders refuse unknown options; a name is registered once; offline, missing pretrained
+weights are a clear error (downloads: tests/test_hub.py)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,7 @@ def test_resnet_small_stem_keeps_resolution():
 
 def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("VISIONBENCH_OFFLINE", "1")  # online, it would download them (tests/test_hub.py)
     with pytest.raises(VisionbenchError) as e:
         create_model("resnet18", num_classes=10, pretrained=True)
     assert str(tmp_path) in str(e.value) and "resnet18-" in str(e.value)

@@ -58,8 +58,9 @@ def create_model(
 ) -> nn.Module:
     """Build `name` with a `num_classes` head for `in_chans` x `img_size` inputs. `kwargs` must
     be options of the builder (else an error naming them); `defaults` (and in_chans/img_size)
-    are passed only to builders that take them. pretrained=True loads the local weight file
-    (nothing is downloaded) and leaves the load report in `model.weights_report`."""
+    are passed only to builders that take them. pretrained=True loads the published weights from
+    their standard cache, downloading them there first unless offline (models.hub), and leaves
+    the load report in `model.weights_report`."""
     builder = get_builder(name)
     options = builder_options(builder)
     unknown = sorted(set(kwargs) - set(options))
