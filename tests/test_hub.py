@@ -46,6 +46,12 @@ class Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data[: self.server.cut])
 
+    def handle(self):
+        try:
+            super().handle()
+        except ConnectionError:
+            pass  # the client gave up (timed out): what the interrupted-download tests do
+
     def log_message(self, *args):
         pass
 
@@ -66,8 +72,16 @@ def server():
 
 @pytest.fixture
 def caches(tmp_path, monkeypatch) -> Path:
-    """TORCH_HOME in tmp; downloads allowed."""
+    """TORCH_HOME and the Hugging Face cache in tmp; downloads allowed."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # huggingface_hub reads HF_HOME when imported: point its cache there too
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(
+        huggingface_hub.constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf" / "a"), raising=False
+    )
     monkeypatch.setenv("VISIONBENCH_OFFLINE", "0")  # and set_offline's changes are undone after the test
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return tmp_path
@@ -173,3 +187,95 @@ def test_offline_a_missing_file_is_the_usual_error_and_nothing_is_fetched(
     assert server.requests == []
     set_offline(False)  # allows downloads again, but not against the user's HF_HUB_OFFLINE
     assert offline() == (flag == "HF_HUB_OFFLINE")
+
+
+@pytest.fixture(scope="module")
+def test_resnet() -> tuple[dict, bytes]:
+    """timm's test_resnet (0.5M parameters) as published: 3 channels, 1000 classes."""
+    import timm
+
+    torch.manual_seed(0)
+    state = timm.create_model("test_resnet").state_dict()
+    return state, torch_bytes(state)
+
+
+def check_timm_filters(model, state: dict) -> None:
+    """timm's load adapted the stem to one channel (summed over RGB), dropped the 1000-class
+    head and loaded the rest."""
+    assert torch.allclose(model.conv1[0].weight, state["conv1.0.weight"].sum(1, keepdim=True))
+    assert model.fc.weight.shape == (10, state["fc.weight"].shape[1])
+    assert torch.equal(model.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    report = model.weights_report
+    assert report["adapted"] == ["conv1.0.weight"] and report["reset"] == ["fc.weight", "fc.bias"]
+
+
+def test_timm_weights_at_a_url_load_through_timms_filters(caches, server, monkeypatch, test_resnet):
+    import dataclasses
+
+    from visionbench.models import timm_zoo
+
+    state, data = test_resnet
+    server.files["/w/test_resnet-0.pth"] = data
+    cfg = dataclasses.replace(
+        timm_zoo.pretrained_cfg("test_resnet"), hf_hub_id=None, url=f"{server.url}/w/test_resnet-0.pth"
+    )
+    monkeypatch.setattr(timm_zoo, "pretrained_cfg", lambda name: cfg)
+    for _ in range(2):
+        check_timm_filters(
+            create_model("timm:test_resnet", num_classes=10, in_chans=1, pretrained=True), state
+        )
+    assert server.requests == ["GET /w/test_resnet-0.pth"] and checkpoints(caches) == ["test_resnet-0.pth"]
+
+
+@pytest.fixture
+def hf_server(server, monkeypatch, test_resnet):
+    """`server` as the Hugging Face hub, holding timm/test_resnet.r160_in1k's model.safetensors
+    (the HEAD answer names its commit and its sha256 as huggingface_hub expects)."""
+    import huggingface_hub.constants
+    from safetensors.torch import save
+
+    data = save(test_resnet[0])
+    path = "/timm/test_resnet.r160_in1k/resolve/main/model.safetensors"
+    server.files[path] = data
+    server.headers[path] = {"X-Repo-Commit": "c" * 40, "ETag": f'"{sha256(data)}"'}
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    return server
+
+
+def test_timm_weights_download_into_the_hugging_face_cache_once(caches, hf_server, test_resnet):
+    for _ in range(2):
+        check_timm_filters(
+            create_model("timm:test_resnet", num_classes=10, in_chans=1, pretrained=True), test_resnet[0]
+        )
+    files = [r.split()[0] for r in hf_server.requests if "/resolve/" in r]  # not its /api/ queries
+    assert files == ["HEAD", "GET"]  # the second time: none
+    assert list(
+        (caches / "hf" / "hub").glob("models--timm--test_resnet.r160_in1k/snapshots/*/model.safetensors")
+    )
+
+
+def test_timm_weights_that_fail_their_sha256_are_removed(caches, hf_server):
+    for headers in hf_server.headers.values():
+        headers["ETag"] = f'"{"0" * 64}"'
+    with pytest.raises(VisionbenchError, match="fail their checksum"):
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert not [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and p.parent.name == "blobs"]
+
+
+def test_timm_offline_or_unreachable_gives_the_clear_error(caches, hf_server, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(VisionbenchError, match="timm:test_resnet are not on this machine") as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert e.value.where == hub.HF_CACHE and "model.weights=PATH" in e.value.fix
+    assert hf_server.requests == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda s: None)  # its 5 retries: 24 s
+    hf_server.shutdown()
+    hf_server.server_close()
+    with pytest.raises(
+        VisionbenchError, match="cannot download the pretrained weights for timm:test_resnet"
+    ) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert hf_server.url in str(e.value) and "model.pretrained=false" in str(e.value)
