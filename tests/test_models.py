@@ -1,5 +1,6 @@
 """Models: the seeds' families build for 1- and 3-channel input and take a training step;
-builders refuse unknown options; pretrained weights come from local files only."""
+builders refuse unknown options; a name is registered once; offline, missing pretrained
+weights are a clear error (downloads: tests/test_hub.py)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,20 @@ def test_unknown_builder_option_names_the_valid_ones():
         create_model("simple_cnn", num_classes=10, pretrained=True)
 
 
+def test_a_name_registered_twice_is_an_error(monkeypatch):
+    from visionbench.models import register_model
+
+    monkeypatch.setattr("visionbench.models.registry.MODELS", dict(MODELS))  # leave the registry as it was
+
+    def small_cnn(num_classes: int):
+        return torch.nn.Linear(4, num_classes)
+
+    with pytest.raises(VisionbenchError, match="model 'small_cnn' is registered twice") as e:
+        register_model(small_cnn)
+    assert "visionbench.models.cnn.small_cnn" in e.value.where
+    assert create_model("small_cnn", 10).__class__.__name__ == "SmallCNN"
+
+
 def test_builder_options_change_the_network():
     deep = create_model("scratch_cnn", 10, depth=4, width=8)
     shallow = create_model("scratch_cnn", 10, depth=2, width=8)
@@ -68,7 +83,8 @@ def test_resnet_small_stem_keeps_resolution():
     assert big.conv1.kernel_size == (7, 7) and big.conv1.in_channels == 1
 
 
-def test_missing_pretrained_weights_name_the_file(tmp_path):  # TORCH_HOME is in tmp_path (conftest)
+def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):  # TORCH_HOME: tmp (conftest)
+    monkeypatch.setenv("VISIONBENCH_OFFLINE", "1")  # online, it would download them (tests/test_hub.py)
     with pytest.raises(VisionbenchError) as e:
         create_model("resnet18", num_classes=10, pretrained=True)
     assert str(tmp_path) in str(e.value) and "resnet18-" in str(e.value)

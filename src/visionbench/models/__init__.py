@@ -1,6 +1,7 @@
 """Models: one registry over our own networks, torchvision's and timm's (`timm:` prefix)."""
 
 from . import cnn, vit  # noqa: F401  (registers the builders)
+from .hub import offline, set_offline
 from .registry import (
     MODELS,
     count_params,
@@ -18,5 +19,7 @@ __all__ = [
     "get_builder",
     "head_name",
     "register_model",
+    "offline",
     "resize_inputs",
+    "set_offline",
 ]

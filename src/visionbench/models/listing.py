@@ -35,7 +35,7 @@ def weights_on_disk(name: str) -> bool | None:
     if name.startswith(TIMM_PREFIX):
         from .timm_zoo import cached_weights
 
-        return cached_weights(name[len(TIMM_PREFIX) :])[0] is not None
+        return cached_weights(name[len(TIMM_PREFIX) :]) is not None
     from .torchvision_zoo import weight_file
 
     return weight_file(name)[0].is_file()

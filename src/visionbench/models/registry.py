@@ -16,7 +16,15 @@ TIMM_PREFIX = "timm:"
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a builder under its function name: adding a model is one decorated function."""
+    """Register a builder under its function name: adding a model is one decorated function.
+    A name registered twice is an error: the second builder would silently replace the first."""
+    if fn.__name__ in MODELS:
+        first = MODELS[fn.__name__]
+        raise VisionbenchError(
+            f"model '{fn.__name__}' is registered twice",
+            where=f"{first.__module__}.{first.__qualname__} and {fn.__module__}.{fn.__qualname__}",
+            fix="give one of the builder functions another name",
+        )
     MODELS[fn.__name__] = fn
     return fn
 
@@ -50,8 +58,9 @@ def create_model(
 ) -> nn.Module:
     """Build `name` with a `num_classes` head for `in_chans` x `img_size` inputs. `kwargs` must
     be options of the builder (else an error naming them); `defaults` (and in_chans/img_size)
-    are passed only to builders that take them. pretrained=True loads the local weight file
-    (nothing is downloaded) and leaves the load report in `model.weights_report`."""
+    are passed only to builders that take them. pretrained=True loads the published weights from
+    their standard cache, downloading them there first unless offline (models.hub), and leaves
+    the load report in `model.weights_report`."""
     builder = get_builder(name)
     options = builder_options(builder)
     unknown = sorted(set(kwargs) - set(options))

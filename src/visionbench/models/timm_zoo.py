@@ -1,5 +1,6 @@
-"""timm models under a `timm:` prefix (the optional `timm` extra), with ImageNet weights read
-from the local Hugging Face cache only."""
+"""timm models under a `timm:` prefix (the optional `timm` extra); pretrained weights come from
+the Hugging Face cache (or torch hub's, for the few timm keeps at a URL), downloaded there once
+unless offline, and load through timm's own path with its checkpoint filters."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import torch.nn as nn
 
 from ..errors import VisionbenchError, did_you_mean
-from .weights import load_state, read_state_file
+from .hub import hf_cached, hf_file, hub_file, hub_path
 
-HF_FILES = ("model.safetensors", "pytorch_model.bin")
+HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order: safetensors first
 
 
 def import_timm():
@@ -28,21 +29,58 @@ def timm_names(pattern: str = "*") -> list[str]:
     return import_timm().list_models(pattern)
 
 
-def cached_weights(name: str) -> tuple[Path | None, str]:
-    """The weight file of timm model `name` in the local Hugging Face cache (or None), and
-    where to get it."""
-    timm = import_timm()
-    from huggingface_hub import try_to_load_from_cache
+def pretrained_cfg(name: str):
+    """timm's pretrained config for `name` (where its weights live, its stem and classifier)."""
+    return import_timm().models.get_pretrained_cfg(name)
 
-    cfg = timm.models.get_pretrained_cfg(name)
-    repo = cfg.hf_hub_id if cfg is not None else None
-    if not repo:
-        return None, f"timm has no Hugging Face weights for {name}"
-    for file in HF_FILES:
-        path = try_to_load_from_cache(repo, file)
-        if isinstance(path, str):
-            return Path(path), ""
-    return None, f"https://huggingface.co/{repo}/resolve/main/{HF_FILES[0]}"
+
+def hf_files(cfg) -> tuple[str, ...]:
+    return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_FILES
+
+
+def cached_weights(name: str) -> Path | None:
+    """The weight file of timm model `name` already on this machine, or None (no network)."""
+    cfg = pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id:
+        return hf_cached(cfg.hf_hub_id, hf_files(cfg))
+    if cfg is not None and cfg.url:
+        path = hub_path(cfg.url)
+        return path if path.is_file() else None
+    return None
+
+
+def weights_file(name: str) -> Path:
+    """The weight file of timm model `name`, downloaded first if needed: from the Hugging Face
+    hub where timm has it there (as timm prefers), else from its URL into torch hub's cache
+    (without the hash check: timm's URL names do not all carry a sha256 prefix)."""
+    cfg = pretrained_cfg(name)
+    if cfg is not None and cfg.hf_hub_id:
+        return hf_file(f"timm:{name}", cfg.hf_hub_id, hf_files(cfg))
+    if cfg is not None and cfg.url:
+        return hub_file(f"timm:{name}", cfg.url, check_hash=False)
+    raise VisionbenchError(
+        f"timm has no pretrained weights for {name}",
+        fix="use model.pretrained=false, or a tagged name with weights (`visionbench models timm:PATTERN`)",
+    )
+
+
+def as_list(names: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    return [names] if isinstance(names, str) else list(names or [])
+
+
+def timm_report(model: nn.Module, in_chans: int, num_classes: int) -> dict:
+    """What timm's load did, in load_state's report form: timm loads every tensor of the
+    checkpoint strictly, except the classifier, which it drops for another class count, and the
+    stem, which it adapts to other input channels (anything else that does not fit is an error)."""
+    cfg = model.pretrained_cfg
+    own = list(model.state_dict())
+    heads = as_list(cfg.get("classifier")) if num_classes != cfg["num_classes"] else []
+    stems = as_list(cfg.get("first_conv")) if in_chans != 3 else []
+    reset = [k for k in own if any(k.startswith(h + ".") for h in heads)]
+    adapted = [k for k in own if any(k == s + ".weight" for s in stems)]
+    report: dict[str, list] = {k: [] for k in ("loaded", "adapted", "skipped", "missing", "unused", "reset")}
+    report.update(adapted=adapted, reset=reset, loaded=[k for k in own if k not in reset + adapted])
+    return report
 
 
 def timm_builder(name: str) -> Callable[..., nn.Module]:
@@ -54,16 +92,21 @@ def timm_builder(name: str) -> Callable[..., nn.Module]:
         )
 
     def builder(num_classes: int, in_chans: int = 3, pretrained: bool = False, drop_rate: float = 0.0):
-        model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-        if pretrained:
-            path, url = cached_weights(name)
-            if path is None:
-                raise VisionbenchError(
-                    f"pretrained weights for timm:{name} are not on this machine",
-                    where="the Hugging Face cache ($HF_HOME, default ~/.cache/huggingface)",
-                    fix=f"download {url} and pass it with model.weights=PATH (--weights PATH)",
-                )
-            model.weights_report = load_state(model, read_state_file(path))
+        kwargs = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
+        if not pretrained:
+            return timm.create_model(name, **kwargs)
+        path = weights_file(name)
+        try:  # timm's own load: its filters (position embeddings, stem channels, head) apply
+            model = timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+            )
+        except Exception as e:  # a file torch or safetensors cannot read, or of another model
+            raise VisionbenchError(
+                f"cannot load the pretrained weights for timm:{name}: {str(e).splitlines()[0] if str(e) else e!r}",
+                where=str(path),
+                fix="delete the file to download it again, or use model.pretrained=false",
+            ) from e
+        model.weights_report = timm_report(model, in_chans, num_classes)
         return model
 
     builder.__name__ = f"timm:{name}"

@@ -1,5 +1,6 @@
 """Every torchvision classification model: a head for any class count, any input channels,
-a small-image stem for ResNets, and ImageNet weights from the local hub cache only."""
+a small-image stem for ResNets, and ImageNet weights from torch hub's cache, downloaded there
+once unless offline."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-from ..errors import VisionbenchError
+from .hub import hub_file, hub_path
 from .weights import load_state, read_state_file
 
 RESNETS = ("resnet", "resnext", "wide_resnet")
@@ -23,24 +23,23 @@ def torchvision_names() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
-def weight_file(arch: str) -> tuple[Path, str]:
-    """Where torchvision keeps `arch`'s default ImageNet weights ($TORCH_HOME), and their URL."""
+def weights_url(arch: str) -> str:
+    """The URL of torchvision's default ImageNet weights for `arch`."""
     import torchvision
 
-    url = torchvision.models.get_model_weights(arch).DEFAULT.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name, url
+    return torchvision.models.get_model_weights(arch).DEFAULT.url
+
+
+def weight_file(arch: str) -> tuple[Path, str]:
+    """Where torchvision keeps `arch`'s default ImageNet weights ($TORCH_HOME), and their URL."""
+    url = weights_url(arch)
+    return hub_path(url), url
 
 
 def pretrained_state(arch: str) -> dict:
-    """torchvision weights from the local hub cache only: nothing is downloaded at run time."""
-    path, url = weight_file(arch)
-    if not path.is_file():
-        raise VisionbenchError(
-            f"pretrained weights for {arch} are not on this machine",
-            where=str(path),
-            fix=f"download {url} and place it at that path (or set TORCH_HOME), or use model.pretrained=false",
-        )
-    return read_state_file(path)
+    """torchvision's weights from torch hub's cache, downloaded there once (checked against the
+    sha256 prefix in their name) unless offline."""
+    return read_state_file(hub_file(arch, weights_url(arch), check_hash=True))
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -1,0 +1,281 @@
+"""Pretrained weights downloaded once into the standard caches, from an HTTP server on 127.0.0.1:
+checked against their sha256, never left half-written, reused without the network, refused
+offline with the message users know."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from visionbench.errors import VisionbenchError
+from visionbench.models import create_model, hub, offline, set_offline
+from visionbench.models import torchvision_zoo as tv
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves server.files by path; server.cut sends only the first `cut` bytes of a body with
+    the full Content-Length, then closes; server.stall sends nothing until the test ends."""
+
+    def do_HEAD(self):
+        self.reply(body=False)
+
+    def do_GET(self):
+        self.reply(body=True)
+
+    def reply(self, body: bool) -> None:
+        self.server.requests.append(f"{self.command} {self.path}")
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        if self.server.stall:
+            self.server.done.wait(10)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in self.server.headers.get(self.path, {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data[: self.server.cut])
+
+    def handle(self):
+        try:
+            super().handle()
+        except ConnectionError:
+            pass  # the client gave up (timed out): what the interrupted-download tests do
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.files, srv.headers, srv.requests = {}, {}, []
+    srv.cut, srv.stall, srv.done = None, False, threading.Event()
+    srv.url = f"http://127.0.0.1:{srv.server_port}"
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.done.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch) -> Path:
+    """TORCH_HOME and the Hugging Face cache in tmp; downloads allowed."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # huggingface_hub reads HF_HOME when imported: point its cache there too
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(
+        huggingface_hub.constants, "AGENT_HARNESSES_PATH", str(tmp_path / "hf" / "a"), raising=False
+    )
+    monkeypatch.setenv("VISIONBENCH_OFFLINE", "0")  # and set_offline's changes are undone after the test
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path
+
+
+def torch_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def squeezenet() -> tuple[dict, bytes]:
+    """A state dict with torchvision squeezenet1_0's names and shapes (5 MB) and its file bytes."""
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.squeezenet1_0().state_dict()
+    return state, torch_bytes(state)
+
+
+def publish(server, monkeypatch, data: bytes, prefix: str | None = None) -> str:
+    """Serve `data` as torchvision does (`<arch>-<sha256 prefix>.pth`) and make it squeezenet1_0's
+    weights URL; returns the URL."""
+    name = f"squeezenet1_0-{prefix or sha256(data)[:8]}.pth"
+    server.files[f"/models/{name}"] = data
+    url = f"{server.url}/models/{name}"
+    monkeypatch.setattr(tv, "weights_url", lambda arch: url)
+    return url
+
+
+def checkpoints(caches: Path) -> list[str]:
+    folder = caches / "torch" / "hub" / "checkpoints"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_torchvision_weights_download_once_then_load_from_the_cache(caches, server, monkeypatch, squeezenet):
+    state, data = squeezenet
+    url = publish(server, monkeypatch, data)
+    model = create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert checkpoints(caches) == [url.rsplit("/", 1)[1]]
+    assert torch.equal(model.features[0].weight, state["features.0.weight"])
+    assert sorted(model.weights_report["skipped"])[0].startswith("classifier.1.bias")  # the 1000-class head
+    again = create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert torch.equal(again.features[3].squeeze.weight, state["features.3.squeeze.weight"])
+    assert server.requests == [f"GET /models/{url.rsplit('/', 1)[1]}"]  # the second time: no request
+
+
+def test_a_file_that_fails_its_sha256_prefix_is_refused_and_not_kept(caches, server, monkeypatch, squeezenet):
+    url = publish(server, monkeypatch, squeezenet[1], prefix="00000000")
+    with pytest.raises(VisionbenchError, match="fail their checksum") as e:
+        create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert e.value.where == url
+    assert checkpoints(caches) == []
+
+
+@pytest.mark.parametrize("failure", ["cut", "stall", "refused"])
+def test_an_interrupted_download_leaves_nothing_and_says_how_to_fix(
+    caches, server, monkeypatch, squeezenet, failure
+):
+    url = publish(server, monkeypatch, squeezenet[1])
+    server.cut = len(squeezenet[1]) // 2 if failure == "cut" else None  # fewer bytes than Content-Length
+    server.stall = failure == "stall"
+    monkeypatch.setattr(hub, "TIMEOUT_S", 0.5)
+    if failure == "refused":  # nothing listens there any more
+        server.shutdown()
+        server.server_close()
+    start = time.perf_counter()
+    with pytest.raises(VisionbenchError) as e:
+        create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert time.perf_counter() - start < 5  # a stalled server times out (after 0.5 s here)
+    message = str(e.value)
+    assert url in message and "model.pretrained=false" in message
+    if failure == "cut":
+        assert "fail their checksum" in message  # the sha256 of a half file cannot match
+    else:
+        assert "cannot download" in message and str(tv.weight_file("squeezenet1_0")[0]) in message
+    assert checkpoints(caches) == []
+
+
+@pytest.mark.parametrize("flag", ["VISIONBENCH_OFFLINE", "HF_HUB_OFFLINE", "set_offline"])
+def test_offline_a_missing_file_is_the_usual_error_and_nothing_is_fetched(
+    caches, server, monkeypatch, squeezenet, flag
+):
+    url = publish(server, monkeypatch, squeezenet[1])
+    if flag == "set_offline":
+        set_offline(True)
+    else:
+        monkeypatch.setenv(flag, "1")
+    assert offline()
+    with pytest.raises(VisionbenchError) as e:
+        create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    path = caches / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    assert (e.value.what, e.value.where, e.value.fix) == (
+        "pretrained weights for squeezenet1_0 are not on this machine",
+        str(path),
+        f"download {url} and place it at that path (or set TORCH_HOME), or use model.pretrained=false",
+    )
+    assert server.requests == []
+    set_offline(False)  # allows downloads again, but not against the user's HF_HUB_OFFLINE
+    assert offline() == (flag == "HF_HUB_OFFLINE")
+
+
+@pytest.fixture(scope="module")
+def test_resnet() -> tuple[dict, bytes]:
+    """timm's test_resnet (0.5M parameters) as published: 3 channels, 1000 classes."""
+    import timm
+
+    torch.manual_seed(0)
+    state = timm.create_model("test_resnet").state_dict()
+    return state, torch_bytes(state)
+
+
+def check_timm_filters(model, state: dict) -> None:
+    """timm's load adapted the stem to one channel (summed over RGB), dropped the 1000-class
+    head and loaded the rest."""
+    assert torch.allclose(model.conv1[0].weight, state["conv1.0.weight"].sum(1, keepdim=True))
+    assert model.fc.weight.shape == (10, state["fc.weight"].shape[1])
+    assert torch.equal(model.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    report = model.weights_report
+    assert report["adapted"] == ["conv1.0.weight"] and report["reset"] == ["fc.weight", "fc.bias"]
+
+
+def test_timm_weights_at_a_url_load_through_timms_filters(caches, server, monkeypatch, test_resnet):
+    import dataclasses
+
+    from visionbench.models import timm_zoo
+
+    state, data = test_resnet
+    server.files["/w/test_resnet-0.pth"] = data
+    cfg = dataclasses.replace(
+        timm_zoo.pretrained_cfg("test_resnet"), hf_hub_id=None, url=f"{server.url}/w/test_resnet-0.pth"
+    )
+    monkeypatch.setattr(timm_zoo, "pretrained_cfg", lambda name: cfg)
+    for _ in range(2):
+        check_timm_filters(
+            create_model("timm:test_resnet", num_classes=10, in_chans=1, pretrained=True), state
+        )
+    assert server.requests == ["GET /w/test_resnet-0.pth"] and checkpoints(caches) == ["test_resnet-0.pth"]
+
+
+@pytest.fixture
+def hf_server(server, monkeypatch, test_resnet):
+    """`server` as the Hugging Face hub, holding timm/test_resnet.r160_in1k's model.safetensors
+    (the HEAD answer names its commit and its sha256 as huggingface_hub expects)."""
+    import huggingface_hub.constants
+    from safetensors.torch import save
+
+    data = save(test_resnet[0])
+    path = "/timm/test_resnet.r160_in1k/resolve/main/model.safetensors"
+    server.files[path] = data
+    server.headers[path] = {"X-Repo-Commit": "c" * 40, "ETag": f'"{sha256(data)}"'}
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    return server
+
+
+def test_timm_weights_download_into_the_hugging_face_cache_once(caches, hf_server, test_resnet):
+    for _ in range(2):
+        check_timm_filters(
+            create_model("timm:test_resnet", num_classes=10, in_chans=1, pretrained=True), test_resnet[0]
+        )
+    files = [r.split()[0] for r in hf_server.requests if "/resolve/" in r]  # not its /api/ queries
+    assert files == ["HEAD", "GET"]  # the second time: none
+    assert list(
+        (caches / "hf" / "hub").glob("models--timm--test_resnet.r160_in1k/snapshots/*/model.safetensors")
+    )
+
+
+def test_timm_weights_that_fail_their_sha256_are_removed(caches, hf_server):
+    for headers in hf_server.headers.values():
+        headers["ETag"] = f'"{"0" * 64}"'
+    with pytest.raises(VisionbenchError, match="fail their checksum"):
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert not [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and p.parent.name == "blobs"]
+
+
+def test_timm_offline_or_unreachable_gives_the_clear_error(caches, hf_server, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(VisionbenchError, match="timm:test_resnet are not on this machine") as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert e.value.where == hub.HF_CACHE and "model.weights=PATH" in e.value.fix
+    assert hf_server.requests == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda s: None)  # its 5 retries: 24 s
+    hf_server.shutdown()
+    hf_server.server_close()
+    with pytest.raises(
+        VisionbenchError, match="cannot download the pretrained weights for timm:test_resnet"
+    ) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert hf_server.url in str(e.value) and "model.pretrained=false" in str(e.value)
