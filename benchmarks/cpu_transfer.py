@@ -20,8 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
+from visionbench.commands.train import train
 from visionbench.config import resolve_config
-from visionbench.fit import train
 from visionbench.runs import Run
 
 PRETRAIN_PER_CLASS, PRETRAIN_EPOCHS = 300, 2

@@ -8,7 +8,7 @@ same decoded copy (`cifar10-jpg.tar.gz` through visionbench's cache): airbench's
 reads them from `cifar10/{train,test}.pt` files this script writes in a scratch folder (its
 train94 builds its test loader from the relative path `cifar10`, so the script runs it there).
 Times are wall seconds around one call each, with the GPU synchronised before and after:
-airbench's covers its training and its TTA evaluation; visionbench's covers `fit.train` end to
+airbench's covers its training and its TTA evaluation; visionbench's covers `commands.train.train` end to
 end (loader set-up, training, test pass, run record). airbench's warm-up run is not counted.
 
 `--smoke` checks the script's logic on a CPU in seconds: the digits dataset, 1 epoch, 1 run,
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
+from visionbench.commands.train import train
 from visionbench.config import resolve_config
 from visionbench.data import load_dataset
-from visionbench.fit import train
 
 
 def sync() -> None:

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from visionbench.commands.train import train
 from visionbench.config import resolve_config
 from visionbench.engine.optim import create_optimizer, create_scheduler
-from visionbench.fit import train
 from visionbench.models import create_model
 
 RECIPE = [

@@ -24,11 +24,22 @@ def skip_or_fail_on_ci(reason: str) -> None:
     pytest.skip(reason)
 
 
+class Malicious:
+    """A pickle that runs `call(arg)` when loaded: what a safe reader must refuse."""
+
+    def __init__(self, call, arg):
+        self.call, self.arg = call, arg
+
+    def __reduce__(self):
+        return self.call, (self.arg,)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("VISIONBENCH_DATA", raising=False)
+    monkeypatch.setenv("VISIONBENCH_OFFLINE", "1")  # nothing downloads unless a test says so (test_hub)
     # empty weight caches: a test of "weights not on this machine" passes on a machine that has them
     hub = tmp_path / "weights"
     monkeypatch.setenv("TORCH_HOME", str(hub / "torch"))

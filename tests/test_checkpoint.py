@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from conftest import Malicious
 
 from visionbench.engine import checkpoint as ck
 from visionbench.errors import VisionbenchError
@@ -44,19 +45,10 @@ def test_no_intact_checkpoint_is_a_clear_error(tmp_path):
         ck.load_checkpoint(path)
 
 
-class Evil:
-    def __reduce__(self):
-        return (os.system, (f"touch {SENTINEL}",))
-
-
-SENTINEL = ""
-
-
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
-    global SENTINEL
-    SENTINEL = str(tmp_path / "pwned")
+    sentinel = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
-    blob = pickle.dumps({"epoch": 1, "payload": Evil()}, protocol=2)
+    blob = pickle.dumps({"epoch": 1, "payload": Malicious(os.system, f"touch {sentinel}")}, protocol=2)
     path.write_bytes(blob)
     # a valid hash: the file is "ours" as far as integrity goes, yet it must not run code
     import hashlib
@@ -65,7 +57,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     with pytest.raises(pickle.UnpicklingError) as e:  # refused by weights_only
         ck.load_checkpoint(path)
     assert "weights_only" in str(e.value) or "Unsupported" in str(e.value)
-    assert not os.path.exists(SENTINEL)
+    assert not sentinel.exists()
 
 
 def test_disk_full_keeps_old_checkpoint_and_removes_temp(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Malicious
 from PIL import Image
 
 from visionbench.data import SOURCES, download_dataset, load_dataset
@@ -220,24 +221,14 @@ def test_cifar10_official_pickles_nchw(tmp_path, as_tar):
     )
 
 
-class _Evil:
-    """Unpickling this runs a command that creates a sentinel file."""
-
-    def __init__(self, call, arg):
-        self.call, self.arg = call, arg
-
-    def __reduce__(self):
-        return self.call, (self.arg,)
-
-
 @pytest.mark.parametrize("how", ["os.system", "exec"])
 @pytest.mark.parametrize("as_tar", [False, True], ids=["extracted", "tar.gz"])
 def test_cifar10_malicious_pickle_refused(tmp_path, how, as_tar):
     sentinel = tmp_path / "pwned"
     if how == "os.system":
-        evil = _Evil(os.system, f"touch '{sentinel}'")
+        evil = Malicious(os.system, f"touch '{sentinel}'")
     else:
-        evil = _Evil(exec, f"open({str(sentinel)!r}, 'w').write('x')")
+        evil = Malicious(exec, f"open({str(sentinel)!r}, 'w').write('x')")
     payload = {b"data": evil, b"labels": [0, 1]}
     blob = pickle.dumps(payload, protocol=2)
     write_cifar(tmp_path / "data", cifar_batches(), as_tar, blobs={"data_batch_3": blob})

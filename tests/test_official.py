@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Malicious
 from PIL import Image
 from scipy.io import savemat
 
@@ -153,22 +154,12 @@ def test_cifar100_fine_and_coarse(tmp_path, as_tar):
         assert img[c, i, j] == row[c * 1024 + i * 32 + j]
 
 
-class _Evil:
-    """Unpickling this runs a command that creates a sentinel file."""
-
-    def __init__(self, arg):
-        self.arg = arg
-
-    def __reduce__(self):
-        return os.system, (self.arg,)
-
-
 @pytest.mark.parametrize("target", ["train", "meta"])
 @pytest.mark.parametrize("as_tar", [False, True], ids=["extracted", "tar.gz"])
 def test_cifar100_malicious_pickle_refused(tmp_path, target, as_tar):
     sentinel = tmp_path / "pwned"
     key = b"data" if target == "train" else b"fine_label_names"
-    evil = cifar100_pickles()[target] | {key: _Evil(f"touch '{sentinel}'")}
+    evil = cifar100_pickles()[target] | {key: Malicious(os.system, f"touch '{sentinel}'")}
     blob = pickle.dumps(evil, protocol=2)
     write_cifar100(tmp_path / "data", cifar100_pickles(), as_tar, blobs={target: blob})
     with pytest.raises(VisionbenchError, match="not a CIFAR-100 file") as err:

@@ -55,3 +55,28 @@ def test_recipes_command_lists_each_with_its_description():
         assert r["name"] in res.output and r["description"][:30] in res.output
     rows = json.loads(CliRunner().invoke(app, ["recipes", "--json"]).output)
     assert {r["name"] for r in rows} == set(recipe_names())
+
+
+def test_recipe_named_in_a_config_file_or_override_is_applied_not_only_recorded(tmp_path):
+    """`recipe: fast` in a YAML file (or recipe=fast) trains with the recipe's settings, as
+    --recipe fast does; the run records name@version."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("recipe: fast\ndata: {name: digits}\ntrain: {epochs: 3}\n")
+    from_file, from_flag = (
+        resolve_config([path]),
+        resolve_config([], ["data.name=digits", "train.epochs=3"], recipe="fast"),
+    )
+    assert from_file == from_flag
+    assert (
+        from_file.train.label_smoothing == 0.2 and from_file.train.ema == 0.99 and from_file.train.epochs == 3
+    )
+    assert from_file.recipe == f"fast@{read_recipe('fast')['version']}"
+    assert resolve_config([], ["recipe=fast"]).train.ema == 0.99
+    # a saved config fed back (recipe: fast@1, every value written out) changes nothing
+    saved = tmp_path / "saved.yaml"
+    from visionbench.config import dump_config
+
+    saved.write_text(
+        dump_config(from_file.model_copy(update={"train": from_file.train.model_copy(update={"ema": 0.5})}))
+    )
+    assert resolve_config([saved]).train.ema == 0.5

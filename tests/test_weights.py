@@ -7,6 +7,7 @@ import pickle
 
 import pytest
 import torch
+from conftest import Malicious
 from safetensors.torch import save_file
 
 from visionbench.errors import VisionbenchError
@@ -38,14 +39,9 @@ def test_reset_head_keeps_a_fresh_head_of_the_same_shape():
     assert torch.equal(target.classifier[5].weight, before)
 
 
-class Evil:
-    def __reduce__(self):
-        return (print, ("ran code",))
-
-
 def test_pickle_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
-    path.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))
+    path.write_bytes(pickle.dumps({"w": Malicious(print, "ran code")}, protocol=2))
     with pytest.raises(VisionbenchError, match="cannot read weights safely"):
         read_state_file(path)
     with pytest.raises(VisionbenchError, match="not found"):

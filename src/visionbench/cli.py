@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +55,9 @@ def main_options(
 ):
     STATE["debug"] = debug
     if offline:
-        os.environ["VISIONBENCH_OFFLINE"] = "1"
+        from .models import set_offline
+
+        set_offline(True)
 
 
 def data_options(data: str | None, data_dir: Path | None) -> dict:

@@ -81,7 +81,7 @@ class AugConfig(Section):
 class ModelConfig(Section):
     name: str = "simple_cnn"
     pretrained: bool = False
-    small_stem: bool = True  # ResNets: 3x3 stride-1 stem, no max-pool, for 28-64 px inputs
+    small_stem: bool | None = None  # ResNets: 3x3 stride-1 stem, no max-pool; None: on for inputs <= 64 px
     dropout: float = 0.0
     kwargs: dict[str, Any] = {}  # builder-specific, e.g. {width: 24} for small_cnn
     weights: str | None = None  # start from a .safetensors/.pth file, or run:RUN_ID (its last weights)
@@ -91,7 +91,7 @@ class ModelConfig(Section):
 
 class OptimConfig(Section):
     name: Annotated[str, registered("optimizer")] = "sgd"  # engine/optimizers.py OPTIMIZERS
-    lr: float = 0.1
+    lr: float | None = None  # None: 0.1 at batch 128, scaled with the batch size (Goyal et al. 2017)
     momentum: float = 0.9  # sgd, rmsprop, lars
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -114,7 +114,7 @@ class SchedConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int | None = None  # None: 128, or less when the train split is small (>= 8 steps an epoch)
     eval_batch_size: int = 1024
     label_smoothing: float = 0.0
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
@@ -268,7 +268,9 @@ def resolve_config(
         from .recipes import recipe_config
 
         base = recipe_config(str(named).split("@")[0])
-        tree = deep_merge(base, {**tree, "recipe": tree.get("recipe") if "@" in str(named) else base["recipe"]})
+        tree = deep_merge(
+            base, {**tree, "recipe": tree.get("recipe") if "@" in str(named) else base["recipe"]}
+        )
     return build_config(tree)
 
 

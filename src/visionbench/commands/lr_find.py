@@ -15,7 +15,7 @@ from ..engine.device import amp_dtype, pick_device, seed_everything
 from ..engine.losses import create_loss
 from ..engine.lr_find import range_test, suggest
 from ..engine.optim import create_optimizer
-from ..models.build import build_model
+from ..models.build import auto_settings, build_model
 
 KINDS = ("valley", "steepest", "minimum/10")
 
@@ -36,6 +36,10 @@ def find_lr(
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     data = prepare_data(cfg, device, say)
+    cfg, notes = auto_settings(cfg, len(data.keep), data.dataset.shape, data.dataset.originals)
+    data.cfg = cfg
+    for note in notes if say else []:
+        say(note)
     model = build_model(cfg, data.dataset, device)
     optimizer = create_optimizer(model, cfg.optim)
     loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)

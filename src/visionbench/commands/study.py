@@ -10,7 +10,8 @@ A study file (YAML; examples/writeups/ holds one per write-up):
     reference: writeup-002-cifar10    # analysis/references.yaml entry shown beside ours (optional)
     set: {key: value}                 # every run, every scale
     scales:                           # smoke (<= 2 min, the tests), cpu (<= 30 min, 2 cores), full
-      smoke: {set: {...}, runs: {RUN: {key: value} | skip}, note: "what differs at this scale"}
+      smoke: {set: {...}, runs: {RUN: {key: value, grid: {...}} | skip}, steps: {KIND: {option: value}},
+              note: "what differs at this scale"}
     runs:
       RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
     steps:                            # in order, after the runs
@@ -106,18 +107,20 @@ def plan(study: Study) -> list[StudyRun]:
     from ..config import resolve_config
     from .sweep import cell_id
 
-    shared = settings(study.spec.get("set")) + settings(study.scale_spec().get("set"))
+    # the study's settings < the run's < the scale's < the scale's for this run
+    shared, scaled = settings(study.spec.get("set")), settings(study.scale_spec().get("set"))
     per_run = study.scale_spec().get("runs") or {}
     runs = []
     for key, run in study.spec["runs"].items():
         run = run or {}
         if per_run.get(key) == "skip":
             continue
-        grid = run.get("grid") or {}
+        own = dict(per_run.get(key) or {})
+        grid = own.pop("grid", None) or run.get("grid") or {}  # a scale may sweep fewer values
         combos = [dict(zip(grid, c)) for c in itertools.product(*grid.values())] or [{}]
         for values in combos:
             run_id = cell_id(f"{study.name}-{key}", values) if values else f"{study.name}-{key}"
-            overrides = shared + settings(run.get("set")) + settings(per_run.get(key)) + settings(values)
+            overrides = shared + settings(run.get("set")) + scaled + settings(own) + settings(values)
             cfg = resolve_config([], overrides + [f"name={run_id}"])
             runs.append(StudyRun(key, run_id, cfg, values, run.get("writeup") or {}))
     return runs
@@ -153,7 +156,13 @@ def run_study(
         raise VisionbenchError(
             f"{len(failed)} run(s) failed: {', '.join(failed)}", fix="see the errors above"
         )
-    outputs = [run_step(step, study, runs, folder, runs_dir, say) for step in study.spec.get("steps") or []]
+    step_opts = study.scale_spec().get("steps") or {}  # per kind, e.g. {lr_find: {iters: 20}}
+    steps = [
+        {k: {**(v or {}), **(step_opts.get(k) or {})}}
+        for step in study.spec.get("steps") or []
+        for k, v in step.items()
+    ]
+    outputs = [run_step(step, study, runs, folder, runs_dir, say) for step in steps]
     from ..analysis.study_report import write_study_report
 
     report = write_study_report(study, runs, outputs, folder / "report.html", runs_dir)
@@ -171,10 +180,13 @@ def run_study(
 
 def pretrained_available(cfg: RunConfig) -> bool:
     """Whether model.pretrained can be honoured here: the weights are on disk or download."""
+    import torch
+
     from ..models import create_model
 
-    try:
-        create_model(cfg.model.name, num_classes=2, pretrained=True)
+    try:  # on the meta device: no memory, no init; the weights still download or are refused
+        with torch.device("meta"):
+            create_model(cfg.model.name, num_classes=2, pretrained=True)
     except VisionbenchError:
         return False
     return True

@@ -32,7 +32,7 @@ from ..engine.optim import create_optimizer, create_scheduler
 from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
-from ..models.build import build_model
+from ..models.build import auto_settings, build_model
 from ..models.weights import describe, load_state, read_state_file
 from ..runs import Run, RunView, default_run_id, environment, runs_root
 
@@ -64,7 +64,7 @@ def train(
     cfg = resumed.config() if resumed else cfg
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
-    data = load_data(cfg, ranks, console)
+    cfg, data = load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
     weights_report = None if resumed else initial_weights(model, cfg, root)
     run = claim_folder(cfg, ranks, root, resumed)
@@ -112,10 +112,17 @@ def train(
     return run
 
 
-def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> Prepared:
+def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tuple[RunConfig, Prepared]:
+    """The run's data, and its config with the unset settings chosen from it (each said once)."""
     with count_bar(console, "decoding images") as update:
         say = lambda msg: console.print(escape(msg), style="dim")
-        return prepare_data(cfg, ranks.device, say, update, ranks.shard)
+        data = prepare_data(cfg, ranks.device, say, update, ranks.shard)
+    cfg, notes = auto_settings(cfg, len(data.keep), data.dataset.shape, data.dataset.originals)
+    distributed.check_batch(cfg.train.batch_size, ranks.world)
+    for note in notes:
+        console.print(escape(note), style="yellow" if note.startswith("warning") else None)
+    data.cfg, data.choices = cfg, notes  # before any loader is built: they read the batch size
+    return cfg, data
 
 
 def initial_weights(model: nn.Module, cfg: RunConfig, root: Path) -> dict | None:
@@ -185,6 +192,7 @@ def announce(run: Run, cfg: RunConfig, data: Prepared, model: nn.Module, device,
             "model": cfg.model.name,
             "epochs": cfg.train.epochs,
             "params": n_params,
+            "choices": data.choices,  # what was chosen from the data, and the key to set instead
             "data_report": {
                 "source": data.dataset.source,
                 "fingerprint": data.dataset.fingerprint,

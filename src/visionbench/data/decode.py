@@ -99,6 +99,37 @@ def unknown_format(blob: bytes) -> str:
     return f"no image format starts with {blob[:12]!r}"
 
 
+STANDARD_SIZE = 224  # ImageNet's, and what pretrained networks expect
+NATIVE_MAX = 256  # images of one size up to this side keep it (MNIST 28, CIFAR 32, Tiny ImageNet 64)
+SAMPLE = 64  # images whose sizes decide
+
+
+def stored_size(blob: bytes | str) -> tuple[int, int] | None:
+    """(H, W) as `decode` would give it (EXIF-rotated), from the header alone; None if unreadable."""
+    try:
+        with Image.open(io.BytesIO(blob) if isinstance(blob, bytes) else blob) as img:
+            w, h = img.size
+            return (w, h) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
+    except Exception:  # noqa: BLE001 - an unreadable file has no size; decoding names the reason
+        return None
+
+
+def auto_size(blobs: list[bytes | str]) -> tuple[tuple[int, int] | None, str]:
+    """The size every image is brought to when data.img_size is not set, and why: the images'
+    own size when a sample of up to SAMPLE of them (spread over the list) share one no larger
+    than NATIVE_MAX px; otherwise STANDARD_SIZE square - never the first image's size alone,
+    which one large photo could make enormous."""
+    step = max(1, len(blobs) // SAMPLE)
+    sizes = [s for s in map(stored_size, blobs[::step][:SAMPLE]) if s]
+    if not sizes:
+        return probe_size(blobs), "the first image that decodes"
+    if len(set(sizes)) == 1 and max(sizes[0]) <= NATIVE_MAX:
+        return sizes[0], f"the images' own size ({len(sizes)} sampled alike)"
+    shown = ", ".join(f"{w}x{h}" for h, w in sorted(set(sizes), key=sizes.count, reverse=True)[:3])
+    why = "large" if len(set(sizes)) == 1 else "of varied sizes"
+    return (STANDARD_SIZE, STANDARD_SIZE), f"images {why} ({shown}{' ...' if len(set(sizes)) > 3 else ''})"
+
+
 def probe_size(blobs: Iterable[bytes | str]) -> tuple[int, int] | None:
     """(H, W) of the first of `blobs` that decodes (as `decode` gives it: EXIF-rotated), or
     None; `blobs` may be a generator that reads files lazily: it stops at the first image."""

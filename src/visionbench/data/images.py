@@ -15,11 +15,11 @@ from .archive import is_archive, iter_members
 from .cache import Dataset, Split
 from .decode import (
     IMAGE_EXTS,
+    auto_size,
     check_resize,
     decode,  # noqa: F401  (its old import path: callers outside data/ use it)
     decode_all,
     file_bytes,
-    probe_size,
     summarize_origins,
 )
 from .split import stratified_split
@@ -177,10 +177,9 @@ def check_classes(rows: list[tuple], path: Path) -> list[str]:
 def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list):
     """(split, class, file, blob) rows -> ({split: (images NCHW, labels)}, skipped, originals),
     decoded on every core; a file that does not decode is appended to `skipped` with the
-    reason. Without `img_size`, every image takes the size of the first one that decodes."""
+    reason. Without `img_size`, decode.auto_size chooses one size for all."""
     index = {c: i for i, c in enumerate(classes)}
-    # one size for all: img_size, else that of the first image that decodes
-    size = (img_size, img_size) if img_size else probe_size(r[3] for r in rows)
+    size, why = ((img_size, img_size), "data.img_size") if img_size else auto_size([r[3] for r in rows])
     origins: list[str | None] = []
     arrays = decode_all([r[3] for r in rows], size, resize, origins)
     splits: dict[str, tuple[list, list]] = {}
@@ -195,7 +194,7 @@ def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, res
         s: (np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64))
         for s, (imgs, labels) in splits.items()
     }
-    return out, skipped, summarize_origins(origins)
+    return out, skipped, {**summarize_origins(origins), "size_chosen_for": why}
 
 
 def read_folder(

@@ -5,7 +5,7 @@ loaders built on first use."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 
 import numpy as np
@@ -36,6 +36,7 @@ class Prepared:
     mean: list[float]
     std: list[float]
     shard: tuple[int, int] = (0, 1)  # (rank, world): a distributed rank trains on its slice
+    choices: list[str] = field(default_factory=list)  # settings chosen from the data, one line each
 
     def loader(self, split: str, idx=None, train: bool = False) -> TensorLoader:
         s = self.dataset.splits[split]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import VisionbenchError
-from .decode import decode, file_bytes, probe_size
+from .decode import auto_size, decode, file_bytes
 from .loader import TensorLoader
 
 
@@ -63,8 +63,8 @@ class FileImages:
 
 def file_splits(rows: list[tuple], classes: list[str], img_size: int | None, resize: str) -> dict:
     """(split, class, file, path) rows -> {split: (FileImages, labels)}; every image is brought
-    to `img_size` (default: the size of the first file that decodes)."""
-    size = (img_size, img_size) if img_size else probe_size(file_bytes(r[3]) for r in rows)
+    to `img_size` (default: decode.auto_size, from the files' headers)."""
+    size = (img_size, img_size) if img_size else auto_size([r[3] for r in rows])[0]
     if size is None:
         raise VisionbenchError("no file decodes as an image", where=str(rows[0][3].parent))
     index = {c: i for i, c in enumerate(classes)}

@@ -97,16 +97,21 @@ class Ranks:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def setup(device: torch.device, batch_size: int) -> Ranks:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1); else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Ranks(device)
-    if batch_size % world:
+def check_batch(batch_size: int | None, world: int) -> None:
+    if batch_size is not None and batch_size % world:
         raise VisionbenchError(
             f"train.batch_size {batch_size} does not split over {world} processes",
             fix=f"use a multiple of {world}: the global batch is shared out equally",
         )
+
+
+def setup(device: torch.device, batch_size: int | None) -> Ranks:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); else a single process.
+    A batch size not yet chosen (None) is checked by the caller once it is."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(device)
+    check_batch(batch_size, world)
     if device.type == "cuda":  # one GPU per process, by its rank on this node
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

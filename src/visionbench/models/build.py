@@ -1,5 +1,6 @@
 """A run's model from its config: the registry's network for the data's classes and shape,
-resized inputs where asked, on the run's device and memory format."""
+resized inputs where asked, on the run's device and memory format; and the settings left
+unset in the config, chosen from the data."""
 
 from __future__ import annotations
 
@@ -7,7 +8,64 @@ import torch
 import torch.nn as nn
 
 from ..config import RunConfig
-from .registry import create_model, resize_inputs
+from .registry import builder_options, create_model, get_builder, resize_inputs
+
+DEFAULT_BATCH = 128
+MIN_STEPS = 8  # fewer optimizer steps an epoch learn little: one step at lr 0.1 diverged on 196 photos
+BASE_LR = 0.1  # SGD's peak lr at batch 128, scaled linearly with the batch (Goyal et al. 2017)
+SMALL_STEM_MAX = 64  # a stride-1 stem keeps small inputs' resolution; above this it costs too much
+
+
+def auto_settings(
+    cfg: RunConfig, n_train: int, shape, originals: dict | None = None
+) -> tuple[RunConfig, list[str]]:
+    """Fill what the config leaves unset (None) from the data - batch size, learning rate, the
+    ResNet stem - and return one line per choice saying what was chosen and the key that
+    overrides it (the folder image size, chosen when the data was read, is reported too)."""
+    notes = []
+    originals = originals or {}
+    if cfg.data.img_size is None and originals.get("size_chosen_for") not in (None, "data.img_size"):
+        notes.append(
+            f"data.img_size: images brought to {shape[1]}x{shape[2]} px, from {originals['size_chosen_for']}; "
+            "set data.img_size=N to choose"
+        )
+    batch = cfg.train.batch_size
+    if batch is None:
+        batch = DEFAULT_BATCH
+        while batch > 8 and n_train // batch < MIN_STEPS:
+            batch //= 2
+        if batch != DEFAULT_BATCH:
+            notes.append(
+                f"train.batch_size={batch}: {n_train:,} training images make {n_train // batch} steps an epoch "
+                f"({n_train // DEFAULT_BATCH} at {DEFAULT_BATCH}); set train.batch_size=N to choose"
+            )
+    elif n_train // batch < MIN_STEPS // 2:
+        notes.append(
+            f"warning: train.batch_size={batch} makes {max(1, n_train // batch)} optimizer step(s) an epoch "
+            f"for {n_train:,} training images; a smaller batch (or leaving it unset) learns more per epoch"
+        )
+    lr = cfg.optim.lr
+    if lr is None:
+        lr = BASE_LR * batch / DEFAULT_BATCH
+        if batch != DEFAULT_BATCH:
+            notes.append(f"optim.lr={lr:.3g}: {BASE_LR} scaled to batch {batch}; set optim.lr=X to choose")
+    small_stem = cfg.model.small_stem
+    if small_stem is None:
+        size = cfg.model.input_size or shape[1]
+        small_stem = size <= SMALL_STEM_MAX
+        if "small_stem" in builder_options(get_builder(cfg.model.name)):
+            notes.append(
+                f"model.small_stem={str(small_stem).lower()}: inputs are {size} px "
+                f"({'<=' if small_stem else '>'} {SMALL_STEM_MAX}); set model.small_stem=true|false to choose"
+            )
+    cfg = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"batch_size": batch}),
+            "optim": cfg.optim.model_copy(update={"lr": lr}),
+            "model": cfg.model.model_copy(update={"small_stem": small_stem}),
+        }
+    )
+    return cfg, notes
 
 
 def build_model(cfg: RunConfig, ds, device: torch.device, init_weights: bool = True) -> nn.Module:

@@ -1,0 +1,99 @@
+"""The four write-ups as studies: each runs at smoke scale through the CLI and ends in one HTML
+report with the write-up's own figures beside ours; a re-run trains nothing again."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from visionbench.cli import app
+
+WRITEUPS = Path(__file__).resolve().parents[1] / "examples" / "writeups"
+runner = CliRunner()
+
+# per write-up: what its report must show beside ours (its own figures) and what steps leave
+EXPECTED = {
+    "001": {"figures": ["44.58", "52.05", "53.49"], "runs": 4},
+    "002": {"figures": ["66.71", "68.41", "86.06", "90.27", "54.67"], "runs": 12},
+    "003": {"figures": ["98.87", "78.1"], "runs": 2},
+    "004": {"figures": ["86.36", "89.82", "90.64", "91.88"], "runs": 6},
+}
+
+
+def study(file: Path, runs: Path, *extra: str):
+    return runner.invoke(
+        app, ["study", str(file), "--scale", "smoke", "--runs-dir", str(runs), "--json", *extra]
+    )
+
+
+@pytest.mark.parametrize("writeup", sorted(EXPECTED))
+def test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup(writeup, tmp_path):
+    (file,) = WRITEUPS.glob(f"{writeup}-*.yaml")
+    res = study(file, tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert len(out["runs"]) == EXPECTED[writeup]["runs"]
+    for run_id in out["runs"]:
+        assert (tmp_path / "runs" / run_id / "summary.json").is_file(), run_id
+    html = Path(out["report"]).read_text()
+    assert f"Write-up {writeup} beside ours" in html
+    for figure in EXPECTED[writeup]["figures"]:  # the write-up's own numbers are in the report
+        assert figure in html, figure
+    # and ours beside them: every run's test accuracy, as a number, in the "beside" table
+    beside = html.split("beside ours", 1)[1].split("</table>", 1)[0]
+    for run_id in out["runs"]:
+        summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
+        assert f"{100 * summary['test_acc']:.2f}" in beside
+    assert "What differs between their setting and ours" in html and "smoke" in html
+    assert re.search(r'<img src="data:image/png;base64,', html)  # figures inlined: one file
+
+
+def test_steps_and_our_pretraining_are_in_the_report(tmp_path):
+    """Write-up 004: pretrained weights are not on this machine (offline): the study says so and
+    uses our own pretraining, labelled; then the hard vote with a tie-break, and labels for an
+    unlabelled folder."""
+    res = study(WRITEUPS / "004-scratch-transfer-vote.yaml", tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    html = Path(out["report"]).read_text()
+    assert "our pretraining" in html and "not ImageNet" in html
+    steps = {s["kind"]: s for s in out["steps"]}
+    vote = json.loads((tmp_path / "runs" / steps["ensemble"]["name"] / "summary.json").read_text())
+    assert vote["vote"] == "hard" and vote["tie_break"].endswith("resnet50_224") and len(vote["members"]) == 3
+    rows = Path(steps["predict"]["csv"]).read_text().splitlines()
+    assert rows[0].startswith("file,label,confidence") and len(rows) == 51
+    # a re-run trains nothing and makes nothing again
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
+    again = study(WRITEUPS / "004-scratch-transfer-vote.yaml", tmp_path / "runs")
+    assert again.exit_code == 0, again.output
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == before
+
+
+def test_rerun_resumes_a_cut_run_and_skips_finished_ones(tmp_path, monkeypatch):
+    from conftest import interrupt_at
+
+    file = WRITEUPS / "003-mnist-resnet50-rsb.yaml"
+    interrupt_at(monkeypatch, 3)  # 270 train images: 2 steps of 128 for the first run, 1 for the second
+    res = study(file, tmp_path / "runs")
+    assert res.exit_code == 128 + 15, res.output
+    monkeypatch.undo()
+    res = runner.invoke(app, ["study", str(file), "--scale", "smoke", "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"skipped\s+writeup-003-smoke-standard", res.output)
+    assert re.search(r"resumed\s+writeup-003-smoke-rsb_a3", res.output)
+
+
+def test_bad_study_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nruns: {a: {set: {model.name: small_cnn}}}\nstepz: []\n")
+    res = study(bad, tmp_path / "runs")
+    assert res.exit_code == 2 and "unknown study key 'stepz'" in res.output and "steps" in res.output
+    res = study(WRITEUPS / "003-mnist-resnet50-rsb.yaml", tmp_path / "runs", "--scale", "huge")
+    assert res.exit_code == 2 and "scale" in res.output and "Traceback" not in res.output
+    bad.write_text("name: x\nruns: {a: {set: {optim.lrr: 0.1}}}\n")
+    res = study(bad, tmp_path / "runs")
+    assert res.exit_code == 2 and "optim.lr" in res.output  # the nearest valid key
