@@ -142,9 +142,10 @@ def run_study(
         fix=f"the study file changed since that run was made: remove the run folder to train it again "
         f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)",
     )
-    failed = []
+    failed, statuses = [], {}
     for r in runs:
         res = run_cell(Cell(r.id, r.values, r.cfg), runs_dir)
+        statuses[r.id] = res["status"]
         say(f"{res['status']:>11}  {r.id}" + (f": {res['error']}" if "error" in res else ""))
         if res["status"] == "interrupted":
             from .sweep import stopped
@@ -172,7 +173,7 @@ def run_study(
         )
     )
     say(f"report: {report}")
-    return {"study": study.name, "report": str(report), "runs": [r.id for r in runs], "steps": outputs}
+    return {"study": study.name, "report": str(report), "runs": statuses, "steps": outputs}
 
 
 # --- pretrained weights, or our own pretraining ----------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import RunConfig, dump_config, load_yaml, parse_overrides, resolve_config
+from ..config import RunConfig, load_yaml, parse_overrides, resolve_config
 from ..errors import VisionbenchError, did_you_mean
 from ..runs import Run, runs_root
 
@@ -172,14 +172,31 @@ def check_unchanged(
     """A sweep re-run with other settings under the same name would mix two sweeps: refused."""
     for cell in cells:
         path = runs_root(runs_dir) / cell.id
-        if (path / "config.yaml").is_file():
-            saved = dump_config(Run(path).config())
-            if saved != dump_config(cell.cfg.model_copy(update={"name": None})):
-                raise VisionbenchError(
-                    f"run '{cell.id}' was made with other settings than this sweep's",
-                    where=str(path),
-                    fix=fix,
-                )
+        if (path / "config.yaml").is_file() and not same_settings(Run(path).config(), cell.cfg):
+            raise VisionbenchError(
+                f"run '{cell.id}' was made with other settings than this sweep's",
+                where=str(path),
+                fix=fix,
+            )
+
+
+AUTO_KEYS = ("train.batch_size", "optim.lr", "model.small_stem")  # None: chosen from the data
+
+
+def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
+    """Whether a run's saved config is `wanted`; AUTO_KEYS left unset in `wanted` were chosen
+    from the data when the run started (models/build.py auto_settings) and match any value."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "kwargs" else {prefix + k: v}
+        return out
+
+    have, want = flat(saved.model_dump(mode="json")), flat(wanted.model_dump(mode="json"))
+    return all(
+        have.get(k) == v for k, v in want.items() if k != "name" and not (k in AUTO_KEYS and v is None)
+    )
 
 
 def run_grid(cells: list[Cell], runs_dir: str | Path | None, jobs: int = 1, say=print) -> list[dict]:
