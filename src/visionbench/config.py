@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import VisionbenchError, did_you_mean, unknown_name
 
@@ -37,119 +38,144 @@ def registered(kind: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+# Ranges, checked where each value is declared: a value out of range is the config's usual
+# error naming the key, before any data is read or run folder made (never a traceback mid-run,
+# never a "finished" run at chance: epochs=0, val_fraction=1.5, batch_size=0, lr=-1).
+Count = Annotated[int, Field(ge=1)]  # epochs, sizes, batch sizes, steps
+NonNegative = Annotated[int, Field(ge=0)]  # 0 means off
+Positive = Annotated[float, Field(gt=0)]
+Amount = Annotated[float, Field(ge=0)]  # strengths, alphas, degrees: 0 means off
+Probability = Annotated[float, Field(ge=0, le=1)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # of something that must keep a part: val split, decay
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's range
+
+RUN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}")
+
+
+def check_run_name(name: str | None) -> str | None:
+    """A run id is a folder name: letters, digits, '.', '_', '-', at most 120 (never a path)."""
+    if name is not None and (not RUN_NAME.fullmatch(name) or name in (".", "..")):
+        raise VisionbenchError(
+            f"bad run name '{name}'", fix="use letters, digits, '.', '_', '-' (at most 120)"
+        )
+    return name
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan off: lr=nan or epochs=.inf are typos, not settings
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
     name: str = "digits"
     dir: str | None = None  # data root; else $VISIONBENCH_DATA, else the user cache dir
-    val_fraction: float = 0.1  # carved from train, stratified, with data.split_seed
-    split_seed: int = 0
-    img_size: int | None = None  # folders: every image to this square size (default: the first image's)
+    val_fraction: Fraction = 0.1  # carved from train, stratified, with data.split_seed
+    split_seed: Seed = 0
+    img_size: Count | None = None  # folders: every image to this square size (default: chosen from a sample)
     resize: Literal["crop", "stretch"] = "crop"  # folders: shorter side + centre crop, or stretch
     channels: Literal[1, 3] | None = None  # grey <-> RGB conversion, e.g. 3 for RGB-pretrained models
     stream: bool = False  # folders too large to cache: decode each batch from the files (DataLoader)
-    workers: int | None = None  # data.stream: decoding processes (default: the cores, at most 8)
+    workers: NonNegative | None = None  # data.stream: decoding processes (default: the cores, at most 8)
     strict: bool = False  # any unreadable image is an error (else skipped and listed)
-    max_bad_fraction: float = 0.01  # more unreadable files than this is an error anyway
+    max_bad_fraction: Probability = 0.01  # more unreadable files than this is an error anyway
     classes: list[int | str] | None = None  # keep these classes (indices or names), relabelled in order
-    per_class: int | None = None  # at most this many train images per class (seeded by split_seed)
-    test_per_class: int | None = None  # at most this many test images per class (quick experiments)
+    per_class: Count | None = None  # at most this many train images per class (seeded by split_seed)
+    test_per_class: Count | None = None  # at most this many test images per class (quick experiments)
 
 
 class AugConfig(Section):
-    crop_padding: int = 0  # random crop after reflect-padding by this many pixels (0: off)
+    crop_padding: NonNegative = 0  # random crop after reflect-padding by this many pixels (0: off)
     flip: bool = False  # random horizontal flip (off for digits: a flipped 2 is not a 2)
     # per-sample augmentations on the device (data/augment.py); every default is "off"
-    resized_crop: float = 0.0  # RandomResizedCrop: smallest area fraction kept (0: off; timm 0.08)
-    rotate: float = 0.0  # random rotation, degrees either way
-    jitter: float = 0.0  # colour jitter strength: brightness, contrast, saturation +-this
-    hue: float = 0.0  # colour jitter: hue shift, fraction of a turn either way (<= 0.5)
+    resized_crop: Probability = 0.0  # RandomResizedCrop: smallest area fraction kept (0: off; timm 0.08)
+    rotate: Annotated[float, Field(ge=0, le=180)] = 0.0  # random rotation, degrees either way
+    jitter: Amount = 0.0  # colour jitter strength: brightness, contrast, saturation +-this
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0  # colour jitter: hue shift, turns either way
     policy: Literal["none", "randaugment", "trivialaugment"] = "none"
-    ops: int = 2  # randaugment: ops per image
-    magnitude: float = 9.0  # randaugment: magnitude out of 10 (timm's rand-m9)
-    magnitude_std: float = 0.5  # randaugment: per-image noise on the magnitude
-    erase: float = 0.0  # Random Erasing: probability per image (0: off)
-    cutout: int = 0  # Cutout: side of a square zeroed at a random place, pixels (0: off)
-    mixup: float = 0.0  # Mixup alpha (0: off)
-    cutmix: float = 0.0  # CutMix alpha (0: off); with both, one is picked per batch
-    mix_prob: float = 1.0  # probability a batch is mixed at all
-    repeats: int = 1  # repeated augmentation: each image this many times per epoch (Hoffer et al.)
+    ops: NonNegative = 2  # randaugment: ops per image
+    magnitude: Amount = 9.0  # randaugment: magnitude out of 10 (timm's rand-m9)
+    magnitude_std: Amount = 0.5  # randaugment: per-image noise on the magnitude
+    erase: Probability = 0.0  # Random Erasing: probability per image (0: off)
+    cutout: NonNegative = 0  # Cutout: side of a square zeroed at a random place, pixels (0: off)
+    mixup: Amount = 0.0  # Mixup alpha (0: off)
+    cutmix: Amount = 0.0  # CutMix alpha (0: off); with both, one is picked per batch
+    mix_prob: Probability = 1.0  # probability a batch is mixed at all
+    repeats: Count = 1  # repeated augmentation: each image this many times per epoch (Hoffer et al.)
 
 
 class ModelConfig(Section):
     name: str = "simple_cnn"
     pretrained: bool = False
     small_stem: bool | None = None  # ResNets: 3x3 stride-1 stem, no max-pool; None: on for inputs <= 64 px
-    dropout: float = 0.0
+    dropout: Fraction = 0.0
     kwargs: dict[str, Any] = {}  # builder-specific, e.g. {width: 24} for small_cnn
     weights: str | None = None  # start from a .safetensors/.pth file, or run:RUN_ID (its last weights)
     reset_head: bool = False  # with weights: keep the new head even where the file's has the same shape
-    input_size: int | None = None  # resize inputs on the device to this size first (224 for ImageNet weights)
+    input_size: Count | None = None  # resize inputs on the device first (224 for ImageNet weights)
 
 
 class OptimConfig(Section):
     name: Annotated[str, registered("optimizer")] = "sgd"  # engine/optimizers.py OPTIMIZERS
-    lr: float | None = None  # None: 0.1 at batch 128, scaled with the batch size (Goyal et al. 2017)
-    momentum: float = 0.9  # sgd, rmsprop, lars
+    lr: Positive | None = None  # None: 0.1 at batch 128, scaled with the batch size (Goyal et al. 2017)
+    momentum: Fraction = 0.9  # sgd, rmsprop, lars
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: Amount = 5e-4
     # None: each optimizer's own default, its paper's (adam 0.9, 0.999 and 1e-8; yogi eps 1e-3;
     # lamb eps 1e-6; lion 0.9, 0.99 and no eps)
-    betas: tuple[float, float] | None = None  # adam, adamw, yogi, lamb, lion
-    eps: float | None = None  # adam, adamw, rmsprop, yogi, lamb
-    trust_coefficient: float = 0.001  # lars
+    betas: tuple[Fraction, Fraction] | None = None  # adam, adamw, yogi, lamb, lion
+    eps: Positive | None = None  # adam, adamw, rmsprop, yogi, lamb
+    trust_coefficient: Positive = 0.001  # lars
 
 
 class SchedConfig(Section):
     name: Annotated[str, registered("schedule")] = "onecycle"  # engine/schedules.py SCHEDULES
-    warmup_epochs: float = 0.0  # all but onecycle: linear warmup length
-    pct_start: float = 0.25  # onecycle: fraction of steps spent rising
-    step_epochs: int = 10  # step: decay every this many epochs ...
-    gamma: float = 0.1  # ... by this factor (plateau: on each plateau)
-    min_lr_ratio: float = 0.0  # cosine/linear: end at this fraction of the peak lr
-    patience: int = 2  # plateau: epochs without a better val loss before decaying
+    warmup_epochs: Amount = 0.0  # all but onecycle: linear warmup length
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25  # onecycle: fraction of steps spent rising
+    step_epochs: Count = 10  # step: decay every this many epochs ...
+    gamma: Positive = 0.1  # ... by this factor (plateau: on each plateau)
+    min_lr_ratio: Probability = 0.0  # cosine/linear: end at this fraction of the peak lr
+    patience: NonNegative = 2  # plateau: epochs without a better val loss before decaying
 
 
 class TrainConfig(Section):
-    epochs: int = 10
-    batch_size: int | None = None  # None: 128, or less when the train split is small (>= 8 steps an epoch)
-    eval_batch_size: int = 1024
-    label_smoothing: float = 0.0
+    epochs: Count = 10
+    batch_size: Count | None = None  # None: 128, or less when the train split is small (>= 8 steps an epoch)
+    eval_batch_size: Count = 1024
+    label_smoothing: Fraction = 0.0
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
-    ema: float = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
-    early_stop: int = 0  # stop after this many epochs without a better val accuracy (0: off)
-    grad_clip: float | None = None  # max global grad norm
+    ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
+    early_stop: NonNegative = 0  # stop after this many epochs without a better val accuracy (0: off)
+    grad_clip: Positive | None = None  # max global grad norm
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA (never on CPU, where it is slower)
     channels_last: bool = (
         True  # NHWC memory layout, on every device (faster on GPUs and for small CNNs on CPU)
     )
     deterministic: bool = True  # deterministic kernels: a resumed run equals an uninterrupted one
-    threads: int | None = None  # CPU threads; default: all cores
-    checkpoint_minutes: float | None = None  # also checkpoint mid-epoch every N minutes
-    checkpoint_steps: int | None = None  # also checkpoint mid-epoch every N steps
+    threads: Count | None = None  # CPU threads; default: all cores
+    checkpoint_minutes: Positive | None = None  # also checkpoint mid-epoch every N minutes
+    checkpoint_steps: Count | None = None  # also checkpoint mid-epoch every N steps
     sync_bn: bool = False  # distributed runs: BatchNorm statistics over the global batch
 
 
 class FreezeStage(Section):
-    epochs: int | None = None  # None: until the run ends
+    epochs: Count | None = None  # None: until the run ends
     freeze: str = "none"  # head-only | until:<layer> (layers before it frozen) | none
-    backbone_lr_mult: float = 1.0  # learning rate of every layer but the head, times this
+    backbone_lr_mult: Amount = 1.0  # learning rate of every layer but the head, times this
 
 
 class FinetuneConfig(Section):
     freeze: str = "none"  # for the whole run, when there are no stages
-    backbone_lr_mult: float = 1.0  # for the whole run, when there are no stages
+    backbone_lr_mult: Amount = 1.0  # for the whole run, when there are no stages
     stages: list[FreezeStage] = []  # e.g. [{epochs: 3, freeze: head-only}, {backbone_lr_mult: 0.1}]
     bn_eval: bool = True  # BatchNorm layers that are frozen stay in eval mode (running stats kept)
 
 
 class RunConfig(Section):
-    name: str | None = None  # run id; default: <time>-<data>-<model>
+    # run id; default: <time>-<data>-<model>
+    name: Annotated[str | None, AfterValidator(check_run_name)] = None
     recipe: str | None = None  # the preset this run started from, as name@version (see recipes/)
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig = DataConfig()
     aug: AugConfig = AugConfig()
     model: ModelConfig = ModelConfig()
@@ -228,7 +254,9 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise VisionbenchError(
-            f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})", where=source
+            f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})",
+            where=source,
+            fix="`visionbench train --help-config` lists every key with its default",
         ) from None
     except VisionbenchError as e:  # a name its registry does not list
         e.where = e.where or source

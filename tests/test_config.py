@@ -1,0 +1,51 @@
+"""Config values are checked where they are declared: ranges, not only types."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from visionbench.cli import app
+from visionbench.config import resolve_config
+from visionbench.errors import VisionbenchError
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.epochs=-1", "train.epochs"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=0", "optim.lr"),
+        ("optim.lr=.nan", "optim.lr"),
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("data.val_fraction=1", "data.val_fraction"),
+        ("data.img_size=-5", "data.img_size"),
+        ("data.per_class=0", "data.per_class"),
+        ("aug.mix_prob=2", "aug.mix_prob"),
+        ("aug.repeats=0", "aug.repeats"),
+        ("model.dropout=1", "model.dropout"),
+        ("optim.betas=[0.9, 1.5]", "optim.betas.1"),
+        ("sched.pct_start=0", "sched.pct_start"),
+        ("train.label_smoothing=-0.1", "train.label_smoothing"),
+        ("train.checkpoint_steps=0", "train.checkpoint_steps"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_a_value_out_of_range_is_an_error_naming_the_key(override, key):
+    with pytest.raises(VisionbenchError) as exc:
+        resolve_config([], [override])
+    assert f"bad value for '{key}'" in str(exc.value)
+
+
+def test_unset_values_chosen_from_the_data_may_stay_none():
+    cfg = resolve_config([], ["train.batch_size=null", "optim.lr=null", "model.small_stem=null"])
+    assert cfg.train.batch_size is None and cfg.optim.lr is None and cfg.model.small_stem is None
+
+
+def test_a_bad_value_on_the_command_line_leaves_no_run_folder(tmp_path):
+    res = CliRunner().invoke(app, ["train", "--data", "digits", "--batch-size", "0", "--name", "X"])
+    assert res.exit_code == 2 and "bad value for 'train.batch_size'" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "runs" / "X").exists()
