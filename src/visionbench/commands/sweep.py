@@ -235,12 +235,12 @@ def summary_rows(cells: list[tuple[str, dict]], runs_dir: str | Path | None) -> 
     rows = []
     for run_id, values in cells:
         run = Run(runs_root(runs_dir) / run_id)
-        summary, meta = run.read_json("summary.json"), run.read_json("run.json")
+        status, summary, _ = run.record(absent="absent") if run.path.is_dir() else ("absent", {}, {})
         rows.append(
             {
                 "id": run_id,
                 **values,
-                "status": "finished" if summary else meta.get("status", "absent"),
+                "status": status,
                 "best_val_acc": summary.get("best_val_acc"),
                 "test_acc": summary.get("test_acc"),
                 "seconds": summary.get("train_seconds"),

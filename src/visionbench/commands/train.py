@@ -67,8 +67,8 @@ def train(
     cfg, data = load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
     weights_report = None if resumed else initial_weights(model, cfg, root)
+    state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     run = claim_folder(cfg, ranks, root, resumed)
-    state = training_state(cfg, model, data)
     trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=any(state.freezing.frozen))
     scored = state.ema.module if state.ema else model  # the weights evaluated and saved
     if resumed and any(run.path.glob("checkpoint.pt*")):  # restore judges what is intact
@@ -136,7 +136,8 @@ def initial_weights(model: nn.Module, cfg: RunConfig, root: Path) -> dict | None
 
 
 def claim_folder(cfg: RunConfig, ranks: distributed.Ranks, root: Path, resumed: Run | None) -> Run:
-    """The run's folder: rank 0 claims it (a new, unique id unless named), the others see it."""
+    """The run's folder: rank 0 claims it (a new, unique id unless named), the others see it.
+    Claimed last, once nothing before training can fail; it appears with its config.yaml."""
     path = ranks.main_first(
         lambda: (
             Run.create(
@@ -144,6 +145,7 @@ def claim_folder(cfg: RunConfig, ranks: distributed.Ranks, root: Path, resumed: 
                 resumed.id if resumed else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
                 resume=bool(resumed),
                 unique=not resumed and not cfg.name,
+                files={"config.yaml": dump_config(cfg.model_copy(update={"name": None}))},
             ).path
         )
     )
@@ -168,11 +170,11 @@ def training_state(cfg: RunConfig, model: nn.Module, data: Prepared) -> Training
 def start_record(
     run: Run, cfg: RunConfig, device, weights_report: dict | None, console: Console, restarted: bool
 ) -> None:
-    """config.yaml, environment.json and the weights' load report of a run's first start."""
+    """environment.json and the weights' load report of a run's first start (its config.yaml
+    came with the folder)."""
     if restarted:  # stopped before its first checkpoint: start it again, same config
         console.print(f"no checkpoint in [bold]{run.id}[/] yet: starting it from the beginning")
         run.truncate_metrics(0)
-    run.write_text("config.yaml", dump_config(cfg.model_copy(update={"name": None})))
     run.write_json("environment.json", environment(device))
     if weights_report:
         run.write_json("weights.json", weights_report)

@@ -5,18 +5,21 @@ The folder is the record of truth. A finished run (summary.json present) is neve
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 
-from ..engine.checkpoint import atomic_write_bytes
+from ..engine.checkpoint import atomic_write_bytes, fsync_dir
 from ..errors import VisionbenchError
 
 
@@ -49,13 +52,18 @@ class Run:
         return self.path / "checkpoint.pt"
 
     @classmethod
-    def create(cls, root: Path, run_id: str, resume: bool = False, unique: bool = False) -> Run:
-        """The run's folder, made here: a new run claims it atomically (mkdir), so concurrent
-        runs never share one; `unique` picks the next free -2, -3, ... instead of failing."""
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", run_id) or run_id in (".", ".."):
-            raise VisionbenchError(
-                f"bad run name '{run_id}'", fix="use letters, digits, '.', '_', '-' (at most 120)"
-            )
+    def create(
+        cls, root: Path, run_id: str, resume: bool = False, unique: bool = False, files: dict | None = None
+    ) -> Run:
+        """The run's folder, made here with `files` ({name: text}, e.g. its config.yaml) already
+        in it: built as a hidden temp folder, then renamed into place. A rename claims a name
+        atomically, so concurrent runs never share a folder, and a folder never exists without
+        its config. An existing folder is taken over only when empty - what a run stopped in
+        its first seconds by an older version left - so such a name is never stuck; `unique`
+        picks the next free -2, -3, ... instead of failing."""
+        from ..config import check_run_name
+
+        check_run_name(run_id)
         run = cls(root / run_id)
         if run.finished and not unique:  # a default id taken in the same second moves on to -2
             raise VisionbenchError(
@@ -63,20 +71,59 @@ class Run:
                 where=str(run.path),
                 fix="choose another name= (or leave it out)",
             )
+        if resume:
+            run.path.mkdir(parents=True, exist_ok=True)
+            return run
         root.mkdir(parents=True, exist_ok=True)
-        for n in range(2, 10_000):
-            try:
-                run.path.mkdir(exist_ok=resume)
-                return run
-            except FileExistsError:
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{run_id}.new-"))
+        try:
+            for name, text in (files or {}).items():
+                atomic_write_bytes(tmp / name, text.encode())
+            for n in range(2, 10_000):
+                if run.claim(tmp, take_empty=not unique):
+                    return run
                 if not unique:
-                    raise VisionbenchError(
-                        f"run '{run_id}' exists and is unfinished",
-                        where=str(run.path),
-                        fix="add --resume to continue it, or choose another name",
-                    ) from None
+                    raise run.taken()
                 run = cls(root / f"{run_id}-{n}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; left only on a failure
         raise VisionbenchError(f"no free run name left for '{run_id}'", where=str(root))
+
+    def claim(self, tmp: Path, take_empty: bool) -> bool:
+        """Rename `tmp` to this run's folder; False when the name is taken. An empty folder is
+        taken over when `take_empty` (POSIX rename replaces an empty directory; elsewhere it is
+        removed first - rmdir fails if anything appeared in it meanwhile)."""
+        if not take_empty and self.path.exists():
+            return False
+        for _ in range(2):
+            try:
+                os.rename(tmp, self.path)
+                fsync_dir(self.path.parent)
+                return True
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                    raise
+            if not take_empty:
+                return False
+            try:
+                self.path.rmdir()
+            except OSError:
+                return False
+        return False
+
+    def taken(self) -> VisionbenchError:
+        """Why this run's name cannot be used for a new run."""
+        if (self.path / "config.yaml").is_file():
+            return VisionbenchError(
+                f"run '{self.id}' exists and is unfinished",
+                where=str(self.path),
+                fix="add --resume to continue it, or choose another name",
+            )
+        return VisionbenchError(
+            f"'{self.id}' exists in the runs folder and holds no run (no config.yaml)",
+            where=str(self.path),
+            fix="choose another name, or remove that folder if nothing in it is wanted",
+        )
 
     @classmethod
     def open(cls, ref: str | Path, root: Path | None = None) -> Run:
@@ -85,10 +132,13 @@ class Run:
         if not (path / "config.yaml").is_file():
             path = runs_root(root) / str(ref)
         if not (path / "config.yaml").is_file():
+            empty = path.is_dir() and not any(path.iterdir())
             raise VisionbenchError(
-                f"no run '{ref}'",
-                where=f"looked in {Path(ref)} and {path}",
-                fix="`visionbench runs` lists the runs",
+                f"run '{ref}' never started: its folder is empty" if empty else f"no run '{ref}'",
+                where=str(path) if empty else f"looked in {Path(ref)} and {path}",
+                fix=f"start it again with --name {path.name} (an empty folder is reused)"
+                if empty
+                else "`visionbench runs` lists the runs",
             )
         return cls(path)
 
@@ -101,7 +151,11 @@ class Run:
 
     def set_status(self, status: str) -> None:
         """running / interrupted / finished, kept in run.json beside the data report."""
-        self.write_json("run.json", {**self.read_json("run.json"), "status": status})
+        try:
+            meta = self.read_json("run.json")
+        except VisionbenchError:  # damaged: the status at least is written whole again
+            meta = {}
+        self.write_json("run.json", {**meta, "status": status})
 
     def log_metrics(self, row: dict) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
@@ -120,19 +174,52 @@ class Run:
 
     # --- reading ------------------------------------------------------------------------------
     def read_json(self, name: str) -> dict:
+        """One of the run's JSON files ({} when absent); a damaged one is a clear error."""
         p = self.path / name
-        return json.loads(p.read_text()) if p.is_file() else {}
+        if not p.is_file():
+            return {}
+        try:
+            obj = json.loads(p.read_bytes())
+        except (ValueError, OSError):  # not JSON (UnicodeDecodeError is a ValueError), or unreadable
+            obj = None
+        if not isinstance(obj, dict):
+            raise VisionbenchError(
+                f"run '{self.id}': {name} is damaged (not a JSON object)",
+                where=str(p),
+                fix="restore the file, or remove the run's folder if the run is not wanted",
+            )
+        return obj
+
+    def record(self, absent: str = "unfinished") -> tuple[str, dict, dict]:
+        """(status, summary.json, run.json) for listings. A damaged file makes the status
+        "damaged: ..." - one bad file never hides this run, nor any other."""
+        files, damaged = {}, []
+        for name in ("summary.json", "run.json"):
+            try:
+                files[name] = self.read_json(name)
+            except VisionbenchError:
+                files[name] = {}
+                damaged.append(name)
+        summary, meta = files["summary.json"], files["run.json"]
+        if not (self.path / "config.yaml").is_file():
+            damaged.insert(0, "config.yaml missing")
+        if damaged:
+            return f"damaged: {', '.join(damaged)}", summary, meta
+        return ("finished" if summary else str(meta.get("status", absent))), summary, meta
 
     def metrics(self) -> list[dict]:
         p = self.path / "metrics.jsonl"
         if not p.is_file():
             return []
         rows = []
-        for line in p.read_text().splitlines():
+        for line in p.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill -9: the epoch is redone
                 break
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                break  # damaged: what follows cannot be trusted either
+            rows.append(row)
         return rows
 
     def config(self):
@@ -213,27 +300,36 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+RUN_FILES = ("config.yaml", "run.json", "summary.json", "metrics.jsonl", "checkpoint.pt", "last.safetensors")
+
+
 def list_runs(root: Path) -> list[dict]:
-    """One row per run folder, newest first."""
+    """One row per run folder, newest first: unfinished and damaged runs included (a folder
+    left empty, or with a damaged or missing file, says so); other folders (saved ensembles,
+    sweeps/) and hidden ones are not runs."""
     rows = []
     if not root.is_dir():
         return rows
     for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
-        if not (path / "config.yaml").is_file():
+        if path.name.startswith(".") or not path.is_dir():
             continue
         run = Run(path)
-        summary, meta = run.read_json("summary.json"), run.read_json("run.json")
+        empty = not any(path.iterdir())
+        if not empty and not any((path / f).is_file() for f in RUN_FILES):
+            continue
+        status, summary, meta = ("empty: never started", {}, {}) if empty else run.record()
         last = (run.metrics() or [{}])[-1]
+        number = lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
         rows.append(
             {
                 "id": run.id,
-                "status": "finished" if summary else meta.get("status", "unfinished"),
+                "status": status,
                 "data": meta.get("data"),
                 "model": meta.get("model"),
                 "epochs": f"{last.get('epoch', 0)}/{meta.get('epochs', '?')}",
-                "val_acc": last.get("val_acc"),
-                "test_acc": summary.get("test_acc"),
-                "seconds": summary.get("train_seconds"),
+                "val_acc": number(last.get("val_acc")),
+                "test_acc": number(summary.get("test_acc")),
+                "seconds": number(summary.get("train_seconds")),
             }
         )
     return rows

@@ -1,0 +1,75 @@
+"""Run folders: a name is never stuck by a run that never started, and one damaged file never
+hides a run (or every run) from `visionbench runs`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import visionbench.commands.train as train_module
+from visionbench.cli import app
+from visionbench.commands.train import train
+from visionbench.config import resolve_config
+from visionbench.errors import VisionbenchError
+from visionbench.runs import Run, list_runs
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("step", ["prepare_data", "training_state"])
+def test_a_run_stopped_in_its_first_seconds_leaves_no_folder(tmp_path, monkeypatch, tiny_overrides, step):
+    def interrupted(*args, **kwargs):  # Ctrl-C while the cache builds, or the optimizer is made
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, step, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_config([], tiny_overrides + ["name=X"]), quiet=True)
+    assert not (tmp_path / "runs" / "X").exists()
+
+
+def test_an_error_before_training_leaves_no_folder(tmp_path, tiny_overrides):
+    cfg = resolve_config([], tiny_overrides + ["name=X", "finetune.freeze=until:nowhere"])
+    with pytest.raises(VisionbenchError, match="no layer 'nowhere'"):
+        train(cfg, quiet=True)
+    assert not (tmp_path / "runs" / "X").exists()
+
+
+def test_an_empty_folder_left_by_a_run_does_not_block_its_name(tmp_path, tiny_overrides):
+    (tmp_path / "runs" / "X").mkdir(parents=True)  # what a run stopped in its first seconds left
+    res = runner.invoke(app, ["train", "--resume", "X"])
+    assert res.exit_code == 2 and "never started" in res.output and "--name X" in res.output
+    assert list_runs(tmp_path / "runs")[0]["status"].startswith("empty")
+    run = train(resolve_config([], tiny_overrides + ["name=X", "train.epochs=1"]), quiet=True)
+    assert run.finished and run.path == tmp_path / "runs" / "X"
+
+
+def test_a_folder_that_holds_no_run_is_never_taken_over(tmp_path):
+    (tmp_path / "X").mkdir()
+    (tmp_path / "X" / "ensemble.json").write_text("{}")
+    with pytest.raises(VisionbenchError, match="holds no run"):
+        Run.create(tmp_path, "X", files={"config.yaml": "seed: 0\n"})
+    assert (tmp_path / "X" / "ensemble.json").read_text() == "{}"
+    assert Run.create(tmp_path, "Y", files={"config.yaml": "seed: 0\n"}).config().seed == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X", "Y"]  # no temp folder left
+
+
+def test_a_damaged_json_file_lists_its_run_as_damaged_and_the_others_still(tmp_path, tiny_run):
+    root = tmp_path / "runs"
+    for name in ("good", "bad", "half"):
+        (root / name).mkdir(parents=True)
+        for f in ("config.yaml", "run.json", "summary.json", "metrics.jsonl"):
+            (root / name / f).write_bytes((tiny_run / f).read_bytes())
+    (root / "bad" / "summary.json").write_text("garbage{")
+    (root / "half" / "run.json").write_text("[1, 2]")  # JSON, but not the object it should be
+    (root / "half" / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": "x"}\n5\n')
+    res = runner.invoke(app, ["runs", "--runs-dir", str(root)])
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in json.loads(runner.invoke(app, ["runs", "--json"]).stdout)}
+    assert rows["good"]["status"] == "finished"
+    assert rows["bad"]["status"] == "damaged: summary.json"
+    assert rows["half"]["status"] == "damaged: run.json" and rows["half"]["val_acc"] is None
+    assert Run(root / "bad").finished  # never overwritten
+    with pytest.raises(VisionbenchError, match="summary.json is damaged"):
+        Run(root / "bad").read_json("summary.json")
