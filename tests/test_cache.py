@@ -1,7 +1,9 @@
-"""The array cache: a build killed while writing leaves a temp folder; later builds remove it."""
+"""The array cache: a build killed while writing leaves a temp folder, later builds remove it;
+a damaged cache is rebuilt, never used; arrays too large for the memory are refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,9 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import visionbench
 from visionbench.data import cache
+from visionbench.errors import VisionbenchError
 
 KEY = "0123456789abcdef0123"  # cache folders are <name>-<20 hex digits of the source key>
 
@@ -76,3 +80,72 @@ def test_only_dead_or_day_old_builds_are_removed(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(
         n for n, (_, gone_) in folders.items() if not gone_
     )
+
+
+def digits_cache(lines: list[str] | None = None) -> cache.Dataset:
+    from visionbench.data import load_dataset
+
+    return load_dataset("digits", on_build=None if lines is None else lines.append)
+
+
+def zero(path: Path) -> None:
+    arr = np.load(path, mmap_mode="r+")
+    arr[:] = 0
+    arr.flush()
+
+
+def truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def garbage(path: Path) -> None:
+    path.write_text("garbage{")
+
+
+@pytest.mark.parametrize(
+    "damage, file, said",
+    [
+        (zero, "train_images.npy", "train_images.npy changed since it was written"),
+        (truncate, "test_images.npy", "test_images.npy has"),
+        (zero, "train_labels.npy", "train_labels.npy changed"),
+        (garbage, "meta.json", "damaged: JSONDecodeError"),
+    ],
+)
+def test_a_damaged_cache_is_rebuilt_and_said_never_used(damage, file, said):
+    healthy = digits_cache()
+    first = np.asarray(healthy.splits["train"].images).copy()
+    damage(Path(healthy.cache) / file)
+    lines: list[str] = []
+    again = digits_cache(lines)
+    assert said in lines[0] and "decoding the data again" in lines[0]
+    assert again.fingerprint == healthy.fingerprint == cache.fingerprint(again)
+    assert np.array_equal(again.splits["train"].images, first)
+    assert digits_cache([]).fingerprint == healthy.fingerprint  # whole again: nothing said
+
+
+def test_a_cache_written_without_file_hashes_is_rebuilt():
+    folder = Path(digits_cache().cache)
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["files"]  # as written before the hashes were
+    (folder / "meta.json").write_text(json.dumps(meta))
+    lines: list[str] = []
+    digits_cache(lines)
+    assert "without file hashes" in lines[0]
+
+
+def test_arrays_too_large_for_memory_are_refused_before_decoding(tmp_path, monkeypatch):
+    from test_data import png
+
+    from visionbench.data import images, load_dataset
+
+    for cls in ("a", "b"):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "pics" / cls / f"{i}.png").write_bytes(png((9, 9, 9)))
+    monkeypatch.setattr(cache, "memory_total", lambda: 4 * 2**20)  # a 4 MiB machine: 1 MiB for arrays
+    monkeypatch.setattr(images, "decode_all", lambda *a, **k: pytest.fail("decoded before checking"))
+    with pytest.raises(
+        VisionbenchError, match=r"6 images at 512x512 px need 4.5 MiB as arrays, more than 25% of the 4.0 MiB"
+    ) as exc:
+        load_dataset(f"folder:{tmp_path / 'pics'}", img_size=512)
+    assert "data.img_size (at most 224)" in exc.value.fix and "data.stream=true" in exc.value.fix

@@ -318,3 +318,30 @@ def test_a_subset_or_converted_copy_never_reads_the_whole_datasets_stats():
     assert subset.mean != whole.mean and subset.report["classes"] == ["0", "1"]  # ... its own values
     assert len(grey3.mean) == 3 and grey3.report["shape"] == [3, 8, 8]
     assert len(list(Path(whole.dataset.cache).glob("stats-*.json"))) == 3
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 12345\n"
+
+
+def test_a_folder_of_git_lfs_pointers_is_a_clear_error(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "pics" / cls / f"{i}.jpg").write_bytes(LFS_POINTER)
+    with pytest.raises(VisionbenchError, match="no readable train images: 6 files skipped") as exc:
+        load_dataset(f"folder:{tmp_path / 'pics'}", None)
+    assert "git lfs pull" in str(exc.value)
+
+
+def test_a_label_csv_whose_files_are_all_missing_is_a_clear_error(tmp_path):
+    (tmp_path / "labels.csv").write_text("file,label\na.png,cat\nb.png,dog\nc.png,cat\n")
+    with pytest.raises(VisionbenchError, match="no readable train images: 3 files skipped, e.g. a.png"):
+        load_dataset(f"csv:{tmp_path / 'labels.csv'}", None)
+
+
+def test_a_test_split_of_unreadable_files_is_named_never_replaced_by_a_carved_one(tmp_path):
+    path = write_csv(tmp_path, tree_rows())  # 3 train and 1 test image per class
+    for c in COLOURS:
+        (tmp_path / "images" / f"{c}_3.png").write_bytes(b"<html>not found</html>")
+    with pytest.raises(VisionbenchError, match="no readable test images: 3 files skipped"):
+        load_dataset(f"csv:{path}", None)

@@ -96,6 +96,8 @@ def decode_with_origin(
 def unknown_format(blob: bytes) -> str:
     if not blob:
         return "an empty file"
+    if blob.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the image: run `git lfs pull`"
     return f"no image format starts with {blob[:12]!r}"
 
 

@@ -137,7 +137,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         from .stream import file_splits
 
         return train_classes, file_splits(rows, train_classes, img_size, resize), skipped, {}
-    return train_classes, *decode_rows(rows, train_classes, img_size, resize, skipped)
+    return train_classes, *decode_rows(rows, train_classes, img_size, resize, skipped, path)
 
 
 def check_classes(rows: list[tuple], path: Path) -> list[str]:
@@ -174,26 +174,33 @@ def check_classes(rows: list[tuple], path: Path) -> list[str]:
     return train_classes
 
 
-def decode_rows(rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list):
+def decode_rows(
+    rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list, source: Path
+):
     """(split, class, file, blob) rows -> ({split: (images NCHW, labels)}, skipped, originals),
     decoded on every core; a file that does not decode is appended to `skipped` with the
-    reason. Without `img_size`, decode.auto_size chooses one size for all."""
+    reason, and a split whose every file failed is there, empty (load_dataset names it).
+    Without `img_size`, decode.auto_size chooses one size for all; the arrays must fit in
+    memory (cache.check_fits) before a byte is decoded."""
     index = {c: i for i, c in enumerate(classes)}
     size, why = ((img_size, img_size), "data.img_size") if img_size else auto_size([r[3] for r in rows])
+    if size is not None:
+        cache.check_fits(len(rows), (3, *size), source)
     origins: list[str | None] = []
     arrays = decode_all([r[3] for r in rows], size, resize, origins)
-    splits: dict[str, tuple[list, list]] = {}
+    picked: dict[str, list[tuple[np.ndarray, int]]] = {split: [] for split, *_ in rows}
     for (split, cls, name, _), arr in zip(rows, arrays):
         if isinstance(arr, str):
             skipped.append({"file": name, "reason": arr})
-            continue
-        imgs, labels = splits.setdefault(split, ([], []))
-        imgs.append(arr)
-        labels.append(index[cls])
-    out = {
-        s: (np.stack(imgs).transpose(0, 3, 1, 2).copy(), np.asarray(labels, dtype=np.int64))
-        for s, (imgs, labels) in splits.items()
-    }
+        else:
+            picked[split].append((arr, index[cls]))
+    shape = (3, *(size or (0, 0)))
+    out = {}
+    for split, items in picked.items():
+        images = np.empty((len(items), *shape), np.uint8)  # filled in place: no stacked copy
+        for i, (arr, _) in enumerate(items):
+            images[i] = arr.transpose(2, 0, 1)
+        out[split] = (images, np.asarray([label for _, label in items], dtype=np.int64))
     return out, skipped, {**summarize_origins(origins), "size_chosen_for": why}
 
 
@@ -224,7 +231,7 @@ def with_test_split(
     """The Dataset of read splits; without a test split, a fixed stratified 20% of train."""
     splits = {s: Split(x, y) for s, (x, y) in arrays.items()}
     notes = []
-    if "test" not in splits:  # no test split given: carve a fixed, stratified one
+    if "test" not in splits and len(splits.get("train", ())):  # none given: carve a fixed one
         train = splits.pop("train")
         tr, te = stratified_split(train.labels, 0.2, seed=0)
         splits = {

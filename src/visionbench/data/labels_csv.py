@@ -74,7 +74,7 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
     if not rows:
         raise VisionbenchError("the label CSV lists no readable images", where=str(path))
     classes = check_classes(rows, path)
-    return classes, *decode_rows(rows, classes, img_size, resize, skipped)
+    return classes, *decode_rows(rows, classes, img_size, resize, skipped, path)
 
 
 def read_csv(name: str, path: Path, img_size: int | None = None, resize: str = "crop") -> Dataset:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset
@@ -107,21 +109,54 @@ def load_dataset(
     if options.get("stream"):  # too large to cache: the files are the data
         ds = source.read(path, **options)
         ds.source = str(path)
-        return ds
+        return checked(ds)
     folder = (
         cache.cache_root()
         / f"{name.replace(':', '_').replace('/', '_')[:40]}-{cache.source_key(name, source.key_root(path), options)}"
     )
-    ds = cache.load(folder)
-    if ds is None:
-        if on_build is not None:
-            on_build(f"decoding {name} from {path} into the array cache {folder} (once; later runs reuse it)")
-        with decode_progress(on_progress):
-            ds = source.read(path, **options)
-        ds.source = str(path)
-        ds.fingerprint = cache.fingerprint(ds)
+    say = on_build or (lambda line: None)
+    ds = cache.load(folder, on_damage=on_build)
+    if ds is not None:
+        ds.cache = str(folder)
+        return checked(ds)
+    say(f"decoding {name} from {path} into the array cache {folder} (once; later runs reuse it)")
+    with decode_progress(on_progress):
+        ds = checked(source.read(path, **options), str(path))
+    ds.source = str(path)
+    ds.fingerprint = cache.fingerprint(ds)
+    try:
         cache.save(ds, folder)
-    ds.cache = str(folder)
+        ds.cache = str(folder)
+    except OSError as e:  # a read-only or full disk: this run still has its data
+        say(f"cannot write the array cache ({e.strerror or e}): the data stays in memory for this run")
+    return ds
+
+
+def checked(ds: Dataset, where: str | None = None) -> Dataset:
+    """The one guard on what any source gives (or the cache gives back) before anything uses
+    it: at least two classes, train and test splits with images (a split whose every file was
+    unreadable is named, with the reasons), one image shape, labels naming the classes."""
+    where = where or ds.source
+    if len(ds.classes) < 2:
+        raise VisionbenchError(f"{len(ds.classes)} class(es): a classifier needs two", where=where)
+    for split in ["train", "test"] + [s for s in ds.splits if s not in ("train", "test")]:
+        if len(ds.splits.get(split, ())) == 0:
+            seen = "; ".join(f"{s['file']}: {s['reason']}" for s in ds.skipped[:3])
+            raise VisionbenchError(
+                f"no readable {split} images"
+                + (f": {len(ds.skipped):,} files skipped, e.g. {seen}" if ds.skipped else ""),
+                where=where,
+                fix="check that the files exist and are images (Git LFS pointers need `git lfs pull`)",
+            )
+    shapes = {tuple(s.images.shape[1:]) for s in ds.splits.values()}
+    if len(shapes) > 1 or any(len(shape) != 3 for shape in shapes):
+        raise VisionbenchError(f"splits of different image shapes: {sorted(shapes)}", where=where)
+    for split, s in ds.splits.items():
+        labels = np.asarray(s.labels)
+        if len(labels) != len(s.images) or labels.min() < 0 or labels.max() >= len(ds.classes):
+            raise VisionbenchError(
+                f"the {split} labels do not match its images and {len(ds.classes)} classes", where=where
+            )
     return ds
 
 
