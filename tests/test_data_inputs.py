@@ -345,3 +345,58 @@ def test_a_test_split_of_unreadable_files_is_named_never_replaced_by_a_carved_on
         (tmp_path / "images" / f"{c}_3.png").write_bytes(b"<html>not found</html>")
     with pytest.raises(VisionbenchError, match="no readable test images: 3 files skipped"):
         load_dataset(f"csv:{path}", None)
+
+
+def class_folders(root: Path, n: int = 6) -> Path:
+    for cls, colour in COLOURS.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / cls / f"{i}.png").write_bytes(png(colour))
+    return root
+
+
+def test_folder_dot_never_reads_runs_or_cache_folders_as_classes(tmp_path, monkeypatch):
+    from visionbench.runs import Run
+
+    monkeypatch.chdir(class_folders(tmp_path))
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))  # both inside the data folder
+    run = Run.create(tmp_path / "runs", "r", files={"config.yaml": "seed: 0\n", "environment.json": "{}"})
+    (run.path / "curves.png").write_bytes(png((1, 2, 3)))
+    early = tmp_path / "more-runs" / "early"  # a runs folder whose one run has no figure yet
+    early.mkdir(parents=True)
+    for name in ("config.yaml", "run.json"):
+        (early / name).write_text("{}")
+    ds = load_dataset("folder:.")
+    assert ds.classes == sorted(COLOURS)
+    assert sum(len(s) for s in ds.splits.values()) == 6 * len(COLOURS)
+    (run.path / "confusion.png").write_bytes(png((3, 2, 1)))  # what a run writes meanwhile ...
+    assert load_dataset("folder:.").cache == ds.cache  # ... never changes the data's cache key
+
+
+@pytest.mark.parametrize("name", ["folder:", "csv:", "folder: "])
+def test_a_dataset_path_left_empty_is_an_error_never_the_current_folder(name):
+    from visionbench.config import resolve_config
+
+    with pytest.raises(VisionbenchError, match="names no path"):
+        resolve_config([], [f"data.name={name}"])
+    with pytest.raises(VisionbenchError, match="names no path"):
+        resolve_config([], cli={"data": {"name": name}})  # --data
+    with pytest.raises(VisionbenchError, match="names no path"):
+        load_dataset(name)
+
+
+def test_a_run_on_a_relative_folder_finds_its_data_from_another_folder(tmp_path, monkeypatch):
+    import torch
+
+    from visionbench.config import dump_config, resolve_config
+    from visionbench.runs import Run
+    from visionbench.runs.reopen import verified_data
+
+    class_folders(tmp_path / "work" / "pics")
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = resolve_config([], ["data.name=folder:pics", "data.dir=."])
+    assert cfg.data.name == f"folder:{tmp_path / 'work' / 'pics'}" and cfg.data.dir == str(tmp_path / "work")
+    run = Run.create(tmp_path / "runs", "rel", files={"config.yaml": dump_config(cfg)})  # as train saves it
+    monkeypatch.chdir(tmp_path)
+    data = verified_data(run, run.config(), torch.device("cpu"))  # what eval and predict read
+    assert data.dataset.classes == sorted(COLOURS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Collection
 from pathlib import Path
@@ -66,9 +67,30 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def source_path(name: str) -> str:
+    """`folder:PATH` / `csv:PATH` with PATH absolute (a run's config then works from any
+    folder: eval, --resume); an empty PATH is an error, never the current folder. Other
+    dataset names are returned as they are."""
+    prefix = next((p for p in ("folder:", "csv:") if name.startswith(p)), None)
+    if prefix is None:
+        return name
+    path = name[len(prefix) :]
+    if not path.strip():
+        raise VisionbenchError(
+            f"'{name}' names no path", fix=f"write {prefix}PATH, e.g. {prefix}./photos ({prefix}. for here)"
+        )
+    return prefix + os.path.abspath(os.path.expanduser(path))
+
+
+def absolute(path: str | None) -> str | None:
+    return os.path.abspath(os.path.expanduser(path)) if path else None
+
+
 class DataConfig(Section):
-    name: str = "digits"
-    dir: str | None = None  # data root; else $VISIONBENCH_DATA, else the user cache dir
+    # a registered name, or folder:PATH / csv:PATH (stored absolute: eval works from anywhere)
+    name: Annotated[str, AfterValidator(source_path)] = "digits"
+    # data root (stored absolute); else $VISIONBENCH_DATA, else the user cache dir
+    dir: Annotated[str | None, AfterValidator(absolute)] = None
     val_fraction: Fraction = 0.1  # carved from train, stratified, with data.split_seed
     split_seed: Seed = 0
     img_size: Count | None = None  # folders: every image to this square size (default: chosen from a sample)
@@ -221,6 +243,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             node[leaf] = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:  # e.g. name=@run: not YAML, so the text itself
             node[leaf] = raw
+        if isinstance(node[leaf], dict) and not raw.lstrip().startswith("{"):
+            node[leaf] = raw  # data.name=folder: is text, not the mapping {folder: null}
     return tree
 
 

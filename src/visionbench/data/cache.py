@@ -100,9 +100,36 @@ def size_text(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
+# A run or array-cache folder inside a data folder (`folder:.` where runs/ is) is never read
+# as images, and what a run writes there never changes the data's cache key. Each is known by
+# its own files, seen while walking (no extra file system calls, no marker to leave around).
+RUN_RECORD = {"run.json", "environment.json", "metrics.jsonl"}
+
+
+def is_tool_folder(filenames: list[str]) -> bool:
+    names = set(filenames)
+    run = "config.yaml" in names and bool(names & RUN_RECORD)
+    return run or any(n.endswith(("_images.npy", "_labels.npy")) for n in names)
+
+
+def data_files(path: Path, tool_folders: list[Path] | None = None) -> list[Path]:
+    """Every file under a data folder (symlinked folders not followed), the run and cache
+    folders in it left out - and appended to `tool_folders` when given."""
+    found = []
+    for depth, (dirpath, dirnames, filenames) in enumerate(os.walk(path)):
+        dirnames.sort()
+        if depth and is_tool_folder(filenames):
+            dirnames[:] = []
+            if tool_folders is not None:
+                tool_folders.append(Path(dirpath))
+            continue
+        found += [Path(dirpath, f) for f in sorted(filenames)]
+    return found
+
+
 def source_key(name: str, path: Path, options: dict) -> str:
     """Identity of what would be decoded: source name, files (path, size, mtime), options."""
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    files = data_files(path) if path.is_dir() else [path]
     stats = [(str(f), st.st_size, st.st_mtime_ns) for f in files if f.is_file() and (st := f.stat())]
     blob = json.dumps([CACHE_VERSION, name, str(path.resolve()), stats, options], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -67,37 +67,31 @@ def iter_files(
 
 def _folder_files(path: Path, read: bool) -> Iterator[tuple[tuple[str, ...], bytes | str | Path]]:
     root = path.resolve()
-    for dirpath, dirnames, filenames in os.walk(path):  # followlinks=False
-        dirnames.sort()
-        for fn in sorted(filenames):
-            full = Path(dirpath, fn)
-            parts = full.relative_to(path).parts
-            if not is_image_file(parts) or not full.is_file():
-                continue
-            if full.is_symlink() and not full.resolve().is_relative_to(root):
-                continue
-            yield parts, file_bytes(full) if read else full
+    for full in cache.data_files(path):  # runs/ and cache folders left out
+        parts = full.relative_to(path).parts
+        if not is_image_file(parts) or not full.is_file():
+            continue
+        if full.is_symlink() and not full.resolve().is_relative_to(root):
+            continue
+        yield parts, file_bytes(full) if read else full
 
 
 def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
-    """An empty class folder is an error: a class with no images cannot be learned or scored."""
+    """An empty class folder is an error: a class with no images cannot be learned or scored.
+    A folder holding only runs or array caches (runs/ in `folder:.`) is no class at all."""
     parents = (
         [d for d in path.iterdir() if d.is_dir() and d.name.lower() in SPLIT_NAMES] if has_splits else [path]
     )
     for parent in parents:
         for d in sorted(parent.iterdir()):
-            if (
-                d.is_dir()
-                and not is_hidden((d.name,))
-                and not any(
-                    f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") for f in d.rglob("*")
-                )
-            ):
-                raise VisionbenchError(
-                    "empty class folder: no images in it",
-                    where=str(d),
-                    fix="add images or remove the folder",
-                )
+            if not d.is_dir() or is_hidden((d.name,)):
+                continue
+            tools: list[Path] = []
+            if any(is_image_file(f.relative_to(d).parts) for f in cache.data_files(d, tools)) or tools:
+                continue
+            raise VisionbenchError(
+                "empty class folder: no images in it", where=str(d), fix="add images or remove the folder"
+            )
 
 
 def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import source_path
 from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset
@@ -58,7 +59,7 @@ def get_source(name: str) -> Source:
         ("csv:", read_csv, "a CSV with file,label[,split] columns, paths relative to it", lambda p: p.parent),
     ):
         if name.startswith(prefix):
-            path = Path(name.split(":", 1)[1]).expanduser()
+            path = Path(source_path(name).split(":", 1)[1])
             return Source(
                 name,
                 lambda root, path=path: [path],
