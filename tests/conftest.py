@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +23,43 @@ def skip_or_fail_on_ci(reason: str) -> None:
             f"{reason}; CI installs it (VISIONBENCH_CI is set), so this test must run there", pytrace=False
         )
     pytest.skip(reason)
+
+
+class SmallDisk:
+    """A small tmpfs mounted at `path`: a disk that fills up, or turns read-only."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read_only(self) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+
+    def fill(self) -> Path:
+        """Fill the disk: a file that grows until ENOSPC (remove it to free the space)."""
+        filler = self.path / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return filler
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: full-disk and read-only faults for real, not monkeypatched. Mounting
+    needs root: CI runs the tests as root; elsewhere they skip, saying so."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+    path = tmp_path / "disk"
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True)
+    if done.returncode:
+        skip_or_fail_on_ci(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    yield SmallDisk(path)
+    subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 class Malicious:

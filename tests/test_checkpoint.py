@@ -54,10 +54,21 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     import hashlib
 
     path.with_name("checkpoint.pt.sha256").write_text(hashlib.sha256(blob).hexdigest())
-    with pytest.raises(pickle.UnpicklingError) as e:  # refused by weights_only
-        ck.load_checkpoint(path)
-    assert "weights_only" in str(e.value) or "Unsupported" in str(e.value)
+    with pytest.raises(VisionbenchError, match="not a checkpoint torch can read safely") as e:
+        ck.load_checkpoint(path)  # refused by weights_only, and said without torch's advice
+    assert "weights_only=False" not in str(e.value)
     assert not sentinel.exists()
+
+
+def test_garbage_with_a_matching_digest_is_a_clear_error(tmp_path):
+    import hashlib
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"garbage")
+    path.with_name("checkpoint.pt.sha256").write_text(hashlib.sha256(b"garbage").hexdigest())
+    with pytest.raises(VisionbenchError, match="checkpoint.pt: not a checkpoint torch can read") as e:
+        ck.load_checkpoint(path)
+    assert "weights_only=False" not in str(e.value)
 
 
 def test_disk_full_keeps_old_checkpoint_and_removes_temp(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import visionbench.commands.train as train_module
 from visionbench.cli import app
 from visionbench.commands.train import Interrupted, train
 from visionbench.config import resolve_config
+from visionbench.errors import VisionbenchError
 from visionbench.runs import Run, list_runs
 
 CLI = [sys.executable, "-m", "visionbench"]
@@ -124,3 +125,50 @@ def test_run_name_with_sql_is_refused_with_a_clear_error(tmp_path, tiny_override
     assert res.exit_code == 2
     assert "bad run name" in res.output and "DROP TABLE" in res.output
     assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")
+
+
+# --- the environment: read-only folders, a full disk (a real tmpfs: see conftest.small_disk) ---
+def test_a_read_only_runs_folder_is_said_before_the_data_is_read(small_disk, monkeypatch, tiny_overrides):
+    small_disk.read_only()
+    monkeypatch.setenv("VISIONBENCH_RUNS", str(small_disk.path / "runs"))
+    monkeypatch.setattr(train_module, "prepare_data", lambda *a, **k: pytest.fail("data read first"))
+    res = CliRunner().invoke(app, ["train", *tiny_overrides])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    out = " ".join(res.output.split())
+    assert "cannot write in this folder: Read-only file system" in out and "writable" in out
+
+
+def test_a_read_only_cache_folder_leaves_the_data_in_memory(small_disk, monkeypatch):
+    from visionbench.data import load_dataset
+
+    small_disk.read_only()
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(small_disk.path / "cache"))
+    lines: list[str] = []
+    ds = load_dataset("digits", on_build=lines.append)
+    assert len(ds.splits["train"]) + len(ds.splits["test"]) == 1797
+    assert "cannot write the array cache (Read-only file system)" in lines[-1]
+
+
+def test_eval_of_a_read_only_run_is_refused_before_computing(small_disk, monkeypatch, tiny_run):
+    import shutil
+
+    import visionbench.commands.evaluate as evaluate_module
+    from visionbench.commands.evaluate import evaluate
+
+    shutil.copytree(tiny_run, small_disk.path / "tiny", ignore=shutil.ignore_patterns("eval-*", "*.png"))
+    small_disk.read_only()
+    monkeypatch.setattr(evaluate_module, "evaluate_predictor", lambda *a, **k: pytest.fail("computed"))
+    with pytest.raises(VisionbenchError, match="Read-only file system"):
+        evaluate(str(small_disk.path / "tiny"), device="cpu")
+
+
+def test_a_full_disk_stops_training_with_a_clear_error_and_resume_finishes(small_disk, tiny_overrides):
+    root, filled = small_disk.path / "runs", []
+    cfg = resolve_config([], tiny_overrides + ["name=full"])
+    with pytest.raises(VisionbenchError) as exc:  # the disk fills up after epoch 1's checkpoint
+        train(cfg, root, quiet=True, on_epoch=lambda row: filled.append(small_disk.fill()))
+    assert "No space left on device" in str(exc.value) and "--resume" in exc.value.fix
+    assert not list((root / "full").glob(".*.tmp"))  # no temp file left behind
+    filled[0].unlink()
+    run = train(None, root, resume="full", quiet=True)
+    assert run.finished and [r["epoch"] for r in run.metrics()] == [1, 2]

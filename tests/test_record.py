@@ -73,3 +73,37 @@ def test_a_damaged_json_file_lists_its_run_as_damaged_and_the_others_still(tmp_p
     assert Run(root / "bad").finished  # never overwritten
     with pytest.raises(VisionbenchError, match="summary.json is damaged"):
         Run(root / "bad").read_json("summary.json")
+
+
+def copy_run(tiny_run, root) -> Run:
+    import shutil
+
+    shutil.copytree(tiny_run, root / "copy", ignore=shutil.ignore_patterns("eval-*", "*.png"))
+    return Run(root / "copy")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_run_weights_are_named_and_the_other_ones_offered(tmp_path, tiny_run, damage):
+    from visionbench.runs.reopen import open_run
+
+    run = copy_run(tiny_run, tmp_path)
+    data = bytearray((run.path / "last.safetensors").read_bytes())
+    if damage == "truncate":  # a full disk or a stopped copy
+        data = data[: len(data) // 2]
+    else:  # one flipped bit in a weight: safetensors itself cannot tell
+        data[-5] ^= 1
+    (run.path / "last.safetensors").write_bytes(bytes(data))
+    with pytest.raises(VisionbenchError, match="last.safetensors is damaged") as exc:
+        open_run(run.path, device="cpu")
+    assert "--weights best" in exc.value.fix
+    assert open_run(run.path, weights="best", device="cpu").weights == "best"
+
+
+def test_weights_that_do_not_fit_the_recorded_model_are_a_clear_error(tmp_path, tiny_run):
+    from visionbench.runs.reopen import open_run
+
+    run = copy_run(tiny_run, tmp_path)
+    config = (run.path / "config.yaml").read_text().replace("width: 8", "width: 16")
+    (run.path / "config.yaml").write_text(config)
+    with pytest.raises(VisionbenchError, match="do not fit the model"):
+        open_run(run.path, device="cpu")

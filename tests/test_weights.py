@@ -46,3 +46,11 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
         read_state_file(path)
     with pytest.raises(VisionbenchError, match="not found"):
         read_state_file(tmp_path / "none.pth")
+
+
+def test_a_truncated_safetensors_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_file(create_model("simple_cnn", num_classes=5, in_chans=3).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:1000])  # a copy stopped short
+    with pytest.raises(VisionbenchError, match="damaged or not safetensors"):
+        read_state_file(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -34,3 +35,15 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> VisionbenchErr
         f"unknown {kind} '{name}'.{did_you_mean(name, choices)}",
         fix=f"choose one of: {', '.join(choices)}",
     )
+
+
+def write_error(e: OSError, what: str, where, then: str) -> VisionbenchError:
+    """An OSError met while writing `what`, said with what to do: free space on a full disk,
+    another folder for a read-only one; then `then`."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = f"free disk space, then {then}"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"make that folder writable or choose another one, then {then}"
+    else:
+        fix = then
+    return VisionbenchError(f"cannot write {what}: {e.strerror or e}", where=str(where), fix=fix)

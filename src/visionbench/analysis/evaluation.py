@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import write_error
 from ..runs import Run
 from .metrics import calibration, confusion_matrix, precision_recall_f1
 from .plots import plot_confusion, plot_image_grid, plot_reliability
@@ -169,7 +170,10 @@ def evaluation(
     if ensemble is not None:
         rep |= members_summary(ensemble, out, targets)
     if folder is not None:
-        write_bundle(folder, rep, out, targets, images, classes, run_id)
+        try:
+            write_bundle(folder, rep, out, targets, images, classes, run_id)
+        except OSError as e:  # a full disk: the run's other files are intact
+            raise write_error(e, "the evaluation bundle", folder, "run the command again") from None
         rep["bundle"] = str(folder)
     return rep
 

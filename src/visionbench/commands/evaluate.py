@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..analysis.evaluation import bundle_name, evaluate_predictor
 from ..analysis.predictor import Ensemble, open_predictor
+from ..runs import check_writable
 
 
 def evaluate(
@@ -13,4 +14,5 @@ def evaluate(
     analysis/evaluation.py) or, for a saved ensemble, ENSEMBLE/eval[-tta]/."""
     predictor = open_predictor(ref, runs_dir, weights, device)
     home = predictor.path if isinstance(predictor, Ensemble) else predictor.run.path
+    check_writable(home)  # a read-only run folder: said before the evaluation, not after it
     return evaluate_predictor(predictor, tta, home / bundle_name(predictor, tta))

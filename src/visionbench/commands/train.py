@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from ..errors import VisionbenchError
 from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model
 from ..models.weights import describe, load_state, read_state_file
-from ..runs import Run, RunView, default_run_id, environment, runs_root
+from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
 
 
 class Interrupted(VisionbenchError):
@@ -62,6 +62,7 @@ def train(
     root = runs_root(runs_dir)
     resumed = Run.open(resume, root) if resume else None
     cfg = resumed.config() if resumed else cfg
+    check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
     cfg, data = load_data(cfg, ranks, console)
@@ -299,10 +300,12 @@ def recorded_failure(run: Run):
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        run.set_status("interrupted")
+        with suppress(VisionbenchError):  # a full disk: the error raised says it already
+            run.set_status("interrupted")
         raise
     except Exception:
-        run.set_status("failed")
+        with suppress(VisionbenchError):
+            run.set_status("failed")
         raise
 
 

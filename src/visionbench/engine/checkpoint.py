@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import VisionbenchError
+from ..errors import VisionbenchError, write_error
 
 
 def fsync_dir(folder: Path) -> None:
@@ -88,38 +88,45 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(digest, hashlib.sha256(data).hexdigest().encode())
 
 
-def _read_verified(path: Path) -> dict | None:
+def _read_verified(path: Path) -> dict | str:
+    """The checkpoint at `path`, or why it cannot be used. Its hash matching is not enough: a
+    file we did not write can come with its own digest, so what loads must be a checkpoint."""
     digest = path.with_name(path.name + ".sha256")
     if not path.is_file() or not digest.is_file():
-        return None
+        return "missing"
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != digest.read_text().strip():
-        return None
+        return "cut short or changed (its sha256 differs)"
     import io
 
-    # weights_only: a checkpoint can never run code, whoever wrote it
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:  # weights_only: a checkpoint can never run code, whoever wrote it
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - its advice (weights_only=False) must never be followed
+        return f"not a checkpoint torch can read safely ({type(e).__name__})"
+    return state if isinstance(state, dict) else "not a checkpoint (no dict in it)"
 
 
 def load_checkpoint(path: Path) -> dict:
     """The newest whole checkpoint; falls back to the previous one if the last is corrupt."""
     state = _read_verified(path)
-    if state is not None:
+    if isinstance(state, dict):
         return state
     prev = path.with_name(path.name + ".prev")
-    state = _read_verified(prev)
-    if state is None:
+    older = _read_verified(prev)
+    if isinstance(older, str):
         raise VisionbenchError(
-            "no intact checkpoint to resume from (missing or corrupt)",
+            f"no intact checkpoint to resume from ({path.name}: {state}; {prev.name}: {older})",
             where=str(path),
-            fix="start the run again without --resume",
+            fix="start the run again under a new name (its config.yaml: --config), never by loading "
+            "the file unsafely",
         )
     import warnings
 
     warnings.warn(
-        f"{path} is corrupt or incomplete; resuming from the previous checkpoint {prev}", stacklevel=2
+        f"{path} is corrupt or incomplete ({state}); resuming from the previous checkpoint {prev}",
+        stacklevel=2,
     )
-    return state
+    return older
 
 
 class CheckpointTimer:
@@ -194,15 +201,19 @@ class TrainingState:
         try:
             save_checkpoint(path, self.state_dict())
         except OSError as e:
-            raise VisionbenchError(
-                f"cannot write the checkpoint: {e.strerror or e}",
-                where=str(path),
-                fix="free disk space, then `visionbench train --resume` (the previous checkpoint is intact)",
-            ) from None
+            then = "`visionbench train --resume` (the previous checkpoint is intact)"
+            raise write_error(e, "the checkpoint", path, then) from None
 
     def restore(self, path: Path) -> None:
         """Load the newest intact checkpoint at `path` into the live objects, RNGs included."""
         ck = load_checkpoint(path)
+        missing = set(self.state_dict()) - set(ck) - {"freezing", "ema"}  # older ones lack those two
+        if missing:
+            raise VisionbenchError(
+                f"not a visionbench checkpoint: no {', '.join(sorted(missing))} in it",
+                where=str(path),
+                fix="start the run again under a new name (its config.yaml: --config)",
+            )
         if ck["fingerprint"] != self.fingerprint or ck["batch_size"] != self.batch_size:
             raise VisionbenchError(
                 "the checkpoint was made with other data or another batch size",

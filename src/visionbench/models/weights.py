@@ -12,16 +12,24 @@ import torch.nn as nn
 from ..errors import VisionbenchError
 
 
-def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_file(path: str | Path, data: bytes | None = None) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from .pth/.pt/.bin (never unpickling code); a dict
-    holding the weights under 'model' or 'state_dict' (a checkpoint) is unwrapped."""
+    holding the weights under 'model' or 'state_dict' (a checkpoint) is unwrapped. `data`:
+    the file's bytes, when already read."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise VisionbenchError("weights file not found", where=str(path), fix="check the path")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        return load_file(path)
+        try:
+            return load(path.read_bytes() if data is None else data)
+        except Exception as e:  # noqa: BLE001 - SafetensorError, or a header that is not JSON
+            raise VisionbenchError(
+                f"the weights file is damaged or not safetensors ({str(e).splitlines()[0]})",
+                where=str(path),
+                fix="was it cut short (a full disk, a copy stopped)? copy or save it again",
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle that wants to run code, or not a torch file at all

@@ -6,6 +6,7 @@ The folder is the record of truth. A finished run (summary.json present) is neve
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import platform
@@ -14,13 +15,15 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from ..engine.checkpoint import atomic_write_bytes, fsync_dir
-from ..errors import VisionbenchError
+from ..errors import VisionbenchError, write_error
+from ..models.weights import read_state_file
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
@@ -74,8 +77,7 @@ class Run:
         if resume:
             run.path.mkdir(parents=True, exist_ok=True)
             return run
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{run_id}.new-"))
+        tmp = writable(root, prefix=f".{run_id}.new-")
         try:
             for name, text in (files or {}).items():
                 atomic_write_bytes(tmp / name, text.encode())
@@ -143,11 +145,25 @@ class Run:
         return cls(path)
 
     # --- writing ------------------------------------------------------------------------------
+    @contextmanager
+    def writing(self, name: str):
+        """A full disk or a read-only folder while writing `name`: a clear error, not an OSError
+        (each write is atomic: the file before it is intact)."""
+        try:
+            yield
+        except OSError as e:
+            then = f"run the command again (a training run: `visionbench train --resume {self.id}`)"
+            raise write_error(e, name, self.path / name, then) from None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self.writing(name):
+            atomic_write_bytes(self.path / name, data)
+
     def write_json(self, name: str, obj) -> None:
-        atomic_write_bytes(self.path / name, json.dumps(obj, indent=1, default=str).encode())
+        self.write_bytes(name, json.dumps(obj, indent=1, default=str).encode())
 
     def write_text(self, name: str, text: str) -> None:
-        atomic_write_bytes(self.path / name, text.encode())
+        self.write_bytes(name, text.encode())
 
     def set_status(self, status: str) -> None:
         """running / interrupted / finished, kept in run.json beside the data report."""
@@ -158,7 +174,7 @@ class Run:
         self.write_json("run.json", {**meta, "status": status})
 
     def log_metrics(self, row: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
+        with self.writing("metrics.jsonl"), open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -169,8 +185,15 @@ class Run:
         self.write_text("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     def save_weights(self, name: str, model: torch.nn.Module) -> None:
+        """NAME.safetensors, and its sha256 beside it (NAME.safetensors.sha256), checked on load.
+        The old digest goes first: a crash between the two leaves weights unchecked, never
+        weights that look damaged."""
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(self.path / name, save(state))
+        data = save(state)
+        with self.writing(name):
+            (self.path / f"{name}.sha256").unlink(missing_ok=True)
+        self.write_bytes(name, data)
+        self.write_text(f"{name}.sha256", hashlib.sha256(data).hexdigest())
 
     # --- reading ------------------------------------------------------------------------------
     def read_json(self, name: str) -> dict:
@@ -230,6 +253,7 @@ class Run:
         return build_config(load_yaml(path), str(path))
 
     def load_weights(self, which: str = "last") -> dict[str, torch.Tensor]:
+        """The run's last or best weights, checked against the sha256 written with them."""
         p = self.path / f"{which}.safetensors"
         if not p.is_file():
             raise VisionbenchError(
@@ -237,7 +261,30 @@ class Run:
                 where=str(p),
                 fix="was the run finished? `visionbench runs` shows its status",
             )
-        return load_file(str(p))
+        digest = p.with_name(p.name + ".sha256")
+        data = p.read_bytes()
+        if digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip():
+            other = "best" if which == "last" else "last"
+            raise VisionbenchError(
+                f"run '{self.id}': {p.name} is damaged (its sha256 differs from the one written with it)",
+                where=str(p),
+                fix=f"evaluate its {other} weights (--weights {other}), or train the run again",
+            )
+        return read_state_file(p, data)
+
+
+def writable(folder: Path, prefix: str = ".probe-") -> Path:
+    """A new empty temp folder in `folder` (made if need be), or a clear error when nothing
+    can be written there - checked before the work, not after it (a read-only or full disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=folder, prefix=prefix))
+    except OSError as e:
+        raise write_error(e, "in this folder", folder, "run the command again") from None
+
+
+def check_writable(folder: Path) -> None:
+    writable(folder).rmdir()
 
 
 class RunView(Run):

@@ -109,5 +109,13 @@ def open_run(
         data = prepare_data(cfg, dev)
         spec, mean, std = DataSpec(data.dataset.classes, data.dataset.shape), data.mean, data.std
     model = build_model(cfg, spec, dev, init_weights=False)
-    model.load_state_dict(run.load_weights(weights))
+    try:
+        model.load_state_dict(run.load_weights(weights))
+    except RuntimeError as e:  # tensors of other names or shapes: the record was changed
+        raise VisionbenchError(
+            f"run '{run.id}': its {weights} weights do not fit the model its config.yaml and run.json "
+            f"describe ({str(e).splitlines()[0]})",
+            where=str(run.path),
+            fix="restore the run's config.yaml and run.json, or train it again",
+        ) from None
     return kind(run, cfg, model.eval(), spec, mean, std, report.get("fingerprint", ""), weights, dev)
