@@ -148,4 +148,12 @@ def test_arrays_too_large_for_memory_are_refused_before_decoding(tmp_path, monke
         VisionbenchError, match=r"6 images at 512x512 px need 4.5 MiB as arrays, more than 25% of the 4.0 MiB"
     ) as exc:
         load_dataset(f"folder:{tmp_path / 'pics'}", img_size=512)
-    assert "data.img_size (at most 224)" in exc.value.fix and "data.stream=true" in exc.value.fix
+    assert "data.img_size (at most 224)" in exc.value.fix
+    assert "data.stream" not in exc.value.fix  # one streamed batch of 512 px images would not fit either
+    monkeypatch.setattr(cache, "memory_total", lambda: 100 * 2**20)
+    with pytest.raises(VisionbenchError) as exc:  # many small images: streaming them fits
+        cache.check_fits(10_000, (3, 64, 64), "photos")
+    assert (
+        exc.value.fix
+        == "set a smaller data.img_size (at most 24), or data.stream=true to decode each batch from the files"
+    )

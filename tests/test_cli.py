@@ -183,3 +183,18 @@ def test_too_small_input_error_gives_a_fix_that_works():
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["test_acc"] > 0.25  # it learns: chance is 10%
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["sweep", "--grid", "optim.lr=0.1,0.2", "--jobs", "0"], "--jobs"),
+        (["sweep", "--search", "optuna", "--grid", "optim.lr=0.1..0.2", "--trials", "0"], "--trials"),
+        (["predict", "r", "--images", ".", "--top-k", "0"], "--top-k"),
+        (["explain", "r", "--count", "0"], "--count"),
+        (["models", "--num-classes", "0"], "--num-classes"),
+    ],
+)
+def test_command_options_out_of_range_are_refused_before_any_work(args, option):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and option in res.output and "Traceback" not in res.output

@@ -178,11 +178,13 @@ def sweep(
     name: Annotated[
         Optional[str], typer.Option(help="Sweep name, the runs' id prefix [default: from the settings].")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Runs at once (processes; one GPU each if any).")] = 1,
+    jobs: Annotated[int, typer.Option(min=1, help="Runs at once (processes; one GPU each if any).")] = 1,
     search: Annotated[
         Optional[str], typer.Option(help="optuna: adaptive search instead of the grid.")
     ] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Search: trials in the study [default 20].")] = None,
+    trials: Annotated[
+        Optional[int], typer.Option(min=1, help="Search: trials in the study [default 20].")
+    ] = None,
     storage: Annotated[
         Optional[str], typer.Option(help="Search: RDB URL (postgresql://...) or journal file.")
     ] = None,
@@ -378,7 +380,7 @@ def predict_cmd(
     run: Annotated[str, typer.Argument(help="Run id or folder, or a saved ensemble.")],
     images: Annotated[Path, typer.Option(help="Folder or .zip/.tar archive of images.")],
     out_csv: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("predictions.csv"),
-    top_k: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
+    top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 5,
     weights: Annotated[Optional[str], typer.Option(help="Runs: last or best [default: last].")] = None,
     tta: Annotated[bool, typer.Option(help="Average over the image and its mirror image.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
@@ -406,9 +408,9 @@ def explain(
     run: Annotated[str, typer.Argument(help="Run id or folder.")],
     index: Annotated[
         Optional[list[int]],
-        typer.Option("--index", help="Test image index (repeatable) [default: the worst]."),
+        typer.Option("--index", min=0, help="Test image index (repeatable) [default: the worst]."),
     ] = None,
-    count: Annotated[int, typer.Option(help="How many worst-classified images, without --index.")] = 8,
+    count: Annotated[int, typer.Option(min=1, help="How many worst-classified images, without --index.")] = 8,
     layer: Annotated[
         Optional[str], typer.Option(help="Grad-CAM layer name [default: the last conv layer].")
     ] = None,
@@ -441,8 +443,8 @@ def export(
         Optional[Path], typer.Option("--out", help="File to write [default: RUN/export/model.onnx|pt].")
     ] = None,
     weights: Annotated[str, typer.Option(help="last or best.")] = "last",
-    images: Annotated[int, typer.Option(help="Test images for the parity check.")] = 64,
-    tolerance: Annotated[float, typer.Option(help="Largest allowed abs logit difference.")] = 1e-4,
+    images: Annotated[int, typer.Option(min=1, help="Test images for the parity check.")] = 64,
+    tolerance: Annotated[float, typer.Option(min=0, help="Largest allowed abs logit difference.")] = 1e-4,
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
 ):
@@ -586,7 +588,7 @@ def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
 @friendly
 def models(
     pattern: Annotated[str, typer.Argument(help="Substring or glob; timm:PATTERN lists timm's.")] = "",
-    num_classes: Annotated[int, typer.Option(help="Head size the parameters are counted for.")] = 10,
+    num_classes: Annotated[int, typer.Option(min=1, help="Head size the parameters are counted for.")] = 10,
     as_json: AsJson = False,
 ):
     """List models: name, source, parameters (for 3x32x32 input) and offline weights."""

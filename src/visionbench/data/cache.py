@@ -65,6 +65,7 @@ def cache_root() -> Path:
 # file bytes: arrays larger than this share of the memory are refused before decoding starts
 # (a folder decoded at 3000x3000 px was killed by the kernel at 24 GB).
 MEMORY_SHARE = 0.25
+STREAM_BATCH = 128  # images a streamed batch holds (the default batch size)
 
 
 def memory_total() -> int | None:
@@ -87,12 +88,14 @@ def check_fits(n: int, shape: tuple[int, int, int], where: str | Path) -> None:
     if not total or need <= MEMORY_SHARE * total:
         return
     side = int((MEMORY_SHARE * total / (n * shape[0])) ** 0.5) // 8 * 8  # the largest that fits
-    smaller = f"a smaller data.img_size (at most {min(side, 224)})" if side >= 8 else "a smaller dataset"
+    fixes = [f"set a smaller data.img_size (at most {min(side, 224)})" if side >= 8 else "use fewer images"]
+    if STREAM_BATCH * need / n <= MEMORY_SHARE * total:  # streaming holds a batch at a time
+        fixes.append("data.stream=true to decode each batch from the files")
     raise VisionbenchError(
         f"{n:,} images at {shape[1]}x{shape[2]} px need {size_text(need)} as arrays, more than "
         f"{MEMORY_SHARE:.0%} of the {size_text(total)} of memory here",
         where=str(where),
-        fix=f"set {smaller}, or data.stream=true to decode each batch from the files",
+        fix=", or ".join(fixes),
     )
 
 
