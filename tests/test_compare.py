@@ -155,3 +155,18 @@ def test_compare_reads_a_real_run(tiny_run):
     )
     assert cell["images_per_s"] > 0
     assert json.loads(res.stdout)["cols"] == "data.name"  # no recipe: one column per dataset
+
+
+def test_a_damaged_run_is_left_out_and_said_never_hiding_the_others(grid):
+    fake_run(grid, "bad", "resnet18", "baseline", 2, 0.9)
+    (grid / "bad" / "summary.json").write_text("garbage{")
+    fake_run(grid, "odd", "resnet18", "baseline", 3, 0.9)
+    (grid / "odd" / "config.yaml").write_text("seed: [unclosed\n")
+    with pytest.warns(UserWarning) as said:
+        records = read_runs(None, grid)
+    assert sorted(r.id for r in records) == [f"r{i}" for i in range(len(GRID))]
+    bad, odd = (str(w.message) for w in said)
+    assert bad == "run bad left out: run 'bad': summary.json is damaged (not a JSON object)"
+    assert odd.startswith("run odd left out: cannot parse YAML")
+    res = runner.invoke(app, ["compare", "odd", "--runs-dir", str(grid)])
+    assert res.exit_code == 2 and "cannot parse YAML" in res.output and "Traceback" not in res.output

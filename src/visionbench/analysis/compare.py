@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..config import load_yaml
 from ..errors import VisionbenchError, unknown_name
 from ..runs import Run, runs_root
 
@@ -31,7 +33,7 @@ class RunRecord:
 
     @classmethod
     def read(cls, run: Run) -> RunRecord:
-        config = yaml.safe_load((run.path / "config.yaml").read_text()) or {}
+        config = load_yaml(run.path / "config.yaml")  # damaged: an error naming the file
         return cls(
             run.id,
             run.path,
@@ -60,7 +62,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None) -> list[RunRecord]:
-    """The named runs, or every finished run under the runs root; a named unfinished run is an error."""
+    """The named runs, or every finished run under the runs root; a named unfinished run is an
+    error, and a named damaged one; of every run, a damaged one is left out, with a warning."""
     root = runs_root(runs_dir)
     if refs:
         runs = [Run.open(r, root) for r in refs]
@@ -70,15 +73,21 @@ def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None)
                 f"run '{unfinished[0]}' has not finished: it has no test accuracy to compare",
                 fix="finish it with `visionbench train --resume`, or leave it out",
             )
-    else:
-        runs = [
-            Run(p.parent) for p in sorted(root.glob("*/summary.json")) if (p.parent / "config.yaml").is_file()
-        ]
-    if not runs:
+        return [RunRecord.read(r) for r in runs]
+    records = []
+    for p in sorted(root.glob("*/summary.json")):
+        try:
+            record = RunRecord.read(Run(p.parent))
+            if not isinstance(record.summary.get("test_acc"), (int, float)):
+                raise VisionbenchError("no test accuracy in its summary.json")
+            records.append(record)
+        except VisionbenchError as e:  # never the reason nothing is compared
+            warnings.warn(f"run {p.parent.name} left out: {e.what}", stacklevel=2)
+    if not records:
         raise VisionbenchError(
             f"no finished runs to compare in {root}", fix="train some, or name run folders"
         )
-    return [RunRecord.read(r) for r in runs]
+    return records
 
 
 def label(value) -> str:
