@@ -49,3 +49,12 @@ def test_a_bad_value_on_the_command_line_leaves_no_run_folder(tmp_path):
     assert res.exit_code == 2 and "bad value for 'train.batch_size'" in res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "runs" / "X").exists()
+
+
+def test_paths_are_stored_absolute_so_a_run_works_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve_config([], ["data.name=folder:pics", "data.dir=data", "model.weights=w.safetensors"])
+    assert cfg.data.name == f"folder:{tmp_path / 'pics'}" and cfg.data.dir == str(tmp_path / "data")
+    assert cfg.model.weights == str(tmp_path / "w.safetensors")
+    assert resolve_config([], ["model.weights=run:abc"]).model.weights == "run:abc"
+    assert resolve_config([], ["data.name=cifar10"]).data.name == "cifar10"

@@ -400,3 +400,11 @@ def test_a_run_on_a_relative_folder_finds_its_data_from_another_folder(tmp_path,
     monkeypatch.chdir(tmp_path)
     data = verified_data(run, run.config(), torch.device("cpu"))  # what eval and predict read
     assert data.dataset.classes == sorted(COLOURS)
+
+
+def test_a_class_whose_every_file_is_unreadable_is_an_error_not_a_dead_class(tmp_path):
+    root = class_folders(tmp_path / "pics")
+    for f in (root / "cat").iterdir():
+        f.write_bytes(b"")  # zero-byte files: a sync that never finished
+    with pytest.raises(VisionbenchError, match="no readable images of class cat: 6 files skipped"):
+        load_dataset(f"folder:{root}")  # even with data.max_bad_fraction=1 (checked later)

@@ -86,6 +86,11 @@ def absolute(path: str | None) -> str | None:
     return os.path.abspath(os.path.expanduser(path)) if path else None
 
 
+def weights_ref(ref: str | None) -> str | None:
+    """model.weights: run:RUN_ID as it is, a file path absolute."""
+    return ref if not ref or ref.startswith("run:") else absolute(ref)
+
+
 class DataConfig(Section):
     # a registered name, or folder:PATH / csv:PATH (stored absolute: eval works from anywhere)
     name: Annotated[str, AfterValidator(source_path)] = "digits"
@@ -131,7 +136,8 @@ class ModelConfig(Section):
     small_stem: bool | None = None  # ResNets: 3x3 stride-1 stem, no max-pool; None: on for inputs <= 64 px
     dropout: Fraction = 0.0
     kwargs: dict[str, Any] = {}  # builder-specific, e.g. {width: 24} for small_cnn
-    weights: str | None = None  # start from a .safetensors/.pth file, or run:RUN_ID (its last weights)
+    # start from a .safetensors/.pth file (stored absolute), or run:RUN_ID (its last weights)
+    weights: Annotated[str | None, AfterValidator(weights_ref)] = None
     reset_head: bool = False  # with weights: keep the new head even where the file's has the same shape
     input_size: Count | None = None  # resize inputs on the device first (224 for ImageNet weights)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import unknown_name
+from ..errors import VisionbenchError, unknown_name
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 RESIZE_POLICIES = ("crop", "stretch")
@@ -91,6 +91,16 @@ def decode_with_origin(
         return f"not a readable image ({unknown_format(blob)})", None
     except Exception as e:  # PIL raises many types for bad bytes
         return f"not a readable image ({type(e).__name__}: {e})", None
+
+
+def no_readable(what: str, skipped: list[dict], where) -> VisionbenchError:
+    """No readable `what` (a split's images, a class's), with the first skipped files' reasons."""
+    seen = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
+    return VisionbenchError(
+        f"no readable {what}" + (f": {len(skipped):,} files skipped, e.g. {seen}" if skipped else ""),
+        where=str(where),
+        fix="check that the files exist and are images (Git LFS pointers need `git lfs pull`)",
+    )
 
 
 def unknown_format(blob: bytes) -> str:

@@ -20,6 +20,7 @@ from .decode import (
     decode,  # noqa: F401  (its old import path: callers outside data/ use it)
     decode_all,
     file_bytes,
+    no_readable,
     summarize_origins,
 )
 from .split import stratified_split
@@ -183,11 +184,19 @@ def decode_rows(
     origins: list[str | None] = []
     arrays = decode_all([r[3] for r in rows], size, resize, origins)
     picked: dict[str, list[tuple[np.ndarray, int]]] = {split: [] for split, *_ in rows}
+    failed: dict[str, list[dict]] = {}  # per class
     for (split, cls, name, _), arr in zip(rows, arrays):
         if isinstance(arr, str):
             skipped.append({"file": name, "reason": arr})
+            failed.setdefault(cls, []).append(skipped[-1])
         else:
             picked[split].append((arr, index[cls]))
+    decoded = {label for items in picked.values() for _, label in items}
+    dead = [c for c in failed if decoded and index[c] not in decoded]  # as good as an empty folder
+    if dead:
+        raise no_readable(
+            f"images of class {', '.join(dead[:5])}", [s for c in dead for s in failed[c]], source
+        )
     shape = (3, *(size or (0, 0)))
     out = {}
     for split, items in picked.items():

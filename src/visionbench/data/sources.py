@@ -15,7 +15,7 @@ from ..config import source_path
 from ..errors import VisionbenchError, unknown_name
 from . import cache
 from .cache import Dataset
-from .decode import decode_progress
+from .decode import decode_progress, no_readable
 from .download import Remote, download
 from .images import read_folder
 from .labels_csv import read_csv
@@ -140,15 +140,10 @@ def checked(ds: Dataset, where: str | None = None) -> Dataset:
     where = where or ds.source
     if len(ds.classes) < 2:
         raise VisionbenchError(f"{len(ds.classes)} class(es): a classifier needs two", where=where)
+
     for split in ["train", "test"] + [s for s in ds.splits if s not in ("train", "test")]:
         if len(ds.splits.get(split, ())) == 0:
-            seen = "; ".join(f"{s['file']}: {s['reason']}" for s in ds.skipped[:3])
-            raise VisionbenchError(
-                f"no readable {split} images"
-                + (f": {len(ds.skipped):,} files skipped, e.g. {seen}" if ds.skipped else ""),
-                where=where,
-                fix="check that the files exist and are images (Git LFS pointers need `git lfs pull`)",
-            )
+            raise no_readable(f"{split} images", ds.skipped, where)
     shapes = {tuple(s.images.shape[1:]) for s in ds.splits.values()}
     if len(shapes) > 1 or any(len(shape) != 3 for shape in shapes):
         raise VisionbenchError(f"splits of different image shapes: {sorted(shapes)}", where=where)
