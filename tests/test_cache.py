@@ -145,15 +145,36 @@ def test_arrays_too_large_for_memory_are_refused_before_decoding(tmp_path, monke
     monkeypatch.setattr(cache, "memory_total", lambda: 4 * 2**20)  # a 4 MiB machine: 1 MiB for arrays
     monkeypatch.setattr(images, "decode_all", lambda *a, **k: pytest.fail("decoded before checking"))
     with pytest.raises(
-        VisionbenchError, match=r"6 images at 512x512 px need 4.5 MiB as arrays, more than 25% of the 4.0 MiB"
+        VisionbenchError,
+        match=r"6 images at 512x512 px need 4.5 MiB as arrays after 0.\d KiB of files are read, more than 25% of the 4.0 MiB",
     ) as exc:
         load_dataset(f"folder:{tmp_path / 'pics'}", img_size=512)
     assert "data.img_size (at most 224)" in exc.value.fix
     assert "data.stream" not in exc.value.fix  # one streamed batch of 512 px images would not fit either
     monkeypatch.setattr(cache, "memory_total", lambda: 100 * 2**20)
     with pytest.raises(VisionbenchError) as exc:  # many small images: streaming them fits
-        cache.check_fits(10_000, (3, 64, 64), "photos")
+        cache.check_fits(10_000, (3, 64, 64), "photos", streamable=True)
     assert (
         exc.value.fix
         == "set a smaller data.img_size (at most 24), or data.stream=true to decode each batch from the files"
     )
+
+
+def test_image_files_read_into_memory_count_toward_the_bound(tmp_path, monkeypatch):
+    from visionbench.data import images, load_dataset
+
+    for cls in ("a", "b"):  # small images in large files: the files, not the arrays, are the memory
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "pics" / cls / f"{i}.png").write_bytes(png_with_padding(200_000))
+    monkeypatch.setattr(cache, "memory_total", lambda: 4 * 2**20)  # 1 MiB for arrays and files
+    monkeypatch.setattr(images, "decode_all", lambda *a, **k: pytest.fail("read before checking"))
+    with pytest.raises(VisionbenchError, match=r"after 1.1 MiB of files are read") as exc:
+        load_dataset(f"folder:{tmp_path / 'pics'}", img_size=8)
+    assert "data.stream=true" in exc.value.fix  # a batch of 8 px images fits
+
+
+def png_with_padding(size: int) -> bytes:
+    from test_data import png
+
+    return png((9, 9, 9)) + b"\0" * size  # PIL reads the image and ignores what follows

@@ -119,3 +119,13 @@ def test_runs_recorded_without_classes_read_them_from_their_data(digit_runs, tmp
     recorded, rebuilt = load_member(digit_runs / "a", digit_runs), load_member(old, digit_runs)
     assert rebuilt.spec == recorded.spec and rebuilt.spec.shape == (1, 8, 8)
     assert rebuilt.mean == pytest.approx(recorded.mean) and rebuilt.std == pytest.approx(recorded.std)
+
+
+def test_a_folder_too_large_for_the_memory_is_refused_before_it_is_read(unlabelled, digit_runs, monkeypatch):
+    from visionbench.data import cache
+
+    folder, _ = unlabelled
+    monkeypatch.setattr(cache, "memory_total", lambda: 1024)  # 256 bytes: not even one file
+    res = runner.invoke(app, ["predict", "a", "--images", str(folder), "--runs-dir", str(digit_runs)])
+    assert res.exit_code == 2 and "more than 25% of the 1.0 KiB of memory" in " ".join(res.output.split())
+    assert "label the images a folder of them at a time" in res.output

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..analysis.predictor import Predictor
 from ..data.archive import is_archive
-from ..data.decode import IMAGE_EXTS, decode_all
+from ..data.cache import check_fits
+from ..data.decode import IMAGE_EXTS, as_bytes, decode_all, unread_bytes
 from ..data.images import iter_files
 from ..data.split import to_channels
 from ..errors import VisionbenchError
@@ -27,7 +28,7 @@ def read_images(
         raise VisionbenchError(
             "not a folder or a .zip/.tar archive of images", where=str(path), fix="check the --images path"
         )
-    entries = sorted(("/".join(parts), blob) for parts, blob in iter_files(path))
+    entries = sorted(("/".join(parts), blob) for parts, blob in iter_files(path, read=False))
     skipped = []
     if path.is_dir():  # files iter_files passes over for their extension are listed too
         for f in sorted(path.rglob("*")):
@@ -44,8 +45,10 @@ def read_images(
                     }
                 )
     c, h, w = shape
+    files = unread_bytes(b for _, b in entries)
+    check_fits(len(entries), (3, h, w), path, files, fix="label the images a folder of them at a time")
     files, arrays = [], []
-    for (name, _), arr in zip(entries, decode_all([b for _, b in entries], (h, w), resize)):
+    for (name, _), arr in zip(entries, decode_all([as_bytes(b) for _, b in entries], (h, w), resize)):
         if isinstance(arr, str):  # the decoder's reason
             skipped.append({"file": name, "reason": arr})
             continue

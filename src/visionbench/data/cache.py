@@ -82,25 +82,40 @@ def memory_total() -> int | None:
     return total
 
 
-def check_fits(n: int, shape: tuple[int, int, int], where: str | Path) -> None:
-    """Refuse, before decoding, `n` images of `shape` (C, H, W) too large for the memory."""
-    total, need = memory_total(), n * int(np.prod(shape))
-    if not total or need <= MEMORY_SHARE * total:
+def check_fits(
+    n: int,
+    shape: tuple[int, int, int],
+    where: str | Path,
+    files: int = 0,
+    streamable: bool = False,
+    fix: str | None = None,
+) -> None:
+    """Refuse, before anything is read, `n` images decoded to `shape` (C, H, W) - after `files`
+    bytes of image files are read into memory - when that is more than the memory allows."""
+    total, arrays = memory_total(), n * int(np.prod(shape))
+    budget = MEMORY_SHARE * (total or 0)
+    if not total or arrays + files <= budget:
         return
-    side = int((MEMORY_SHARE * total / (n * shape[0])) ** 0.5) // 8 * 8  # the largest that fits
-    fixes = [f"set a smaller data.img_size (at most {min(side, 224)})" if side >= 8 else "use fewer images"]
-    if STREAM_BATCH * need / n <= MEMORY_SHARE * total:  # streaming holds a batch at a time
+    fixes = []
+    side = int((max(0, budget - files) / (n * shape[0])) ** 0.5) // 8 * 8  # the largest that fits
+    if side >= 8:
+        fixes.append(f"set a smaller data.img_size (at most {min(side, 224)})")
+    if streamable and STREAM_BATCH * arrays / n <= budget:  # streaming holds a batch at a time
         fixes.append("data.stream=true to decode each batch from the files")
+    read = f" after {size_text(files)} of files are read" if files else ""
     raise VisionbenchError(
-        f"{n:,} images at {shape[1]}x{shape[2]} px need {size_text(need)} as arrays, more than "
+        f"{n:,} images at {shape[1]}x{shape[2]} px need {size_text(arrays)} as arrays{read}, more than "
         f"{MEMORY_SHARE:.0%} of the {size_text(total)} of memory here",
         where=str(where),
-        fix=", or ".join(fixes),
+        fix=fix or ", or ".join(fixes) or "use fewer or smaller image files",
     )
 
 
-def size_text(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+def size_text(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 2**10:,.1f} KiB"
 
 
 # A run or array-cache folder inside a data folder (`folder:.` where runs/ is) is never read

@@ -22,6 +22,16 @@ RESIZE_POLICIES = ("crop", "stretch")
 Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 
 
+def as_bytes(blob: bytes | str | Path) -> bytes | str:
+    """A file's bytes (or why not) for a path; bytes and reasons as they are."""
+    return file_bytes(blob) if isinstance(blob, Path) else blob
+
+
+def unread_bytes(blobs) -> int:
+    """How many bytes reading the paths among `blobs` will take."""
+    return sum(b.stat().st_size for b in blobs if isinstance(b, Path) and b.is_file())
+
+
 def file_bytes(path: Path) -> bytes | str:
     """The file's bytes, or why it cannot be read (deleted since listing, no permission, I/O)."""
     try:
@@ -116,8 +126,11 @@ NATIVE_MAX = 256  # images of one size up to this side keep it (MNIST 28, CIFAR 
 SAMPLE = 64  # images whose sizes decide
 
 
-def stored_size(blob: bytes | str) -> tuple[int, int] | None:
-    """(H, W) as `decode` would give it (EXIF-rotated), from the header alone; None if unreadable."""
+def stored_size(blob: bytes | str | Path) -> tuple[int, int] | None:
+    """(H, W) as `decode` would give it (EXIF-rotated), from the header alone (a file's first
+    bytes only); None if unreadable (a str is the reason it could not be read)."""
+    if isinstance(blob, str):
+        return None
     try:
         with Image.open(io.BytesIO(blob) if isinstance(blob, bytes) else blob) as img:
             w, h = img.size
@@ -126,7 +139,7 @@ def stored_size(blob: bytes | str) -> tuple[int, int] | None:
         return None
 
 
-def auto_size(blobs: list[bytes | str]) -> tuple[tuple[int, int] | None, str]:
+def auto_size(blobs: list[bytes | str | Path]) -> tuple[tuple[int, int] | None, str]:
     """The size every image is brought to when data.img_size is not set, and why: the images'
     own size when a sample of up to SAMPLE of them (spread over the list) share one no larger
     than NATIVE_MAX px; otherwise STANDARD_SIZE square - never the first image's size alone,
@@ -134,7 +147,7 @@ def auto_size(blobs: list[bytes | str]) -> tuple[tuple[int, int] | None, str]:
     step = max(1, len(blobs) // SAMPLE)
     sizes = [s for s in map(stored_size, blobs[::step][:SAMPLE]) if s]
     if not sizes:
-        return probe_size(blobs), "the first image that decodes"
+        return probe_size(map(as_bytes, blobs)), "the first image that decodes"
     if len(set(sizes)) == 1 and max(sizes[0]) <= NATIVE_MAX:
         return sizes[0], f"the images' own size ({len(sizes)} sampled alike)"
     shown = ", ".join(f"{w}x{h}" for h, w in sorted(set(sizes), key=sizes.count, reverse=True)[:3])

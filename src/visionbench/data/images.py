@@ -15,6 +15,7 @@ from .archive import is_archive, iter_members
 from .cache import Dataset, Split
 from .decode import (
     IMAGE_EXTS,
+    as_bytes,
     auto_size,
     check_resize,
     decode,  # noqa: F401  (its old import path: callers outside data/ use it)
@@ -22,6 +23,7 @@ from .decode import (
     file_bytes,
     no_readable,
     summarize_origins,
+    unread_bytes,
 )
 from .split import stratified_split
 
@@ -104,7 +106,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
     """
     skipped: list[dict] = []  # refused archive members first, then files that fit no folder
-    entries = list(iter_files(path, read=not stream, skipped=skipped))
+    entries = list(iter_files(path, read=False, skipped=skipped))  # folders: paths, read once sized
     if not entries:
         raise VisionbenchError(
             "no images found",
@@ -132,7 +134,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         from .stream import file_splits
 
         return train_classes, file_splits(rows, train_classes, img_size, resize), skipped, {}
-    return train_classes, *decode_rows(rows, train_classes, img_size, resize, skipped, path)
+    return train_classes, *decode_rows(rows, train_classes, img_size, resize, skipped, path, path.is_dir())
 
 
 def check_classes(rows: list[tuple], path: Path) -> list[str]:
@@ -170,19 +172,26 @@ def check_classes(rows: list[tuple], path: Path) -> list[str]:
 
 
 def decode_rows(
-    rows: list[tuple], classes: list[str], img_size: int | None, resize: str, skipped: list, source: Path
+    rows: list[tuple],
+    classes: list[str],
+    img_size: int | None,
+    resize: str,
+    skipped: list,
+    source: Path,
+    streamable: bool = False,
 ):
     """(split, class, file, blob) rows -> ({split: (images NCHW, labels)}, skipped, originals),
-    decoded on every core; a file that does not decode is appended to `skipped` with the
-    reason, and a split whose every file failed is there, empty (load_dataset names it).
-    Without `img_size`, decode.auto_size chooses one size for all; the arrays must fit in
-    memory (cache.check_fits) before a byte is decoded."""
+    decoded on every core; a blob is the file's bytes, its path (read here) or why it cannot
+    be read. A file that does not decode is appended to `skipped` with the reason; a split
+    whose every file failed is there, empty (load_dataset names it); a class whose every file
+    failed is an error. Without `img_size`, decode.auto_size chooses one size for all; the
+    files read and the arrays must fit in memory (cache.check_fits) before a byte is read."""
     index = {c: i for i, c in enumerate(classes)}
     size, why = ((img_size, img_size), "data.img_size") if img_size else auto_size([r[3] for r in rows])
-    if size is not None:
-        cache.check_fits(len(rows), (3, *size), source)
+    files = unread_bytes(r[3] for r in rows)
+    cache.check_fits(len(rows), (3, *(size or (0, 0))), source, files, streamable)
     origins: list[str | None] = []
-    arrays = decode_all([r[3] for r in rows], size, resize, origins)
+    arrays = decode_all([as_bytes(r[3]) for r in rows], size, resize, origins)
     picked: dict[str, list[tuple[np.ndarray, int]]] = {split: [] for split, *_ in rows}
     failed: dict[str, list[dict]] = {}  # per class
     for (split, cls, name, _), arr in zip(rows, arrays):

@@ -66,8 +66,9 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
         if not file.is_relative_to(base) or is_hidden(Path(name).parts):
             skipped.append({"file": name, "reason": "outside the CSV's folder or hidden: not read"})
             continue
+        blob: Path | str = file  # read later, once the memory it takes is known to fit
         try:
-            blob: bytes | str = file.read_bytes()
+            file.stat()
         except OSError as e:
             blob = f"listed in {path.name} but cannot be read ({e.strerror or e})"
         rows.append((SPLIT_NAMES[split], label, name, blob))
