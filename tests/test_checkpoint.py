@@ -116,3 +116,26 @@ def test_killed_between_renames_still_leaves_a_verifiable_checkpoint(tmp_path, m
     monkeypatch.setattr(ck.os, "replace", real_replace)
     with pytest.warns(UserWarning, match="corrupt or incomplete"):
         assert ck.load_checkpoint(path)["epoch"] == 2  # the previous one, verified
+
+
+class Nothing:
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def training_state(width: int) -> ck.TrainingState:
+    model = torch.nn.Linear(width, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return ck.TrainingState(
+        model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1), Nothing()
+    )
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    training_state(4).save(path)
+    with pytest.raises(VisionbenchError, match="does not fit this run's model"):
+        training_state(5).restore(path)  # the config was edited since, or another run's file copied in

@@ -220,11 +220,18 @@ class TrainingState:
                 where=str(path),
                 fix="resume with the run's own data",
             )
-        self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
-        set_rng_state(ck["rng"])
-        self.freezing.load_state_dict(ck.get("freezing", {}))
-        if self.ema is not None:
-            self.ema.load_state_dict(ck["ema"])
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            set_rng_state(ck["rng"])
+            self.freezing.load_state_dict(ck.get("freezing", {}))
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["ema"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise VisionbenchError(
+                f"the checkpoint does not fit this run's model or optimizer ({str(e).splitlines()[0]})",
+                where=str(path),
+                fix="resume with the run's own config.yaml, or start the run again under a new name",
+            ) from None
         self.epoch, self.batch, self.partial, self.best = ck["epoch"], ck["batch"], ck["partial"], ck["best"]
