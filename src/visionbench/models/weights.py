@@ -22,8 +22,8 @@ def read_state_file(path: str | Path, data: bytes | None = None) -> dict[str, to
     if path.suffix == ".safetensors":
         from safetensors.torch import load
 
-        try:
-            return load(path.read_bytes() if data is None else data)
+        try:  # in name order, as load_file gives them (load's own order varies from call to call)
+            return dict(sorted(load(path.read_bytes() if data is None else data).items()))
         except Exception as e:  # noqa: BLE001 - SafetensorError, or a header that is not JSON
             raise VisionbenchError(
                 f"the weights file is damaged or not safetensors ({str(e).splitlines()[0]})",
