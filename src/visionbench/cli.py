@@ -444,7 +444,7 @@ def export(
     ] = None,
     weights: Annotated[str, typer.Option(help="last or best.")] = "last",
     images: Annotated[int, typer.Option(min=1, help="Test images for the parity check.")] = 64,
-    tolerance: Annotated[float, typer.Option(min=0, help="Largest allowed abs logit difference.")] = 1e-4,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed abs logit difference.")] = 1e-4,
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
 ):

@@ -284,6 +284,9 @@ def writable(folder: Path, prefix: str = ".probe-") -> Path:
 
 
 def check_writable(folder: Path) -> None:
+    """`writable`, leaving nothing behind: a folder not made yet is probed where it would be."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
     writable(folder).rmdir()
 
 
