@@ -17,7 +17,6 @@ from .decode import (
     IMAGE_EXTS,
     auto_size,
     check_resize,
-    decode,  # noqa: F401  (its old import path: callers outside data/ use it)
     decode_all,
     file_bytes,
     summarize_origins,
