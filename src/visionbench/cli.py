@@ -566,11 +566,12 @@ def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
     if not rows:
         out.print(f"no runs in {root}")
         return
-    table = Table("id", "status", "data", "model", "epochs", "val acc", "test acc", "seconds")
+    table = Table("id", "kind", "status", "data", "model", "epochs", "val acc", "test acc", "seconds")
     pct = lambda v: f"{v:.2%}" if v is not None else "-"
     for r in rows:
         table.add_row(
             r["id"],
+            r["kind"],
             r["status"],
             r["data"] or "-",
             r["model"] or "-",
