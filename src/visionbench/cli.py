@@ -540,22 +540,27 @@ def report(
     cols: Annotated[
         Optional[str], typer.Option(help="Config key for its columns [default: recipe, else data.name].")
     ] = None,
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Published figures to show beside ours (repeatable; `compare --reference list`)."),
+    ] = None,
     runs_dir: RunsDir = None,
 ):
     """One self-contained HTML report (figures inlined, works offline) and/or a markdown one:
-    leaderboard, groups, learning curves, confusion matrices and explanations."""
+    leaderboard, groups, learning curves, published references, confusion matrices and
+    explanations."""
     from .analysis.report import write_report
 
     if not html and not markdown:
         html = Path("report.html")
-    for path in write_report(runs, runs_dir, html, markdown, rows, cols):
+    for path in write_report(runs, runs_dir, html, markdown, rows, cols, reference or []):
         out.print(f"wrote {escape(str(path))}")
 
 
 @app.command()
 @friendly
 def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
-    """List runs, newest first."""
+    """List runs and saved ensembles, newest first."""
     from .runs import list_runs, runs_root
 
     root = runs_root(runs_dir)
