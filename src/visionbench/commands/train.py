@@ -19,7 +19,7 @@ from ..analysis.evaluation import evaluation
 from ..analysis.plots import plot_curves
 from ..analysis.predictor import Outputs, softmax
 from ..config import RunConfig, dump_config
-from ..console import count_bar, make_console
+from ..console import bars_off, count_bar, make_console
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
@@ -337,6 +337,7 @@ class EpochBar:
             TimeRemainingColumn(),
             console=console,
             transient=True,
+            disable=bars_off(console),
         )
         self.task = None
 
