@@ -3,9 +3,11 @@ a run object with its history and figures, and the commands as methods and funct
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +176,39 @@ def test_import_is_light_and_the_api_loads_on_first_use():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "visionbench.api"
+
+
+@pytest.mark.slow  # a Jupyter kernel, two trainings and their figures: ~20 s on 2 cores
+def test_quickstart_notebook_runs_top_to_bottom_and_shows_the_figures(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    # a kernel spec of our own, first on JUPYTER_PATH: this Python, whatever "python3" means here
+    spec = tmp_path / "jupyter" / "kernels" / "visionbench-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "test", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    t0 = time.perf_counter()
+    # the kernel inherits this process's environment: the test's runs folder and data cache
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="visionbench-test", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    seconds = time.perf_counter() - t0
+    nbformat.write(notebook, tmp_path / "executed.ipynb")
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pngs = [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2 and all(p.startswith(PNG) for p in pngs)  # run.plot: curves, confusion matrix
+    pages = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    card = next(p for p in pages if "<h4>" in p and "test top-1" in p)  # the run, shown by itself
+    assert card.count('<img src="data:image/png;base64,') == 2
+    compared = next(p for p in pages if "mean ± std over seeds" in p)
+    assert "<td>0.02</td>" in compared and "<td>0.2</td>" in compared and "data:image/png" in compared
+    finished = list(Path(os.environ["VISIONBENCH_RUNS"]).glob("*/summary.json"))
+    assert len(finished) == 2, finished
+    assert seconds < 240
