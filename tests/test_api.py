@@ -123,6 +123,9 @@ def test_run_object_history_figures_and_methods(tiny_run, tmp_path):
     with pytest.raises(VisionbenchError, match="cannot read an array of shape"):
         run.predict(np.zeros((2, 5, 8, 8), np.uint8))
 
+    explained = run.explain(indices=[0, 1], target="true", device="cpu")  # explain_run's options
+    assert [r["index"] for r in explained["images"]] == [0, 1] and explained["target"] == "true"
+    assert explained.figures["explanations"]._repr_png_().startswith(PNG)
     exported = run.export("torchscript", out=tmp_path / "model.pt")
     assert exported["parity"]["max_abs_logit_diff"] <= 1e-4 and (tmp_path / "model.pt").is_file()
 

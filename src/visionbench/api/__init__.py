@@ -80,7 +80,10 @@ def train(
 
 
 def resume(ref: str | Path, runs_dir: str | Path | None = None, quiet: bool = False) -> Run:
-    """`visionbench train --resume`: continue an interrupted run (id or folder) exactly."""
+    """`visionbench train --resume`: continue an interrupted run (id or folder) exactly.
+
+    >>> run = vb.resume("20250101-120000-cifar10-resnet18")
+    """
     from ..commands.train import train as fit
 
     return Run(fit(None, runs_dir, resume=str(ref), quiet=quiet).path)

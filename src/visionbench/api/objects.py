@@ -254,7 +254,10 @@ class Run(Predicts):
         )
 
     def resume(self, quiet: bool = False) -> Run:
-        """Continue this interrupted run from its checkpoint (`visionbench train --resume`)."""
+        """Continue this interrupted run from its checkpoint (`visionbench train --resume`).
+
+        >>> vb.load("big").resume().summary["test_acc"]
+        """
         from ..commands.train import train as fit
 
         return Run(fit(None, resume=str(self.path), quiet=quiet).path)
@@ -302,7 +305,10 @@ class Ensemble(Predicts):
 
     def evaluate(self, tta: bool = False) -> Result:
         """The test evaluation again (with TTA: each member averages the image and its mirror);
-        a saved ensemble writes its bundle into ENSEMBLE/eval[-tta]/."""
+        a saved ensemble writes its bundle into ENSEMBLE/eval[-tta]/.
+
+        >>> vb.load("trio").evaluate(tta=True)["top1"]
+        """
         from ..analysis.evaluation import bundle_name, evaluate_predictor
 
         folder = self.path / bundle_name(self.voter, tta_mode(tta)) if self.path else None
