@@ -1,4 +1,4 @@
-"""The Python API (visionbench/api.py), the CLI's twin: the same runs from the same settings,
+"""The Python API (visionbench/api/), the CLI's twin: the same runs from the same settings,
 a run object with its history and figures, and the commands as methods and functions."""
 
 from __future__ import annotations

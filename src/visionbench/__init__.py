@@ -1,6 +1,6 @@
 """visionbench: train, evaluate and report image classifiers, fast and reproducibly.
 
-The Python API (visionbench/api.py) is here, loaded on first use so that the CLI starts fast:
+The Python API (visionbench/api/) is here, loaded on first use so that the CLI starts fast:
 
     import visionbench as vb
     run = vb.train(data="digits", model="small_cnn", epochs=2, **{"optim.lr": 0.05})
