@@ -114,7 +114,7 @@ def test_finished_run_name_is_refused(tmp_path):
 
 def test_help_config_lists_every_key():
     res = invoke("train", "--help-config")
-    assert "optim.lr = 0.1" in res.output and "aug.crop_padding = 0" in res.output
+    assert "optim.lr = None" in res.output and "aug.crop_padding = 0" in res.output
     assert "optim.name = 'sgd'" in res.output and "sched.name = 'onecycle'" in res.output
     assert "train.loss = 'ce'" in res.output
 

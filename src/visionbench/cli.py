@@ -69,6 +69,9 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data root [default: $VISIONBENCH_DATA or ~/.cache/visionbench/data]."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FinishedRuns = Annotated[
+    Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+]
 RecipeOpt = Annotated[
     Optional[str],
     typer.Option(help="Start from a preset (see `visionbench recipes`); other settings override it."),
@@ -414,9 +417,7 @@ def export(
 @app.command()
 @friendly
 def compare(
-    runs: Annotated[
-        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
-    ] = None,
+    runs: FinishedRuns = None,
     rows: Annotated[str, typer.Option(help="Config key whose values are the rows.")] = "model.name",
     cols: Annotated[
         Optional[str],
@@ -480,9 +481,7 @@ def rich_table(header: list[str], body: list[list[str]]) -> Table:
 @app.command()
 @friendly
 def report(
-    runs: Annotated[
-        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
-    ] = None,
+    runs: FinishedRuns = None,
     html: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file to write.")] = None,
     rows: Annotated[str, typer.Option(help="Config key for the group table's rows.")] = "model.name",

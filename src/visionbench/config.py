@@ -89,6 +89,9 @@ class ModelConfig(Section):
     input_size: int | None = None  # resize inputs on the device to this size first (224 for ImageNet weights)
 
 
+BASE_LR = 0.1  # SGD's peak lr at batch 128: optim.lr left unset scales it with the batch (Goyal et al. 2017)
+
+
 class OptimConfig(Section):
     name: Annotated[str, registered("optimizer")] = "sgd"  # engine/optimizers.py OPTIMIZERS
     lr: float | None = None  # None: 0.1 at batch 128, scaled with the batch size (Goyal et al. 2017)
