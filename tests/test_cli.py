@@ -183,3 +183,18 @@ def test_too_small_input_error_gives_a_fix_that_works():
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["test_acc"] > 0.25  # it learns: chance is 10%
+
+
+def test_runs_lists_saved_ensembles_beside_runs(tiny_run, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "tiny")
+    res = invoke("ensemble", "tiny", "tiny", "--vote", "soft", "--save", "pair", "--runs-dir", str(runs))
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in json.loads(invoke("runs", "--runs-dir", str(runs), "--json").stdout)}
+    assert rows["tiny"]["kind"] == "run" and rows["pair"]["kind"] == "ensemble"
+    top1 = json.loads((runs / "pair" / "summary.json").read_text())["top1"]
+    assert rows["pair"]["test_acc"] == top1 and rows["pair"]["model"] == "soft vote: tiny, tiny"
+    table = invoke("runs", "--runs-dir", str(runs)).output
+    assert "pair" in table and "ensemble" in table and f"{top1:.2%}" in table

@@ -134,6 +134,7 @@ class TrainConfig(Section):
     checkpoint_minutes: float | None = None  # also checkpoint mid-epoch every N minutes
     checkpoint_steps: int | None = None  # also checkpoint mid-epoch every N steps
     sync_bn: bool = False  # distributed runs: BatchNorm statistics over the global batch
+    track: Literal["none", "tensorboard", "mlflow"] = "none"  # also log to a tracker (runs/trackers.py)
 
 
 class FreezeStage(Section):

@@ -214,11 +214,14 @@ def cpu_name() -> str:
 
 
 def list_runs(root: Path) -> list[dict]:
-    """One row per run folder, newest first."""
+    """One row per run folder and per saved ensemble (`kind` says which), newest first."""
     rows = []
     if not root.is_dir():
         return rows
     for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
+        if (path / "ensemble.json").is_file():
+            rows.append(ensemble_row(Run(path)))
+            continue
         if not (path / "config.yaml").is_file():
             continue
         run = Run(path)
@@ -227,6 +230,7 @@ def list_runs(root: Path) -> list[dict]:
         rows.append(
             {
                 "id": run.id,
+                "kind": "run",
                 "status": "finished" if summary else meta.get("status", "unfinished"),
                 "data": meta.get("data"),
                 "model": meta.get("model"),
@@ -237,3 +241,21 @@ def list_runs(root: Path) -> list[dict]:
             }
         )
     return rows
+
+
+def ensemble_row(folder: Run) -> dict:
+    """A saved ensemble (`visionbench ensemble --save`) as a row of the runs list: its vote and
+    members in place of the model, the vote's test accuracy as measured when it was saved."""
+    meta, summary = folder.read_json("ensemble.json"), folder.read_json("summary.json")
+    members = [m.get("id", "?") for m in meta.get("members", [])]
+    return {
+        "id": folder.id,
+        "kind": "ensemble",
+        "status": "finished" if summary else "saved",
+        "data": None,
+        "model": f"{meta.get('vote', '?')} vote: {', '.join(members)}",
+        "epochs": "-",
+        "val_acc": None,
+        "test_acc": summary.get("top1"),
+        "seconds": None,
+    }
