@@ -131,3 +131,22 @@ def test_report_shows_a_saved_ensemble_beside_its_members(tiny_run, tmp_path):
     assert "| agreement | tiny | tiny |" in text and "| tiny | 1.000 | 1.000 |" in text
     assert "## tiny" in text  # its member, read from ensemble.json
     assert "![confusion matrix (eval)](ensembles/trio/eval/confusion.png)" in text
+
+
+def test_report_shows_published_references_beside_ours(tiny_run, tmp_path):
+    runs, md, html = str(tiny_run.parent), tmp_path / "report.md", tmp_path / "report.html"
+    args = ["report", "tiny", "--runs-dir", runs, "--reference", "rsb-resnet50"]
+    res = runner.invoke(app, [*args, "--markdown", str(md), "--out", str(html)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "## Published references" in text and "| resnet50 | rsb-a1 | 80.40 | 600 |" in text
+    assert re.search(r"\| data \| digits \([\d,]+ train images\) \| ImageNet-1k", text)  # what differs
+    page = html.read_text()
+    assert (
+        "Published references beside ours" in page and "What differs between their setting and ours" in page
+    )
+    assert "<td>80.40</td>" in page
+    assert runner.invoke(app, ["report", "tiny", "--runs-dir", runs, "--markdown", str(md)]).exit_code == 0
+    assert "Published references" not in md.read_text()  # none asked for, none shown
+    bad = runner.invoke(app, [*args[:-1], "rsb", "--markdown", str(md)])
+    assert bad.exit_code == 2 and "unknown reference 'rsb'" in bad.output

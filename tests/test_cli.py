@@ -114,7 +114,7 @@ def test_finished_run_name_is_refused(tmp_path):
 
 def test_help_config_lists_every_key():
     res = invoke("train", "--help-config")
-    assert "optim.lr = 0.1" in res.output and "aug.crop_padding = 0" in res.output
+    assert "optim.lr = None" in res.output and "aug.crop_padding = 0" in res.output
     assert "optim.name = 'sgd'" in res.output and "sched.name = 'onecycle'" in res.output
     assert "train.loss = 'ce'" in res.output
 
@@ -198,3 +198,18 @@ def test_too_small_input_error_gives_a_fix_that_works():
 def test_command_options_out_of_range_are_refused_before_any_work(args, option):
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and option in res.output and "Traceback" not in res.output
+
+
+def test_runs_lists_saved_ensembles_beside_runs(tiny_run, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "tiny")
+    res = invoke("ensemble", "tiny", "tiny", "--vote", "soft", "--save", "pair", "--runs-dir", str(runs))
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in json.loads(invoke("runs", "--runs-dir", str(runs), "--json").stdout)}
+    assert rows["tiny"]["kind"] == "run" and rows["pair"]["kind"] == "ensemble"
+    top1 = json.loads((runs / "pair" / "summary.json").read_text())["top1"]
+    assert rows["pair"]["test_acc"] == top1 and rows["pair"]["model"] == "soft vote: tiny, tiny"
+    table = invoke("runs", "--runs-dir", str(runs)).output
+    assert "pair" in table and "ensemble" in table and f"{top1:.2%}" in table

@@ -413,8 +413,9 @@ def test_image_folder_img_size_option(tmp_path):
     assert ds.splits["test"].images.shape == (1, 3, 10, 10)
 
 
-def test_image_folder_mixed_sizes_use_first_size(tmp_path):
-    """Without img_size, every image is fitted to the size of the first one (12 here)."""
+def test_image_folder_mixed_sizes_use_a_typical_size(tmp_path):
+    """Without img_size, images of varied sizes are fitted to a typical one: the lower median of
+    their shorter sides (12 here, of 12, 12, 14, 20), at most 224."""
     files = {
         "train/a/0.png": png((9, 9, 9), size=12),
         "train/a/1.png": png((9, 9, 9), size=20),

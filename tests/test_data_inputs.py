@@ -278,7 +278,12 @@ def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
             (root / cls / f"{mode}{i}.{'jpg' if mode == 'CMYK' else 'png'}").write_bytes(buf.getvalue())
     res = CliRunner().invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
     info = json.loads(res.stdout)
-    assert info["originals"] == {"modes": {"RGB": 4, "L": 2, "CMYK": 2}, "sizes": {"12x9": 6, "30x20": 2}}
+    assert info["originals"] | {"size_chosen_for": None} == {
+        "modes": {"RGB": 4, "L": 2, "CMYK": 2},
+        "sizes": {"12x9": 6, "30x20": 2},
+        "size_chosen_for": None,
+    }
+    assert "varied sizes (12x9, 30x20)" in info["originals"]["size_chosen_for"]
     assert info["cache"]["folder"].startswith(str(tmp_path)) and info["cache"]["mib"] > 0
     text = CliRunner().invoke(app, ["data", "info", f"folder:{root}"], catch_exceptions=False).stdout
     assert "modes RGB 4, L 2, CMYK 2; sizes 12x9 6, 30x20 2" in text and "cache: " in text

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from visionbench.cli import app
 
+pytestmark = pytest.mark.slow  # each study trains several runs: 15-50 s
+
 WRITEUPS = Path(__file__).resolve().parents[1] / "examples" / "writeups"
 runner = CliRunner()
 

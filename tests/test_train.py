@@ -109,9 +109,10 @@ def test_run_record_has_everything(tiny_overrides):
     report = run.read_json("run.json")["data_report"]
     assert report["splits"]["train"] + report["splits"]["val"] == 1438
     assert report["splits"]["test"] == 359
-    # the saved config reproduces the run: fed back, it trains a new run to the same weights
+    # the saved config reproduces the run: fed back, it trains a new run to the same weights;
+    # what was left unset is saved as chosen (small_cnn takes no stem option: off at 8 px? on: 8 <= 64)
     again = resolve_config([run.path / "config.yaml"])
-    assert again.model_dump() == resolve_config([], tiny_overrides).model_dump()
+    assert again.model_dump() == resolve_config([], [*tiny_overrides, "model.small_stem=true"]).model_dump()
     rerun = train(again, quiet=True)
     assert rerun.id != run.id
     a, b = weights_of(run), weights_of(rerun)

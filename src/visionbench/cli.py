@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .commands.options import data_options, prune, train_options
 from .console import count_bar, make_console
 from .errors import VisionbenchError, did_you_mean
 
@@ -60,12 +61,6 @@ def main_options(
         set_offline(True)
 
 
-def data_options(data: str | None, data_dir: Path | None) -> dict:
-    """--data and --data-dir as a config tree; data.dir is stored absolute, so `eval` and
-    `--resume` work from any folder."""
-    return {"data": {"name": data, "dir": str(data_dir.resolve()) if data_dir else None}}
-
-
 RunsDir = Annotated[
     Optional[Path], typer.Option("--runs-dir", help="Runs folder [default: $VISIONBENCH_RUNS or ./runs].")
 ]
@@ -74,6 +69,9 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data root [default: $VISIONBENCH_DATA or ~/.cache/visionbench/data]."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+FinishedRuns = Annotated[
+    Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
+]
 RecipeOpt = Annotated[
     Optional[str],
     typer.Option(help="Start from a preset (see `visionbench recipes`); other settings override it."),
@@ -124,21 +122,7 @@ def train(
             out.print(f"{key} = {value!r}")
         return
     refuse_unknown_options(ctx)
-    cli = {
-        **data_options(data, data_dir),
-        "model": {
-            "name": model,
-            "weights": str(Path(weights).resolve())
-            if weights and not weights.startswith("run:")
-            else weights,
-            "input_size": input_size,
-        },
-        "train": {"epochs": epochs, "batch_size": batch_size, "device": device},
-        "optim": {"lr": lr},
-        "seed": seed,
-        "name": name,
-    }
-    cli = prune(cli)
+    cli = train_options(locals())  # the options named in TRAIN_OPTIONS
     from .commands.train import train as fit
 
     if resume:
@@ -202,16 +186,8 @@ def sweep(
 ):
     """Train a grid of runs (or an Optuna search); extra KEY=VALUE arguments apply to every run.
     Re-running the same command skips finished runs and resumes interrupted ones."""
-    from .commands.sweep import (
-        Sweep,
-        default_name,
-        expand,
-        load_sweep_file,
-        parse_grid,
-        run_grid,
-        stopped,
-        summary_rows,
-    )
+    from .commands.search import check_results, run_sweep
+    from .commands.sweep import Sweep, default_name, load_sweep_file, parse_grid
 
     refuse_unknown_options(ctx)
     spec = load_sweep_file(file) if file else {}
@@ -226,33 +202,15 @@ def sweep(
     plan.cli = prune(cli)
     plan.name = name or spec.get("name") or default_name(plan)
     say = (lambda msg: None) if as_json else (lambda msg: out.print(escape(msg)))
-    if search == "optuna":
-        from .commands.search import run_search
-
-        metric = metric or spec.get("metric", "val_acc")
-        cells = run_search(plan, trials or spec.get("trials", 20), metric, storage, runs_dir, jobs)
-        results = []
-    elif search:
-        raise VisionbenchError(f"unknown search '{search}'", fix="use --search optuna (or leave it out)")
-    else:
-        grid_cells = expand(plan)
-        say(f"sweep {plan.name}: {len(grid_cells)} runs, {jobs} at a time")
-        results = run_grid(grid_cells, runs_dir, jobs, say)
-        cells = [(c.id, c.values) for c in grid_cells]
-    rows = summary_rows(cells, runs_dir)
+    metric = metric or spec.get("metric", "val_acc")
+    trials = trials or spec.get("trials", 20)
+    rows, results = run_sweep(plan, runs_dir, jobs, say, search, trials, metric, storage)
     if as_json:
         print(json.dumps({"sweep": plan.name, "runs": rows}))
     else:
         print_sweep_table(plan.name, rows)
         print_sweep_comparison(rows, list(plan.grid), runs_dir)
-    codes = [r["exit_code"] for r in results if r["status"] == "interrupted"]
-    if codes:
-        raise stopped(codes[0])
-    failed = [r["id"] for r in results if r["status"] == "failed"]
-    if failed:
-        raise VisionbenchError(
-            f"{len(failed)} run(s) failed: {', '.join(failed)}", fix="see the errors above"
-        )
+    check_results(results)
 
 
 def print_sweep_table(name: str, rows: list[dict]) -> None:
@@ -282,12 +240,6 @@ def print_sweep_comparison(rows: list[dict], grid_keys: list[str], runs_dir: Pat
     out.print(f"test accuracy %, mean ± std over seeds ({table['n']} finished runs)")
     out.print(rich_table(*cmp.pivot(table)))
     out.print(rich_table(*cmp.details(table)))
-
-
-def prune(tree: dict) -> dict:
-    """Drop unset (None) options, so they do not override config files."""
-    pruned = {k: prune(v) if isinstance(v, dict) else v for k, v in tree.items()}
-    return {k: v for k, v in pruned.items() if v is not None and v != {}}
 
 
 @app.command("eval")
@@ -467,9 +419,7 @@ def export(
 @app.command()
 @friendly
 def compare(
-    runs: Annotated[
-        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
-    ] = None,
+    runs: FinishedRuns = None,
     rows: Annotated[str, typer.Option(help="Config key whose values are the rows.")] = "model.name",
     cols: Annotated[
         Optional[str],
@@ -533,31 +483,34 @@ def rich_table(header: list[str], body: list[list[str]]) -> Table:
 @app.command()
 @friendly
 def report(
-    runs: Annotated[
-        Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
-    ] = None,
+    runs: FinishedRuns = None,
     html: Annotated[Optional[Path], typer.Option("--out", help="HTML file to write.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file to write.")] = None,
     rows: Annotated[str, typer.Option(help="Config key for the group table's rows.")] = "model.name",
     cols: Annotated[
         Optional[str], typer.Option(help="Config key for its columns [default: recipe, else data.name].")
     ] = None,
+    reference: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Published figures to show beside ours (repeatable; `compare --reference list`)."),
+    ] = None,
     runs_dir: RunsDir = None,
 ):
     """One self-contained HTML report (figures inlined, works offline) and/or a markdown one:
-    leaderboard, groups, learning curves, confusion matrices and explanations."""
+    leaderboard, groups, learning curves, published references, confusion matrices and
+    explanations."""
     from .analysis.report import write_report
 
     if not html and not markdown:
         html = Path("report.html")
-    for path in write_report(runs, runs_dir, html, markdown, rows, cols):
+    for path in write_report(runs, runs_dir, html, markdown, rows, cols, reference or []):
         out.print(f"wrote {escape(str(path))}")
 
 
 @app.command()
 @friendly
 def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
-    """List runs, newest first."""
+    """List runs and saved ensembles, newest first."""
     from .runs import list_runs, runs_root
 
     root = runs_root(runs_dir)
@@ -568,11 +521,12 @@ def runs(runs_dir: RunsDir = None, as_json: AsJson = False):
     if not rows:
         out.print(f"no runs in {root}")
         return
-    table = Table("id", "status", "data", "model", "epochs", "val acc", "test acc", "seconds")
+    table = Table("id", "kind", "status", "data", "model", "epochs", "val acc", "test acc", "seconds")
     pct = lambda v: f"{v:.2%}" if v is not None else "-"
     for r in rows:
         table.add_row(
             r["id"],
+            r["kind"],
             r["status"],
             r["data"] or "-",
             r["model"] or "-",

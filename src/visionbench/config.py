@@ -142,6 +142,9 @@ class ModelConfig(Section):
     input_size: Count | None = None  # resize inputs on the device first (224 for ImageNet weights)
 
 
+BASE_LR = 0.1  # SGD's peak lr at batch 128: optim.lr left unset scales it with the batch (Goyal et al. 2017)
+
+
 class OptimConfig(Section):
     name: Annotated[str, registered("optimizer")] = "sgd"  # engine/optimizers.py OPTIMIZERS
     lr: Positive | None = None  # None: 0.1 at batch 128, scaled with the batch size (Goyal et al. 2017)
@@ -184,6 +187,7 @@ class TrainConfig(Section):
     checkpoint_minutes: Positive | None = None  # also checkpoint mid-epoch every N minutes
     checkpoint_steps: Count | None = None  # also checkpoint mid-epoch every N steps
     sync_bn: bool = False  # distributed runs: BatchNorm statistics over the global batch
+    track: Literal["none", "tensorboard", "mlflow"] = "none"  # also log to a tracker (runs/trackers.py)
 
 
 class FreezeStage(Section):

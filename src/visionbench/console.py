@@ -17,6 +17,19 @@ def make_console(quiet: bool = False, stderr: bool = False) -> Console:
     return Console(quiet=quiet, stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
 
 
+def bars_off(console: Console) -> bool:
+    """No bars on a quiet console; in Jupyter rich draws its live bars in an ipywidgets Output,
+    and without ipywidgets it can only warn, so there the bars are left out (the epoch lines
+    still print)."""
+    if console.quiet or not console.is_jupyter:
+        return console.quiet
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 @contextmanager
 def count_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
     """An `update(done, total)` callback whose bar appears on the first call, not before:
@@ -33,6 +46,7 @@ def count_bar(console: Console, description: str) -> Iterator[Callable[[int, int
                 TimeRemainingColumn(),
                 console=console,
                 transient=True,
+                disable=bars_off(console),
             )
             bar.start()
             task = bar.add_task(description, total=total)

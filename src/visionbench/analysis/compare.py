@@ -268,12 +268,17 @@ def to_markdown(table: dict, refs: list[dict] = ()) -> str:
         markdown_table(*details(table)),
     ]
     for ref in refs:
-        parts += [
-            f"Reference **{ref['name']}**: {ref['title']}. Source: {ref['source']}.",
-            markdown_table(ref["header"], ref["rows"]),
-            markdown_table(
-                ["", "ours", "reference"],
-                [[d["aspect"], d["ours"], d["reference"]] for d in ref["differences"]],
-            ),
-        ]
+        parts += reference_markdown(ref)
     return "\n\n".join(parts) + "\n"
+
+
+def reference_markdown(ref: dict) -> list[str]:
+    """A reference_block as markdown paragraphs: what it is, its rows, how its setting differs."""
+    return [
+        f"Reference **{ref['name']}**: {ref['title']}. Source: {ref['source']}.",
+        markdown_table(ref["header"], ref["rows"]),
+        markdown_table(
+            ["", "ours", "reference"],
+            [[d["aspect"], d["ours"], d["reference"]] for d in ref["differences"]],
+        ),
+    ]

@@ -16,7 +16,16 @@ from jinja2 import Environment, StrictUndefined
 
 from .. import __version__
 from ..runs import runs_root
-from .compare import RunRecord, compare_table, details, markdown_table, pivot, read_runs
+from .compare import (
+    RunRecord,
+    compare_table,
+    details,
+    markdown_table,
+    pivot,
+    read_runs,
+    reference_block,
+    reference_markdown,
+)
 from .plots import plot_overlaid_curves
 
 # the figures a run (or saved ensemble) folder may hold, in the order the report shows them;
@@ -144,9 +153,15 @@ def split_refs(refs: list[str] | None, runs_dir) -> tuple[list[str] | None, list
 
 
 def report_context(
-    records: list[RunRecord], ensembles: list[Path], overlay: Path, rows: str, cols: str | None
+    records: list[RunRecord],
+    ensembles: list[Path],
+    overlay: Path,
+    rows: str,
+    cols: str | None,
+    references: list[str] = (),
 ) -> dict:
-    """Everything both renderings show; the overlaid curves are drawn to `overlay`."""
+    """Everything both renderings show; the overlaid curves are drawn to `overlay`; each named
+    published reference is shown beside ours, as `compare --reference` does."""
     table = compare_table(records, rows, cols)
     plot_overlaid_curves({r.id: r.metrics for r in records}, overlay, title="learning curves, all runs")
     return {
@@ -160,6 +175,7 @@ def report_context(
         "overlay": Figure("learning curves, all runs", overlay),
         "runs": [run_section(r) for r in records],
         "ensembles": [ensemble_section(e) for e in ensembles],
+        "references": [reference_block(name, records) for name in references],
         "study": None,  # a study's report adds the write-up beside ours (analysis/study_report.py)
     }
 
@@ -184,6 +200,10 @@ def render_markdown(ctx: dict, base: Path) -> str:
         "## Learning curves",
         link(ctx["overlay"]),
     ]
+    if ctx["references"]:
+        parts.append("## Published references")
+    for ref in ctx["references"]:
+        parts += reference_markdown(ref)
     for ens in ctx["ensembles"]:
         parts += [f"## Ensemble {ens['id']}", markdown_table(*ens["accuracy"])]
         parts += [markdown_table(*ens["agreement"])] if ens["agreement"] else []
@@ -201,8 +221,10 @@ def write_report(
     markdown: Path | None = None,
     rows: str = "model.name",
     cols: str | None = None,
+    references: list[str] = (),
 ) -> list[Path]:
-    """Write the HTML and/or markdown report for `refs` (default: every finished run)."""
+    """Write the HTML and/or markdown report for `refs` (default: every finished run), with the
+    published `references` (analysis/references.yaml) beside ours."""
     run_refs, ensembles = split_refs(refs, runs_dir)
     if refs and not run_refs:  # only ensembles: report their members
         run_refs = [
@@ -212,14 +234,13 @@ def write_report(
     written = []
     if markdown:  # its figures must outlive this call: the overlay goes beside the markdown file
         markdown.parent.mkdir(parents=True, exist_ok=True)
-        ctx = report_context(
-            records, ensembles, markdown.with_name(f"{markdown.stem}-curves.png"), rows, cols
-        )
+        overlay = markdown.with_name(f"{markdown.stem}-curves.png")
+        ctx = report_context(records, ensembles, overlay, rows, cols, references)
         markdown.write_text(render_markdown(ctx, markdown.parent))
         written.append(markdown)
     if html:
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = report_context(records, ensembles, Path(tmp) / "curves.png", rows, cols)
+            ctx = report_context(records, ensembles, Path(tmp) / "curves.png", rows, cols, references)
             page = render_html(ctx)
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(page)

@@ -1,17 +1,19 @@
 """Adaptive search with Optuna: TPE proposes each trial's values, the median pruner stops poor
 trials on their epoch metric. Workers on one machine share a journal file; workers on many
-machines share an RDB (PostgreSQL) URL. Each trial is a normal run, <sweep>-t<number>."""
+machines share an RDB (PostgreSQL) URL. Each trial is a normal run, <sweep>-t<number>.
+`run_sweep` runs a sweep either way, the grid (sweep.py) or this search, for the CLI and the API."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import VisionbenchError
 from ..runs import Run, runs_root
-from .sweep import Cell, Sweep, pool, run_cell, stopped
+from .sweep import Cell, Sweep, expand, pool, run_cell, run_grid, stopped, summary_rows
 
 
 def import_optuna():
@@ -144,3 +146,37 @@ def run_search(
                 fut.result()
     study = open_study(sweep, metric, storage, runs_dir)
     return [(t.user_attrs.get("run", f"t{t.number}"), t.params) for t in study.trials]
+
+
+def run_sweep(
+    plan: Sweep,
+    runs_dir: str | Path | None = None,
+    jobs: int = 1,
+    say: Callable[[str], None] = print,
+    search: str | None = None,
+    trials: int = 20,
+    metric: str = "val_acc",
+    storage: str | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Train the grid's cells (or an Optuna search's trials): one summary row per run (see
+    `summary_rows`), and each grid cell's result ({id, status[, error, exit_code]})."""
+    if search == "optuna":
+        return summary_rows(run_search(plan, trials, metric, storage, runs_dir, jobs), runs_dir), []
+    if search:
+        raise VisionbenchError(f"unknown search '{search}'", fix="use --search optuna (or leave it out)")
+    cells = expand(plan)
+    say(f"sweep {plan.name}: {len(cells)} runs, {jobs} at a time")
+    results = run_grid(cells, runs_dir, jobs, say)
+    return summary_rows([(c.id, c.values) for c in cells], runs_dir), results
+
+
+def check_results(results: list[dict]) -> None:
+    """A sweep stopped by a signal exits as `train` does; failed runs are one error naming them."""
+    codes = [r["exit_code"] for r in results if r["status"] == "interrupted"]
+    if codes:
+        raise stopped(codes[0])
+    failed = [r["id"] for r in results if r["status"] == "failed"]
+    if failed:
+        raise VisionbenchError(
+            f"{len(failed)} run(s) failed: {', '.join(failed)}", fix="see the errors above"
+        )

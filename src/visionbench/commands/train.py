@@ -19,7 +19,7 @@ from ..analysis.evaluation import evaluation
 from ..analysis.plots import plot_curves
 from ..analysis.predictor import Outputs, softmax
 from ..config import RunConfig, dump_config
-from ..console import count_bar, make_console
+from ..console import bars_off, count_bar, make_console
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
@@ -35,6 +35,7 @@ from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model
 from ..models.weights import describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
+from ..runs.trackers import Tracker, require_tracker, start_tracker
 
 
 class Interrupted(VisionbenchError):
@@ -63,6 +64,7 @@ def train(
     resumed = Run.open(resume, root) if resume else None
     cfg = resumed.config() if resumed else cfg
     check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
+    require_tracker(cfg.train.track)
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
     cfg, data = load_data(cfg, ranks, console)
@@ -79,12 +81,13 @@ def train(
     else:
         start_record(run, cfg, ranks.device, weights_report, console, restarted=bool(resumed))
     announce(run, cfg, data, model, ranks.device, console)
+    tracker = start_tracking(cfg, run, state.epoch, console) if ranks.is_main else Tracker()
     checkpoint = (lambda: state.save(run.checkpoint)) if ranks.is_main else (lambda: None)
     amp = amp_dtype(cfg.train.amp, ranks.device)
     step = {"label_smoothing": cfg.train.label_smoothing, "grad_clip": cfg.train.grad_clip, "amp_dtype": amp}
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing)
     t_start = time.perf_counter()
-    with recorded_failure(run), stop_on_signals() as stop, EpochBar(console) as bar:
+    with recorded_failure(run, tracker), stop_on_signals() as stop, EpochBar(console) as bar:
         pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
         while state.epoch < cfg.train.epochs:
             if message := state.freezing.enter(state.epoch, state.scheduler):
@@ -97,6 +100,7 @@ def train(
                 raise interrupted(run, stop)
             bar.finish()
             row = end_epoch(run, state, sums, scored, data, amp)
+            tracker.epoch(row)
             state.epoch += 1
             checkpoint()
             pause.reset()
@@ -110,6 +114,7 @@ def train(
                 break
     if ranks.is_main:  # rank 0 tests the model and writes the summary
         finish(run, cfg, data, scored, amp, state.best, ranks.device, time.perf_counter() - t_start, console)
+        tracker.finish(run)
     return run
 
 
@@ -292,20 +297,30 @@ def finish(
     )
 
 
+def start_tracking(cfg: RunConfig, run: Run, epoch: int, console: Console) -> Tracker:
+    """The run's tracker (train.track), started; its failures are warnings, not errors."""
+    say = lambda msg: console.print(escape(msg), style="yellow")
+    return start_tracker(cfg.train.track, run, cfg, epoch, say)
+
+
 @contextmanager
-def recorded_failure(run: Run):
-    """A run that dies says so in run.json (`visionbench runs` shows it), not "running" for ever."""
+def recorded_failure(run: Run, tracker: Tracker):
+    """A run that dies says so in run.json (`visionbench runs` shows it), not "running" for
+    ever, and in its tracker."""
     try:
         yield
     except Interrupted:
+        tracker.close("KILLED")
         raise
     except KeyboardInterrupt:
         with suppress(VisionbenchError):  # a full disk: the error raised says it already
             run.set_status("interrupted")
+        tracker.close("KILLED")
         raise
     except Exception:
         with suppress(VisionbenchError):
             run.set_status("failed")
+        tracker.close("FAILED")
         raise
 
 
@@ -327,6 +342,7 @@ class EpochBar:
             TimeRemainingColumn(),
             console=console,
             transient=True,
+            disable=bars_off(console),
         )
         self.task = None
 

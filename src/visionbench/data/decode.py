@@ -142,17 +142,19 @@ def stored_size(blob: bytes | str | Path) -> tuple[int, int] | None:
 def auto_size(blobs: list[bytes | str | Path]) -> tuple[tuple[int, int] | None, str]:
     """The size every image is brought to when data.img_size is not set, and why: the images'
     own size when a sample of up to SAMPLE of them (spread over the list) share one no larger
-    than NATIVE_MAX px; otherwise STANDARD_SIZE square - never the first image's size alone,
-    which one large photo could make enormous."""
+    than NATIVE_MAX px; otherwise a square of a typical sampled image's shorter side, at most
+    STANDARD_SIZE - never the first image's size alone, which one large photo could make enormous."""
     step = max(1, len(blobs) // SAMPLE)
     sizes = [s for s in map(stored_size, blobs[::step][:SAMPLE]) if s]
     if not sizes:
         return probe_size(map(as_bytes, blobs)), "the first image that decodes"
     if len(set(sizes)) == 1 and max(sizes[0]) <= NATIVE_MAX:
         return sizes[0], f"the images' own size ({len(sizes)} sampled alike)"
+    # a typical image's shorter side (the lower median: one odd file does not decide), at most 224
+    side = min(STANDARD_SIZE, sorted(min(s) for s in sizes)[(len(sizes) - 1) // 2])
     shown = ", ".join(f"{w}x{h}" for h, w in sorted(set(sizes), key=sizes.count, reverse=True)[:3])
     why = "large" if len(set(sizes)) == 1 else "of varied sizes"
-    return (STANDARD_SIZE, STANDARD_SIZE), f"images {why} ({shown}{' ...' if len(set(sizes)) > 3 else ''})"
+    return (side, side), f"images {why} ({shown}{' ...' if len(set(sizes)) > 3 else ''})"
 
 
 def probe_size(blobs: Iterable[bytes | str]) -> tuple[int, int] | None:

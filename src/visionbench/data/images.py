@@ -18,7 +18,6 @@ from .decode import (
     as_bytes,
     auto_size,
     check_resize,
-    decode,  # noqa: F401  (its old import path: callers outside data/ use it)
     decode_all,
     file_bytes,
     no_readable,

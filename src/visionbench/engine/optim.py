@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..config import OptimConfig, SchedConfig
+from ..config import BASE_LR, OptimConfig, SchedConfig
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 
@@ -36,7 +36,7 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     }
     takes = inspect.signature(build).parameters
     kwargs = {k: v for k, v in settings.items() if k in takes and v is not None}
-    return build(param_groups(model, cfg.weight_decay), lr=cfg.lr, **kwargs)
+    return build(param_groups(model, cfg.weight_decay), lr=BASE_LR if cfg.lr is None else cfg.lr, **kwargs)
 
 
 class Schedule(torch.optim.lr_scheduler.LambdaLR):

@@ -7,12 +7,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..config import RunConfig
+from ..config import BASE_LR, RunConfig
 from .registry import builder_options, create_model, get_builder, resize_inputs
 
 DEFAULT_BATCH = 128
 MIN_STEPS = 8  # fewer optimizer steps an epoch learn little: one step at lr 0.1 diverged on 196 photos
-BASE_LR = 0.1  # SGD's peak lr at batch 128, scaled linearly with the batch (Goyal et al. 2017)
 SMALL_STEM_MAX = 64  # a stride-1 stem keeps small inputs' resolution; above this it costs too much
 
 

@@ -1,0 +1,66 @@
+"""The options the CLI's commands and the Python API share, as a config tree: what
+`--data mnist --epochs 2` (or `vb.train(data="mnist", epochs=2)`) sets, before key=value settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def prune(tree: dict) -> dict:
+    """Drop unset (None) options, so they do not override config files."""
+    pruned = {k: prune(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    return {k: v for k, v in pruned.items() if v is not None and v != {}}
+
+
+def data_options(data: str | None, data_dir: str | Path | None) -> dict:
+    """--data and --data-dir as a config tree; data.dir is stored absolute, so `eval` and
+    `--resume` work from any folder."""
+    return {"data": {"name": data, "dir": str(Path(data_dir).resolve()) if data_dir else None}}
+
+
+# `visionbench train`'s options, by the names a Python caller gives them
+TRAIN_OPTIONS = (
+    "data", "model", "epochs", "lr", "batch_size", "seed", "device", "name", "weights", "input_size", "data_dir",
+)  # fmt: skip
+
+
+def train_options(options: dict) -> dict:
+    """TRAIN_OPTIONS (a dict of them; unset ones None or absent) as a config tree; a weights
+    file is stored absolute (run:RUN_ID as it is)."""
+    get = options.get
+    weights = get("weights")
+    if weights and not str(weights).startswith("run:"):
+        weights = str(Path(weights).resolve())
+    return prune(
+        {
+            **data_options(get("data"), get("data_dir")),
+            "model": {"name": get("model"), "weights": weights, "input_size": get("input_size")},
+            "train": {"epochs": get("epochs"), "batch_size": get("batch_size"), "device": get("device")},
+            "optim": {"lr": get("lr")},
+            "seed": get("seed"),
+            "name": get("name"),
+        }
+    )
+
+
+def settings_tree(settings: dict) -> dict:
+    """Python keyword settings as a config tree: dotted keys (`{"optim.lr": 0.05}`) and whole
+    sections (`optim={"lr": 0.05}`); the config names an unknown key with the nearest valid one."""
+    from ..config import deep_merge  # not at import: the CLI starts without pydantic
+
+    tree: dict = {}
+    for key, value in settings.items():
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        tree = deep_merge(tree, value)
+    return tree
+
+
+def config_tree(settings: dict) -> dict:
+    """A Python caller's keywords as one config tree: the CLI's options by name (`data`,
+    `epochs`, `lr`, ... TRAIN_OPTIONS), any other keyword a config setting."""
+    from ..config import deep_merge
+
+    given = {k: v for k, v in settings.items() if k in TRAIN_OPTIONS and not isinstance(v, dict)}
+    rest = {k: v for k, v in settings.items() if k not in given}
+    return deep_merge(train_options(given), settings_tree(rest))

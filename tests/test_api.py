@@ -1,0 +1,217 @@
+"""The Python API (visionbench/api/), the CLI's twin: the same runs from the same settings,
+a run object with its history and figures, and the commands as methods and functions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import visionbench as vb
+from visionbench.cli import app
+from visionbench.data import load_dataset
+from visionbench.errors import VisionbenchError
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_python_and_cli_runs_end_with_bitwise_equal_weights(tmp_path, one_thread):
+    settings = ["model.kwargs={width: 8}", "optim.lr=0.05", "aug.crop_padding=1"]
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "small_cnn",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--name",
+            "cli",
+        ]
+        + settings,
+    )
+    assert res.exit_code == 0, res.output
+    run = vb.train(
+        data="digits",
+        model="small_cnn",
+        epochs=2,
+        device="cpu",
+        name="api",
+        quiet=True,
+        aug={"crop_padding": 1},  # a section as a dict ...
+        **{"optim.lr": 0.05, "model.kwargs": {"width": 8}},  # ... and dotted keys
+    )
+    cli = Path(os.environ["VISIONBENCH_RUNS"]) / "cli"
+    assert (cli / "config.yaml").read_text() == (run.path / "config.yaml").read_text()
+    for name in ("last.safetensors", "best.safetensors"):
+        ours, theirs = load_file(str(run.path / name)), load_file(str(cli / name))
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
+def test_settings_errors_name_the_nearest_key():
+    with pytest.raises(VisionbenchError, match="Did you mean 'optim.lr'"):
+        vb.resolve(**{"optim.lrr": 0.1})
+    with pytest.raises(VisionbenchError, match="bad value for 'train.epochs'"):
+        vb.train(epochs="many")
+    cfg = vb.resolve(recipe="fast", data="digits", train={"epochs": 3}, seed=4)
+    assert cfg.recipe.startswith("fast@") and cfg.train.epochs == 3 and cfg.seed == 4
+
+
+def rows_of(frame) -> list[dict]:
+    return frame.to_dict("records") if hasattr(frame, "to_dict") else frame
+
+
+def test_run_object_history_figures_and_methods(tiny_run, tmp_path):
+    run = vb.load(tiny_run)
+    assert run.id == "tiny" and run.status == "finished" and 0.5 < run.summary["test_acc"] <= 1
+    history = rows_of(run.history)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert history == [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert {"learning curves", "confusion matrix (eval-last)"} <= set(run.figures)
+    for kind in ("curves", "confusion", "reliability", "mistakes"):
+        assert run.plot(kind)._repr_png_().startswith(PNG)
+    assert 'src="data:image/png;base64,' in run._repr_html_() and "test top-1" in run._repr_html_()
+    with pytest.raises(VisionbenchError, match="unknown plot 'confusio'. Did you mean 'confusion'"):
+        run.plot("confusio")
+    with pytest.raises(VisionbenchError, match="has no confusion figure yet"):
+        run.plot("confusion", bundle="eval-best")
+
+    tta = run.evaluate(tta=True)  # the CLI's eval: a bundle beside the run's files
+    assert tta["tta"] == "flip" and tta["bundle"].endswith("eval-last-tta")
+    assert "confusion matrix (eval-last-tta)" in tta.figures and "top-1" in tta._repr_html_()
+
+    # predict: arrays (either channel order, uint8 or [0, 1] floats), PIL images, files, a folder
+    test = load_dataset("digits").splits["test"].images[:6]
+    probs = np.load(tiny_run / "eval-last" / "predictions.npz")["probs"][:6]
+    labels = [str(i) for i in probs.argmax(1)]
+    nchw = rows_of(run.predict(test))
+    assert [r["label"] for r in nchw] == labels and [r["file"] for r in nchw] == list(range(6))
+    assert [r["confidence"] for r in nchw] == pytest.approx(probs.max(1), abs=1e-5)
+    assert [r["label"] for r in rows_of(run.predict(test.transpose(0, 2, 3, 1) / 255.0))] == labels
+    assert rows_of(run.predict(torch.tensor(test[0])))[0]["label"] == labels[0]  # one image, a tensor
+    pil = [Image.fromarray(img[0]) for img in test]
+    assert [r["label"] for r in rows_of(run.predict(pil))] == labels
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(pil):
+        img.save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    rows = rows_of(run.predict(folder, out=tmp_path / "p.csv"))
+    assert [r["label"] for r in rows if not r["error"]] == labels and rows[-1]["file"] == "notes.txt"
+    assert (tmp_path / "p.csv").read_text().startswith("file,label,confidence,top_k,error")
+    files = [folder / "0.png", folder / "1.png"]
+    assert [r["label"] for r in rows_of(run.predict(files))] == labels[:2]
+    bigger = np.kron(test, np.ones((1, 1, 2, 2), np.uint8))  # 16x16: resized as the run's data was
+    assert len(rows_of(run.predict(bigger))) == 6
+    with pytest.raises(VisionbenchError, match="cannot read an array of shape"):
+        run.predict(np.zeros((2, 5, 8, 8), np.uint8))
+
+    explained = run.explain(indices=[0, 1], target="true", device="cpu")  # explain_run's options
+    assert [r["index"] for r in explained["images"]] == [0, 1] and explained["target"] == "true"
+    assert explained.figures["explanations"]._repr_png_().startswith(PNG)
+    exported = run.export("torchscript", out=tmp_path / "model.pt")
+    assert exported["parity"]["max_abs_logit_diff"] <= 1e-4 and (tmp_path / "model.pt").is_file()
+
+
+def test_runs_compare_and_ensemble(tiny_run, tmp_path):
+    runs_dir = tmp_path / "more"
+    b = vb.train(
+        data="digits", model="small_cnn", epochs=1, device="cpu", seed=1, runs_dir=runs_dir, quiet=True
+    )
+    a = vb.load(tiny_run)
+    table = vb.compare(a, b, rows="seed", cols="train.epochs", reference="rsb-resnet50")
+    assert table.table["row_values"] == ["0", "1"] and len(rows_of(table.grid)) == 2
+    assert table.references[0]["name"] == "rsb-resnet50" and table.curves._repr_png_().startswith(PNG)
+    html = table._repr_html_()
+    assert "ImageNet-1k" in html and 'src="data:image/png;base64,' in html
+    assert "| 0 |" in table.to_markdown()
+
+    pair = vb.ensemble([a, b], vote="soft", weights=[1, 2], save="pair", runs_dir=runs_dir)
+    assert pair.report["vote"] == "soft" and [m["id"] for m in pair.report["members"]] == ["tiny", b.id]
+    assert pair.report["weights"] == [1.0, 2.0] and "confusion matrix (eval)" in pair.report.figures
+    listed = rows_of(vb.runs(runs_dir))
+    assert {(r["id"], r["kind"]) for r in listed} == {(b.id, "run"), ("pair", "ensemble")}
+    again = vb.load("pair", runs_dir)
+    assert isinstance(again, vb.Ensemble) and again.members == ["tiny", b.id]
+    assert again.report["top1"] == pair.report["top1"] and "soft vote" in again._repr_html_()
+    test = load_dataset("digits").splits["test"].images[:8]
+    preds = np.load(runs_dir / "pair" / "eval" / "predictions.npz")["preds"][:8]
+    assert [r["label"] for r in rows_of(again.predict(test))] == [str(p) for p in preds]
+    assert again.evaluate()["top1"] == pytest.approx(pair.report["top1"])
+
+
+def test_sweep_and_lr_find(tmp_path):
+    tiny = {
+        "data": "digits",
+        "model": "small_cnn",
+        "device": "cpu",
+        "quiet": True,
+        "model.kwargs": {"width": 8},
+    }
+    rows = rows_of(vb.sweep({"seed": [0, 1]}, name="two", epochs=1, **tiny))
+    assert [r["status"] for r in rows] == ["finished", "finished"] and [r["seed"] for r in rows] == [0, 1]
+    assert rows_of(vb.sweep({"seed": [0, 1]}, name="two", epochs=1, **tiny)) == rows  # skipped, not redone
+    found = vb.lr_find(iters=20, **tiny)
+    assert found["suggestions"]["valley"]["median"] and found.figures["lr_find"]._repr_png_().startswith(PNG)
+
+
+def test_import_is_light_and_the_api_loads_on_first_use():
+    import subprocess
+
+    code = "import visionbench as vb, sys; assert 'torch' not in sys.modules; print(vb.train.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "visionbench.api"
+
+
+@pytest.mark.slow  # a Jupyter kernel, two trainings and their figures: ~20 s on 2 cores
+def test_quickstart_notebook_runs_top_to_bottom_and_shows_the_figures(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    # a kernel spec of our own, first on JUPYTER_PATH: this Python, whatever "python3" means here
+    spec = tmp_path / "jupyter" / "kernels" / "visionbench-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "test", "language": "python"})
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    t0 = time.perf_counter()
+    # the kernel inherits this process's environment: the test's runs folder and data cache
+    client = nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="visionbench-test", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    seconds = time.perf_counter() - t0
+    nbformat.write(notebook, tmp_path / "executed.ipynb")
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    pngs = [base64.b64decode(o["data"]["image/png"]) for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2 and all(p.startswith(PNG) for p in pngs)  # run.plot: curves, confusion matrix
+    pages = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    card = next(p for p in pages if "<h4>" in p and "test top-1" in p)  # the run, shown by itself
+    assert card.count('<img src="data:image/png;base64,') == 2
+    compared = next(p for p in pages if "mean ± std over seeds" in p)
+    assert "<td>0.02</td>" in compared and "<td>0.2</td>" in compared and "data:image/png" in compared
+    finished = list(Path(os.environ["VISIONBENCH_RUNS"]).glob("*/summary.json"))
+    assert len(finished) == 2, finished
+    assert seconds < 240
