@@ -48,6 +48,12 @@ class Outputs:
     members: np.ndarray | None = None  # (M, N, C)
     second: np.ndarray | None = None  # (N, C) orders classes of equal probs (hard vote: mean probs)
 
+    @classmethod
+    def from_logits(cls, logits: np.ndarray) -> Outputs:
+        """A single model's outputs: softmax probabilities and the argmax class."""
+        probs = softmax(logits)
+        return cls(probs, probs.argmax(1), logits)
+
     def top_classes(self, k: int) -> np.ndarray:
         """(N, k) class indices: the prediction first (a hard vote's need not have the most
         votes alone), then by probability, then by `second`."""
@@ -69,9 +75,7 @@ class Member(LoadedRun):
         return [self]
 
     def outputs(self, images: np.ndarray, tta: str | None = None) -> Outputs:
-        logits = self.logits(images, tta)
-        probs = softmax(logits)
-        return Outputs(probs, probs.argmax(1), logits)
+        return Outputs.from_logits(self.logits(images, tta))
 
 
 def load_member(ref: str | Path, root: Path, weights: str = "last", device: str = "auto") -> Member:

@@ -39,7 +39,8 @@ import numpy as np
 from ..config import RunConfig, load_yaml
 from ..errors import VisionbenchError, did_you_mean, unknown_name
 from ..runs import Run, runs_root
-from .sweep import Cell, check_unchanged, run_cell
+from .search import check_results
+from .sweep import Cell, cell_id, run_cell, run_grid
 
 SCALES = ("smoke", "cpu", "full")
 FILE_KEYS = ("name", "title", "writeup", "about", "reference", "set", "scales", "runs", "steps")
@@ -105,7 +106,6 @@ def settings(tree: dict | None) -> list[str]:
 def plan(study: Study) -> list[StudyRun]:
     """Every run of the study at its scale, configs resolved up front (a bad key fails first)."""
     from ..config import resolve_config
-    from .sweep import cell_id
 
     # the study's settings < the run's < the scale's < the scale's for this run
     shared, scaled = settings(study.spec.get("set")), settings(study.scale_spec().get("set"))
@@ -136,27 +136,15 @@ def run_study(
     folder.mkdir(parents=True, exist_ok=True)
     say(f"study {study.name}: {len(runs)} runs, {len(study.spec.get('steps') or [])} steps")
     runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
-    check_unchanged(
+    results = run_grid(
         [Cell(r.id, r.values, r.cfg) for r in runs],
         runs_dir,
+        say=say,
         fix=f"the study file changed since that run was made: remove the run folder to train it again "
         f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)",
     )
-    failed, statuses = [], {}
-    for r in runs:
-        res = run_cell(Cell(r.id, r.values, r.cfg), runs_dir)
-        statuses[r.id] = res["status"]
-        say(f"{res['status']:>11}  {r.id}" + (f": {res['error']}" if "error" in res else ""))
-        if res["status"] == "interrupted":
-            from .sweep import stopped
-
-            raise stopped(res["exit_code"])
-        if res["status"] == "failed":
-            failed.append(r.id)
-    if failed:
-        raise VisionbenchError(
-            f"{len(failed)} run(s) failed: {', '.join(failed)}", fix="see the errors above"
-        )
+    check_results(results)
+    statuses = {r["id"]: r["status"] for r in results}
     step_opts = study.scale_spec().get("steps") or {}  # per kind, e.g. {lr_find: {iters: 20}}
     steps = [
         {k: {**(v or {}), **(step_opts.get(k) or {})}}

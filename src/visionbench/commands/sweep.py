@@ -199,9 +199,16 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     )
 
 
-def run_grid(cells: list[Cell], runs_dir: str | Path | None, jobs: int = 1, say=print) -> list[dict]:
-    """Run every cell (`jobs` at a time); stops launching new cells once one is interrupted."""
-    check_unchanged(cells, runs_dir)
+def run_grid(
+    cells: list[Cell],
+    runs_dir: str | Path | None,
+    jobs: int = 1,
+    say=print,
+    fix: str = "give this sweep another --name",
+) -> list[dict]:
+    """Run every cell (`jobs` at a time); stops launching new cells once one is interrupted.
+    `fix` is said when a cell's run exists with other settings (see check_unchanged)."""
+    check_unchanged(cells, runs_dir, fix)
     results = []
     if jobs == 1:
         for cell in cells:

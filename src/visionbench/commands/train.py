@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..analysis.evaluation import evaluation
 from ..analysis.plots import plot_curves
-from ..analysis.predictor import Outputs, softmax
+from ..analysis.predictor import Outputs
 from ..config import RunConfig, dump_config
 from ..console import bars_off, count_bar, make_console
 from ..data.prepare import Prepared, prepare_data
@@ -264,8 +264,7 @@ def finish(
     presence marks the run finished."""
     run.save_weights("last.safetensors", scored)
     logits, targets = predict(scored, data.test, amp)
-    probs = softmax(logits.numpy())
-    out = Outputs(probs, probs.argmax(1), logits.numpy())
+    out = Outputs.from_logits(logits.numpy())
     test = data.dataset.splits["test"]
     rep = evaluation(
         out, targets.numpy(), test.images, data.dataset.classes,
