@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import VisionbenchError, did_you_mean, unknown_name
 
@@ -190,6 +190,11 @@ class TrainConfig(Section):
     track: Literal["none", "tensorboard", "mlflow"] = "none"  # also log to a tracker (runs/trackers.py)
 
 
+def on_off(value: Any) -> Any:
+    """YAML reads a bare on/off as true/false: the words were meant."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class FreezeStage(Section):
     epochs: Count | None = None  # None: until the run ends
     freeze: str = "none"  # head-only | until:<layer> (layers before it frozen) | none
@@ -201,6 +206,11 @@ class FinetuneConfig(Section):
     backbone_lr_mult: Amount = 1.0  # for the whole run, when there are no stages
     stages: list[FreezeStage] = []  # e.g. [{epochs: 3, freeze: head-only}, {backbone_lr_mult: 0.1}]
     bn_eval: bool = True  # BatchNorm layers that are frozen stay in eval mode (running stats kept)
+    # a stage's frozen layers computed once per split and cached on disk (engine/features.py):
+    # auto when they are deterministic and the model splits there; on: an error otherwise
+    cache_features: Annotated[Literal["auto", "on", "off"], BeforeValidator(on_off)] = "auto"
+    # with train-time augmentation: K augmented views of each image cached, epoch e trains on e % K
+    feature_views: Count | None = None
 
 
 class RunConfig(Section):

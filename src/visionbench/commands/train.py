@@ -25,6 +25,7 @@ from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
 from ..engine.device import amp_dtype, pick_device, seed_everything
 from ..engine.ema import ModelEMA
+from ..engine.features import FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
 from ..engine.loop import evaluate, predict, train_epoch_in_pieces
 from ..engine.losses import create_loss
@@ -71,6 +72,7 @@ def train(
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
     weights_report = None if resumed else initial_weights(model, cfg, root)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
+    features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
     run = claim_folder(cfg, ranks, root, resumed)
     trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=any(state.freezing.frozen))
     scored = state.ema.module if state.ema else model  # the weights evaluated and saved
@@ -92,14 +94,17 @@ def train(
         while state.epoch < cfg.train.epochs:
             if message := state.freezing.enter(state.epoch, state.scheduler):
                 console.print(escape(message))
+            inputs = features.inputs(state.epoch, trained, scored)  # the rest on cached features, or all
             step["on_step"] = pause.counting(
-                bar.start(state.epoch, cfg.train.epochs, data.train, state.batch)
+                bar.start(state.epoch, cfg.train.epochs, inputs.train, state.batch)
             )
-            sums = train_epoch_in_pieces(trained, data.train, state, pause, checkpoint, ranks.sum, **step)
+            sums = train_epoch_in_pieces(
+                inputs.model, inputs.train, state, pause, checkpoint, ranks.sum, **step
+            )
             if state.batch:  # stopped mid-epoch, checkpointed
                 raise interrupted(run, stop)
             bar.finish()
-            row = end_epoch(run, state, sums, scored, data, amp)
+            row = end_epoch(run, state, sums, scored, inputs, amp)
             tracker.epoch(row)
             state.epoch += 1
             checkpoint()
@@ -139,6 +144,14 @@ def initial_weights(model: nn.Module, cfg: RunConfig, root: Path) -> dict | None
         return getattr(model, "weights_report", None)
     state = Run.open(ref[4:], root).load_weights("last") if ref.startswith("run:") else read_state_file(ref)
     return load_state(model, state, reset=head_name(model) if cfg.model.reset_head else None)
+
+
+def frozen_features(
+    cfg: RunConfig, model: nn.Module, data: Prepared, state: TrainingState, ranks, console: Console
+) -> FrozenFeatures:
+    """Per finetune stage, the whole model on images or the rest on cached frozen features."""
+    say = lambda msg: console.print(escape(msg))
+    return FrozenFeatures(cfg, model, data, state.freezing, ranks.world, say)
 
 
 def claim_folder(cfg: RunConfig, ranks: distributed.Ranks, root: Path, resumed: Run | None) -> Run:
@@ -220,7 +233,7 @@ def announce(run: Run, cfg: RunConfig, data: Prepared, model: nn.Module, device,
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
-def end_epoch(run: Run, state: TrainingState, sums: dict, scored: nn.Module, data: Prepared, amp) -> dict:
+def end_epoch(run: Run, state: TrainingState, sums: dict, scored: nn.Module, inputs: Inputs, amp) -> dict:
     """The epoch's metrics row (validation included), logged; best weights saved when better."""
     row = {
         "epoch": state.epoch + 1,
@@ -230,8 +243,8 @@ def end_epoch(run: Run, state: TrainingState, sums: dict, scored: nn.Module, dat
         "seconds": sums["seconds"],
         "images_per_s": sums["seen"] / sums["seconds"],
     }
-    if data.val is not None:
-        v = evaluate(scored, data.val, amp)
+    if inputs.val is not None:
+        v = evaluate(inputs.val_model, inputs.val, amp)
         row |= {"val_loss": v["loss"], "val_acc": v["acc"]}
     state.scheduler.report(row.get("val_loss", row["train_loss"]))
     if row.get("val_acc", row["train_acc"]) > state.best:

@@ -207,28 +207,37 @@ def remove_stale_builds(root: Path) -> list[Path]:
 
 
 def save(ds: Dataset, folder: Path) -> None:
-    """Write arrays + meta.json into a temp folder, then rename: a cache is whole or absent."""
+    """The dataset's arrays and what was read into `folder`, whole or absent (write_arrays)."""
+    arrays = {}
+    for split, s in ds.splits.items():
+        arrays[f"{split}_images"] = s.images
+        arrays[f"{split}_labels"] = s.labels.astype(np.int64)
+    meta = dict(
+        name=ds.name,
+        classes=ds.classes,
+        splits=sorted(ds.splits),
+        source=ds.source,
+        fingerprint=ds.fingerprint,
+        skipped=ds.skipped,
+        notes=ds.notes,
+        class_names=ds.class_names,
+        originals=ds.originals,
+    )
+    write_arrays(folder, arrays, meta)
+
+
+def write_arrays(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write each array as <name>.npy, and meta.json with every file's size and sha256, into a
+    temp folder, then rename it to `folder`: whole or absent (the array cache, cached features)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_builds(folder.parent)
     prefix = f"{folder.name}.tmp-{os.getpid()}-{_host()}-"
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=prefix))
     try:
-        for split, s in ds.splits.items():
-            np.save(tmp / f"{split}_images.npy", np.ascontiguousarray(s.images))
-            np.save(tmp / f"{split}_labels.npy", s.labels.astype(np.int64))
-        meta = dict(
-            files={f.name: file_record(f) for f in sorted(tmp.glob("*.npy"))},
-            name=ds.name,
-            classes=ds.classes,
-            splits=sorted(ds.splits),
-            source=ds.source,
-            fingerprint=ds.fingerprint,
-            skipped=ds.skipped,
-            notes=ds.notes,
-            class_names=ds.class_names,
-            originals=ds.originals,
-        )
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+        files = {f.name: file_record(f) for f in sorted(tmp.glob("*.npy"))}
+        (tmp / "meta.json").write_text(json.dumps({"files": files, **meta}, indent=1))
         try:
             os.replace(tmp, folder)
         except OSError:  # another process finished the same cache first: keep theirs
@@ -275,6 +284,18 @@ def discard(folder: Path) -> None:
 def load(folder: Path, on_damage: Callable[[str], None] | None = None) -> Dataset | None:
     """The cached dataset, its files checked against what was written; None when absent or
     damaged (then removed, and `on_damage` told why in one line: the caller rebuilds it)."""
+    return load_checked(folder, read_arrays, "array cache", "decoding the data again", on_damage)
+
+
+def load_checked(
+    folder: Path,
+    read: Callable[[Path, dict], Any],
+    what: str,
+    then: str,
+    on_damage: Callable[[str], None] | None = None,
+) -> Any:
+    """`read(folder, meta)` once the files written by write_arrays are checked against their
+    sizes and hashes; None when absent or damaged (then removed, and `on_damage` told why)."""
     meta_file = folder / "meta.json"
     if not meta_file.is_file():
         return None
@@ -282,11 +303,11 @@ def load(folder: Path, on_damage: Callable[[str], None] | None = None) -> Datase
         meta = json.loads(meta_file.read_bytes())
         why = damage(folder, meta)
         if why is None:
-            return read_arrays(folder, meta)
+            return read(folder, meta)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # any damage at all
         why = f"damaged: {type(e).__name__}: {e}"
     discard(folder)
-    (on_damage or warnings.warn)(f"array cache {folder}: {why}; decoding the data again")
+    (on_damage or warnings.warn)(f"{what} {folder}: {why}; {then}")
     return None
 
 

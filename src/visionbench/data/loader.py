@@ -70,11 +70,12 @@ class TensorLoader:
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         return self.images[idx].float()
 
-    def _slices(self, start_batch: int = 0):
+    def _slices(self, start_batch: int = 0, whole: bool = False):
         """(batch index, slice of the epoch's order) for each batch from `start_batch`: this
-        rank's share of the global batch (all of it in a single process)."""
+        rank's share of the global batch (all of it in a single process). `whole`: the last
+        partial batch too, which training drops."""
         per = self.batch_size // self.world
-        for b in range(start_batch, len(self)):
+        for b in range(start_batch, math.ceil(len(self.labels) / self.batch_size) if whole else len(self)):
             start = b * self.batch_size + self.rank * per
             yield b, slice(start, start + per)
 
@@ -98,10 +99,23 @@ class TensorLoader:
             plan["shift"] = torch.randint(-p, p + 1, (n, 2), generator=g)
         return {k: v.to(self.device) for k, v in plan.items()}
 
-    def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def order(self, epoch: int) -> torch.Tensor:
+        """The image indices in the order `epoch` serves them."""
+        return self._epoch_plan(epoch)["order"]
+
+    def indices(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        """Each batch's image indices, as `epoch` serves them from `start_batch`."""
+        order = self.order(epoch)
+        return (order[sel] for _, sel in self._slices(start_batch))
+
+    def epoch(
+        self, epoch: int = 0, start_batch: int = 0, whole: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of `epoch` from `start_batch`; `whole`: every image of the epoch's order,
+        augmented as training sees it, the last partial batch included (cached feature views)."""
         plan = self._epoch_plan(epoch)
         order = plan["order"]
-        for b, sel in self._slices(start_batch):
+        for b, sel in self._slices(start_batch, whole):
             idx = order[sel]
             x = self._gather(idx)
             if "shift" in plan:

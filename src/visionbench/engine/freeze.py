@@ -36,6 +36,17 @@ def frozen_params(model: nn.Module, spec: str, head: str) -> set[str]:
     )
 
 
+def held_batchnorms(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
+    """The BatchNorm layers whose parameters are all in `frozen`: with finetune.bn_eval they
+    stay in eval mode, their running statistics fixed, while the rest trains."""
+    held = []
+    for name, m in model.named_modules():
+        params = [f"{name}.{n}" if name else n for n, _ in m.named_parameters(recurse=False)]
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and frozen.issuperset(params):
+            held.append(m)
+    return held
+
+
 def split_head_groups(optimizer: torch.optim.Optimizer, model: nn.Module, head: str) -> None:
     """Split each parameter group into backbone and head groups (same settings), so the
     backbone's learning rate can be scaled on its own. Call before creating the scheduler."""
@@ -106,17 +117,9 @@ class StagedFreezing:
             h.remove()
         self.hooks = []
         if self.bn_eval:
-            for m in self.model.modules():
-                params = list(m.parameters(recurse=False))
-                if (
-                    isinstance(m, nn.modules.batchnorm._BatchNorm)
-                    and params
-                    and not any(p.requires_grad for p in params)
-                ):
-                    # model.train() runs every epoch; this keeps a frozen BN's statistics fixed
-                    self.hooks.append(
-                        m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False))
-                    )
+            for m in held_batchnorms(self.model, self.frozen[i]):
+                # model.train() runs every epoch; this keeps a frozen BN's statistics fixed
+                self.hooks.append(m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False)))
 
     def state_dict(self) -> dict:
         return {"stage": self.stage}

@@ -1,0 +1,263 @@
+"""Frozen layers computed once: while a stage freezes a prefix of the network and that prefix is
+deterministic, its output for every image is computed once per split, cached on disk beside the
+array cache, and the rest of the network trains on it - head-only training for the price of one
+forward pass (write-up 002's frozen VGG16, write-up 004's MobileNet and ResNet-50 heads)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import AugConfig, RunConfig
+from ..data.cache import MEMORY_SHARE, cache_root, load_checked, memory_total, size_text, write_arrays
+from ..data.loader import TensorLoader
+from ..data.prepare import Prepared
+from ..errors import VisionbenchError
+from .device import amp_dtype
+from .freeze import StagedFreezing
+from .frozen import Split, capture, mismatch, random_frozen, split_model
+
+FEATURES_VERSION = 1  # bump when what is cached for the same key would change
+AUGMENTATIONS = ("crop_padding", "flip", "resized_crop", "rotate", "jitter", "hue", "policy")
+AUGMENTATIONS += ("erase", "cutout")
+MIXES = ("mixup", "cutmix")
+CHECK_IMAGES = 4  # images the split is checked on: the rest must compute what the model does
+
+
+class FeatureLoader:
+    """Batches of cached features in the order, and at the batch positions, that `images` (the
+    run's own loader) serves the images: resume and the epoch's plan stay exact. Epoch e reads
+    view e % K: K augmented views, each epoch k's augmentation of every image."""
+
+    def __init__(self, images: TensorLoader, views: list[torch.Tensor]):
+        self.images, self.views = images, views
+        self.device, self.batch_size = images.device, images.batch_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        features = self.views[epoch % len(self.views)]
+        for idx in self.images.indices(epoch, start_batch):
+            x = features[idx]  # a gather: a copy, so in-place layers never touch the cache
+            if x.ndim == 4 and self.images.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.images.labels[idx]
+
+    def __iter__(self):
+        return self.epoch(0)
+
+
+class Inputs(NamedTuple):
+    """What an epoch trains and validates: the whole model on images, or the rest on features."""
+
+    model: nn.Module
+    train: TensorLoader | FeatureLoader
+    val_model: nn.Module
+    val: TensorLoader | FeatureLoader | None
+
+
+def augmentations(aug: AugConfig) -> list[str]:
+    """The train-time augmentations a config turns on, as keys (aug.flip, ...)."""
+    return [f"aug.{k}" for k in AUGMENTATIONS + MIXES if getattr(aug, k) != AugConfig.model_fields[k].default]
+
+
+def run_reason(cfg: RunConfig, world: int) -> str | None:
+    """Why no stage of this run can train on cached features, whatever its model, or None."""
+    aug = augmentations(cfg.aug)
+    mixed = [a for a in aug if a.split(".")[1] in MIXES]
+    if world > 1:
+        return "distributed training (torchrun) runs the whole model on every rank"
+    if cfg.data.stream:
+        return "data.stream decodes the images from their files every epoch"
+    if cfg.train.ema:
+        return "train.ema averages the whole model after every step"
+    if mixed:
+        return f"{' and '.join(mixed)} mix images within a batch, not one image at a time"
+    if cfg.aug.repeats > 1:
+        return "aug.repeats augments one image several ways within an epoch"
+    if aug and not cfg.finetune.feature_views:
+        return f"train-time augmentation ({', '.join(aug)}); finetune.feature_views=K caches K views"
+    return None
+
+
+def digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def frozen_fingerprint(model: nn.Module, split: Split) -> str:
+    """sha256 of every tensor the frozen layers compute with: their weights and buffers."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        if not split.rest.owns(name):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def read_features(folder: Path, meta: dict) -> dict[str, np.ndarray]:
+    """The cached arrays, memory-mapped (copied once, to the device, by the caller)."""
+    return {Path(name).stem: np.load(folder / name, mmap_mode="r") for name in meta["files"]}
+
+
+class FrozenFeatures:
+    """Per finetune stage: the whole model on images, or - when the stage's frozen layers are
+    deterministic, the model splits where they end and finetune.cache_features allows - the rest
+    on their cached output. Each stage that freezes says which in one line, and why."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: nn.Module,
+        data: Prepared,
+        freezing: StagedFreezing,
+        world: int = 1,
+        say: Callable[[str], None] = print,
+    ):
+        self.cfg, self.model, self.data, self.freezing, self.say = cfg, model, data, freezing, say
+        self.amp = amp_dtype(cfg.train.amp, data.device)
+        self.views = (cfg.finetune.feature_views or 1) if augmentations(cfg.aug) else 1
+        self.plans = [self.plan(i, world) for i in range(len(freezing.stages))]  # "on" errors: here, early
+        self.stage: int | None = None
+        self.cached: tuple[nn.Module, FeatureLoader, FeatureLoader | None] | None = None
+
+    def plan(self, i: int, world: int) -> Split | str | None:
+        """Stage `i`'s split to train after, why its frozen layers run every step, or None when
+        it freezes nothing. cache_features=on makes a reason an error."""
+        frozen, mode = self.freezing.frozen[i], self.cfg.finetune.cache_features
+        if not frozen:
+            return None
+        why = "finetune.cache_features=off" if mode == "off" else run_reason(self.cfg, world)
+        split = split_model(self.model, frozen) if why is None else why
+        if isinstance(split, str):
+            why = why or f"cannot split {self.cfg.model.name} where its frozen layers end: {split}"
+        else:
+            why = self.split_reason(split, frozen)
+        if why and mode == "on":
+            raise VisionbenchError(
+                f"finetune.cache_features=on, but stage {i + 1}'s frozen layers cannot be cached: {why}",
+                fix="set finetune.cache_features=auto to run them every step where they cannot be cached",
+            )
+        return why or split
+
+    def split_reason(self, split: Split, frozen: set[str]) -> str | None:
+        """Why the frozen layers before `split` cannot be cached (random, not a chain, too
+        large for the memory), checked on a few training images; or None."""
+        bn_eval = self.cfg.finetune.bn_eval
+        x, _ = next(self.data.loader("train", self.data.keep[:CHECK_IMAGES]).epoch(0))
+        why = random_frozen(self.model, split, frozen, bn_eval)
+        if why := why or mismatch(self.model, split, x, frozen, bn_eval):
+            return why
+        with torch.no_grad(), self.autocast():
+            sample = capture(self.model.eval(), split.module, x)
+        images = len(self.data.keep) * self.views + (len(self.data.val.labels) if self.data.val else 0)
+        need = images * sample[0].numel() * sample.element_size()
+        budget = MEMORY_SHARE * (memory_total() or float("inf"))
+        if self.data.device.type == "cuda":
+            budget = min(budget, torch.cuda.mem_get_info(self.data.device)[0] / 2)
+        if need > budget:
+            return f"their output would take {size_text(need)}, more than the {size_text(budget)} it may use"
+        return None
+
+    def autocast(self):
+        return torch.autocast(self.data.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+    def inputs(self, epoch: int, trained: nn.Module, scored: nn.Module) -> Inputs:
+        """What epoch `epoch` trains: the rest on cached features in a stage that caches them
+        (computed or read at the stage's start), else `trained` on the images."""
+        i = self.freezing.stage_at(epoch)
+        if i != self.stage:
+            self.stage, self.cached = i, None  # the last stage's features go
+            plan = self.plans[i]
+            if isinstance(plan, Split):
+                self.cached = self.enter(plan)
+            elif plan:
+                self.say(f"frozen layers: run every step, their output not cached: {plan}")
+        if self.cached is None:
+            return Inputs(trained, self.data.train, scored, self.data.val)
+        rest, train, val = self.cached
+        return Inputs(rest, train, rest if val else scored, val or self.data.val)
+
+    def enter(self, split: Split) -> tuple[nn.Module, FeatureLoader, FeatureLoader | None]:
+        """The rest and its loaders over the frozen layers' output, read from the cache or
+        computed (and cached) now; the stage's one line said."""
+        key = self.key(split)
+        root = Path(self.data.dataset.cache or cache_root()) / "features"
+        folder = root / f"{split.cut.replace('.', '_')[:40]}-{digest(key)[:20]}"
+        say = lambda msg: self.say(f"frozen layers: {msg}")
+        arrays = load_checked(folder, read_features, "cached features", "computing them again", say)
+        if arrays is None:
+            t0 = time.perf_counter()
+            arrays = self.compute(split)
+            where = self.store(folder, arrays, key)
+            done = f"computed in {time.perf_counter() - t0:.1f} s ({where})"
+        else:
+            done = f"read from {folder}"
+        dtype = self.amp or torch.float32  # stored as float32: bfloat16 comes back exactly
+        tensors = {k: torch.from_numpy(np.array(a)).to(self.data.device, dtype) for k, a in arrays.items()}
+        views = [tensors[f"train-{k}"] for k in range(self.views)]
+        val = FeatureLoader(self.data.val, [tensors["val"]]) if "val" in tensors else None
+        views_note = f", {self.views} augmented views" if self.views > 1 else ""
+        say(
+            f"their output, {views[0][0].numel():,} values an image{views_note}, {done}; "
+            f"the rest ({', '.join(split.rest.names)}) trains on it"
+        )
+        return split.rest, FeatureLoader(self.data.train, views), val
+
+    @torch.no_grad()
+    def compute(self, split: Split) -> dict[str, np.ndarray]:
+        """The frozen layers' output for every training image (one view per augmented epoch
+        0..K-1, as the run's loader serves it) and validation image, in image order."""
+        out = {f"train-{k}": self.view(split, self.data.train, k) for k in range(self.views)}
+        if self.data.val is not None:
+            out["val"] = self.view(split, self.data.val, 0)
+        return out
+
+    def view(self, split: Split, loader: TensorLoader, epoch: int) -> np.ndarray:
+        self.model.eval()
+        with self.autocast():
+            parts = [capture(self.model, split.module, x) for x, _ in loader.epoch(epoch, whole=True)]
+        parts = torch.cat(parts)
+        ordered = torch.empty_like(parts)
+        ordered[loader.order(epoch)] = parts  # batch order back to image order
+        return ordered.float().cpu().numpy()
+
+    def store(self, folder: Path, arrays: dict[str, np.ndarray], key: dict) -> str:
+        """Write the features into `folder`, whole or absent; where they are, in words."""
+        try:
+            write_arrays(folder, arrays, {"key": key})
+        except OSError as e:  # a read-only or full disk: this run still has them
+            return f"not cached: {e.strerror or e}"
+        return f"cached in {folder}"
+
+    def key(self, split: Split) -> dict:
+        """What the frozen layers' output depends on: their weights, the cut, the images and how
+        the loader serves them (statistics, size, device, precision; the augmentation plan)."""
+        cfg, data = self.cfg, self.data
+        augmented = self.views > 1 or bool(augmentations(cfg.aug))
+        plan = dict(views=self.views, seed=cfg.seed, batch=cfg.train.batch_size, aug=cfg.aug.model_dump())
+        return {
+            "version": FEATURES_VERSION,
+            "frozen": frozen_fingerprint(self.model, split),
+            "model": cfg.model.name,
+            "cut": split.cut,
+            "input_size": cfg.model.input_size,
+            "data": data.dataset.fingerprint,
+            "channels": cfg.data.channels,
+            "train": digest(data.keep.tolist()),
+            "val": "own split" if "val" in data.dataset.splits else digest(data.held.tolist()),
+            "mean": data.mean,
+            "std": data.std,
+            "device": data.device.type,
+            "amp": str(self.amp),
+            "channels_last": cfg.train.channels_last,
+            "augmentation": plan if augmented else None,
+        }
