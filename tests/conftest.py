@@ -169,3 +169,20 @@ def interrupt_at(monkeypatch, global_step: int):
         return real(*args, **kwargs, on_step=counting)
 
     monkeypatch.setattr(loop_module, "train_one_epoch", wrapped)
+
+
+def interrupt_then_resume(monkeypatch, tmp_path, cfg, global_step: int):
+    """Train `cfg` as run 'cut' until SIGTERM at `global_step`, then resume it to the end:
+    (the checkpoint the signal left, the resumed run)."""
+    from visionbench.commands.train import Interrupted, train
+    from visionbench.engine.checkpoint import load_checkpoint
+    from visionbench.runs import Run
+
+    interrupt_at(monkeypatch, global_step)
+    with pytest.raises(Interrupted):
+        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
+    left = load_checkpoint(Run.open("cut").checkpoint)
+    monkeypatch.undo()
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
+    return left, train(None, resume="cut", quiet=True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import interrupt_at
+from conftest import interrupt_then_resume
 
-from visionbench.commands.train import Interrupted, train
+from visionbench.commands.train import train
 from visionbench.config import FinetuneConfig, resolve_config
 from visionbench.data.prepare import prepare_data
-from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.engine.features import FrozenFeatures
 from visionbench.engine.freeze import StagedFreezing, frozen_params
 from visionbench.engine.frozen import capture, mismatch, random_frozen, split_model
@@ -113,14 +112,9 @@ def test_views_equal_the_augmented_epochs_and_cycle(one_thread):
 
 def test_resume_inside_a_cached_stage_is_exact(tmp_path, monkeypatch, one_thread):
     full = trained(HEAD_THEN_ALL + ["name=full"])
-    interrupt_at(monkeypatch, 9)  # inside epoch 1 of 2: the head-only stage, on cached features
-    with pytest.raises(Interrupted):
-        trained(HEAD_THEN_ALL + ["name=cut"])
-    assert load_checkpoint(Run.open("cut").checkpoint)["freezing"] == {"stage": 0}
-    monkeypatch.undo()
-    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
-    resumed = train(None, resume="cut", quiet=True)
+    cfg = resolve_config([], HEAD_THEN_ALL)  # stopped inside epoch 1 of 2: the stage on cached features
+    left, resumed = interrupt_then_resume(monkeypatch, tmp_path, cfg, 9)
+    assert left["freezing"] == {"stage": 0} and left["batch"] == 9
     a, b = full.load_weights("last"), resumed.load_weights("last")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
