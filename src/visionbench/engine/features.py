@@ -98,7 +98,7 @@ def frozen_fingerprint(model: nn.Module, split: Split) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         if not split.rest.owns(name):
-            h.update(name.encode())
+            h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
 
@@ -136,11 +136,13 @@ class FrozenFeatures:
         if not frozen:
             return None
         why = "finetune.cache_features=off" if mode == "off" else run_reason(self.cfg, world)
-        split = split_model(self.model, frozen) if why is None else why
-        if isinstance(split, str):
-            why = why or f"cannot split {self.cfg.model.name} where its frozen layers end: {split}"
-        else:
-            why = self.split_reason(split, frozen)
+        split = None
+        if why is None:
+            split = split_model(self.model, frozen)
+            if isinstance(split, str):
+                why = f"cannot split {self.cfg.model.name} where its frozen layers end: {split}"
+            else:
+                why = self.split_reason(split, frozen)
         if why and mode == "on":
             raise VisionbenchError(
                 f"finetune.cache_features=on, but stage {i + 1}'s frozen layers cannot be cached: {why}",
@@ -158,7 +160,8 @@ class FrozenFeatures:
             return why
         with torch.no_grad(), self.autocast():
             sample = capture(self.model.eval(), split.module, x)
-        images = len(self.data.keep) * self.views + (len(self.data.val.labels) if self.data.val else 0)
+        val = self.data.val
+        images = len(self.data.keep) * self.views + (len(val.labels) if val is not None else 0)
         need = images * sample[0].numel() * sample.element_size()
         budget = MEMORY_SHARE * (memory_total() or float("inf"))
         if self.data.device.type == "cuda":
