@@ -152,6 +152,23 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def cut_then_resume(monkeypatch, tmp_path, cfg, global_step: int, on_cut=None):
+    """Train `cfg` as run 'cut' until a SIGTERM at `global_step`, call on_cut(run) if given,
+    then resume it to the end; returns the resumed run (the tests compare it with a full one)."""
+    from visionbench.commands.train import Interrupted, train
+    from visionbench.runs import Run
+
+    interrupt_at(monkeypatch, global_step)
+    with pytest.raises(Interrupted):
+        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
+    if on_cut is not None:
+        on_cut(Run.open("cut"))
+    monkeypatch.undo()
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
+    return train(None, resume="cut", quiet=True)
+
+
 def interrupt_at(monkeypatch, global_step: int):
     """Send ourselves SIGTERM when training reaches `global_step` (counted over all epochs)."""
     import visionbench.engine.loop as loop_module

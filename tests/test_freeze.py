@@ -6,16 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import interrupt_at
+from conftest import cut_then_resume
 
-from visionbench.commands.train import Interrupted, train
+from visionbench.commands.train import train
 from visionbench.config import FinetuneConfig, FreezeStage, SchedConfig, resolve_config
 from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.engine.freeze import StagedFreezing
 from visionbench.engine.optim import create_scheduler
 from visionbench.errors import VisionbenchError
 from visionbench.models import create_model
-from visionbench.runs import Run
 
 
 def staged(model, cfg: FinetuneConfig, epochs: int = 4):
@@ -70,14 +69,11 @@ def test_resumed_staged_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_ove
     cfg = resolve_config([], tiny_overrides + [stages, "model.dropout=0.2"])
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
 
-    interrupt_at(monkeypatch, 9)  # inside epoch 1 of 2 (20 steps each): the frozen stage
-    with pytest.raises(Interrupted):
-        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
-    assert load_checkpoint(Run.open("cut").checkpoint)["freezing"] == {"stage": 0}
-    monkeypatch.undo()
-    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
-    resumed = train(None, resume="cut", quiet=True)
+    def frozen_stage_saved(cut):
+        assert load_checkpoint(cut.checkpoint)["freezing"] == {"stage": 0}
+
+    # SIGTERM inside epoch 1 of 2 (20 steps each): the frozen stage
+    resumed = cut_then_resume(monkeypatch, tmp_path, cfg, 9, on_cut=frozen_stage_saved)
 
     a, b = full.load_weights("last"), resumed.load_weights("last")
     assert all(torch.equal(a[k], b[k]) for k in a)

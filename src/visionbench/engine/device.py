@@ -43,6 +43,14 @@ def seed_everything(
         torch.backends.cudnn.benchmark = True
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX). Elsewhere oneDNN emulates them:
+    measured 0.28 GFLOP/s against 117 in fp32 on an AVX2-only EPYC - autocast would be 400x slower."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA when asked; never on CPU, where it is slower for these models."""
-    return torch.bfloat16 if amp and device.type == "cuda" else None
+    """bf16 autocast when asked, on CUDA and on CPUs with native bf16 (an airbench-shaped
+    network trained 2.3x faster in bf16 + channels_last than in fp32 on such a 2-core EPYC)."""
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+    return torch.bfloat16 if amp and native else None
