@@ -78,6 +78,9 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("VISIONBENCH_DATA", raising=False)
     monkeypatch.setenv("VISIONBENCH_OFFLINE", "1")  # nothing downloads unless a test says so (test_hub)
+    # fp32 on every CPU: the suite's numbers do not depend on whether CI's CPU has native bf16
+    # (test_fastnet runs the bf16 autocast path on purpose)
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "0")
     # empty weight caches: a test of "weights not on this machine" passes on a machine that has them
     hub = tmp_path / "weights"
     monkeypatch.setenv("TORCH_HOME", str(hub / "torch"))

@@ -177,12 +177,17 @@ def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeyp
 
 def test_bf16_autocast_runs_on_cpus_with_native_bf16(monkeypatch):
     """Where the CPU has native bf16 the run autocasts (and says so in environment.json);
-    here the check is forced, so the autocast path itself runs on this CPU."""
-    assert device_module.amp_dtype(True, torch.device("cpu")) == (
-        torch.bfloat16 if device_module.cpu_has_bf16() else None
+    here VISIONBENCH_CPU_BF16=1 forces the check, so the autocast path itself runs on this CPU."""
+    cpu = torch.device("cpu")
+    assert device_module.amp_dtype(True, cpu) is None  # the suite's default: fp32 (conftest)
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
+    assert (
+        device_module.amp_dtype(True, cpu) == torch.bfloat16 and device_module.amp_dtype(False, cpu) is None
     )
-    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)
-    assert device_module.amp_dtype(False, torch.device("cpu")) is None
+    monkeypatch.delenv("VISIONBENCH_CPU_BF16")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert device_module.amp_dtype(True, cpu) == (torch.bfloat16 if native else None)
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
     cfg = resolve_config(
         [], ["data.name=digits", "model.name=small_cnn", "train.epochs=1", "model.input_size=16"]
     )
