@@ -193,6 +193,7 @@ class TrainConfig(Section):
     channels_last: bool = (
         True  # NHWC memory layout, on every device (faster on GPUs and for small CNNs on CPU)
     )
+    compile: bool = False  # torch.compile the training step's model (CPU: a C++ compiler); RESULTS.md
     deterministic: bool = True  # deterministic kernels: a resumed run equals an uninterrupted one
     threads: Count | None = None  # CPU threads; default: all cores
     checkpoint_minutes: Positive | None = None  # also checkpoint mid-epoch every N minutes

@@ -23,7 +23,7 @@ from ..console import bars_off, count_bar, make_console
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
-from ..engine.device import amp_dtype, pick_device, seed_everything
+from ..engine.device import amp_dtype, pick_device, require_compile, seed_everything
 from ..engine.ema import weight_average
 from ..engine.freeze import StagedFreezing
 from ..engine.loop import evaluate, predict, train_epoch_in_pieces
@@ -67,6 +67,8 @@ def train(
     check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
     require_tracker(cfg.train.track)
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
+    if cfg.train.compile:
+        require_compile(ranks.device)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
     cfg, data = load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
@@ -75,6 +77,8 @@ def train(
     run = claim_folder(cfg, ranks, root, resumed)
     per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
     trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=per_epoch)
+    if cfg.train.compile:  # the training step only: evaluation and saving use `model`, whose keys are clean
+        trained = torch.compile(trained)
     scored = state.ema.module if state.ema else model  # the weights evaluated and saved
     if resumed and any(run.path.glob("checkpoint.pt*")):  # restore judges what is intact
         state.restore(run.checkpoint)
