@@ -52,6 +52,7 @@ def settings(args) -> list[str]:
         f"train.epochs={args.epochs}",
         "optim.lr=0.05",
         "train.device=cpu",
+        "train.amp=false",  # fp32 on every CPU: the 1e-4 bar is fp32's
         *([f"train.threads={args.threads}"] if args.threads else []),
     ]
 

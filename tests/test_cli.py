@@ -135,9 +135,13 @@ def test_models_lists_registry():
     assert counted["simple_cnn"] == {
         "name": "simple_cnn",
         "source": "visionbench",
+        "input": "3x32x32",
         "params": 62_006,
+        "flops": 1_303_440,  # forward, one image: 651,720 multiply-adds (tests/test_models.py)
         "weights_offline": None,
     }
+    table = invoke("models", "simple_cnn").stdout
+    assert "GFLOPs/image" in table and "0.0013" in table
     assert "timm:resnet18" in invoke("models", "timm:resnet1*").stdout
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import interrupt_then_resume
+from conftest import cut_then_resume
 
 from visionbench.commands.train import train
 from visionbench.config import FinetuneConfig, FreezeStage, SchedConfig, resolve_config
+from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.engine.freeze import StagedFreezing
 from visionbench.engine.optim import create_scheduler
 from visionbench.errors import VisionbenchError
@@ -68,9 +69,11 @@ def test_resumed_staged_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_ove
     cfg = resolve_config([], tiny_overrides + [stages, "model.dropout=0.2"])
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
 
-    # stopped inside epoch 1 of 2 (20 steps each): the frozen stage
-    left, resumed = interrupt_then_resume(monkeypatch, tmp_path, cfg, 9)
-    assert left["freezing"] == {"stage": 0}
+    def frozen_stage_saved(cut):
+        assert load_checkpoint(cut.checkpoint)["freezing"] == {"stage": 0}
+
+    # SIGTERM inside epoch 1 of 2 (20 steps each): the frozen stage
+    resumed = cut_then_resume(monkeypatch, tmp_path, cfg, 9, on_cut=frozen_stage_saved)
 
     a, b = full.load_weights("last"), resumed.load_weights("last")
     assert all(torch.equal(a[k], b[k]) for k in a)

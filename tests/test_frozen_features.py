@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import interrupt_then_resume
+from conftest import cut_then_resume
 
 from visionbench.commands.train import train
 from visionbench.config import FinetuneConfig, resolve_config
 from visionbench.data.prepare import prepare_data
+from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.engine.features import FrozenFeatures
 from visionbench.engine.freeze import StagedFreezing, frozen_params
 from visionbench.engine.frozen import capture, mismatch, random_frozen, split_model
@@ -77,6 +78,7 @@ def test_augmentation_without_views_runs_the_frozen_layers_and_says_why(one_thre
         ("finetune.bn_eval=false", "features.0.2 normalises with batch statistics"),
         ("aug.mixup=0.2", "aug.mixup mix images within a batch"),
         ("train.ema=0.9", "train.ema averages the whole model"),
+        ("train.lookahead=5", "train.lookahead averages the whole model"),
     ],
 )
 def test_cache_features_on_where_it_cannot_be_is_a_clear_error(setting, why):
@@ -112,9 +114,13 @@ def test_views_equal_the_augmented_epochs_and_cycle(one_thread):
 
 def test_resume_inside_a_cached_stage_is_exact(tmp_path, monkeypatch, one_thread):
     full = trained(HEAD_THEN_ALL + ["name=full"])
-    cfg = resolve_config([], HEAD_THEN_ALL)  # stopped inside epoch 1 of 2: the stage on cached features
-    left, resumed = interrupt_then_resume(monkeypatch, tmp_path, cfg, 9)
-    assert left["freezing"] == {"stage": 0} and left["batch"] == 9
+
+    def inside_the_cached_stage(cut):
+        left = load_checkpoint(cut.checkpoint)
+        assert left["freezing"] == {"stage": 0} and left["batch"] == 9
+
+    cfg = resolve_config([], HEAD_THEN_ALL)  # SIGTERM inside epoch 1 of 2: the stage on cached features
+    resumed = cut_then_resume(monkeypatch, tmp_path, cfg, 9, on_cut=inside_the_cached_stage)
     a, b = full.load_weights("last"), resumed.load_weights("last")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

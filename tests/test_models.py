@@ -109,9 +109,24 @@ def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head():
 
 def test_models_lists_counts_for_short_lists():
     rows = {r["name"]: r for r in list_models("resnet1")}
-    assert rows["resnet18"]["params"] == count_params(create_model("resnet18", 10))
+    # torchvision's models as on ImageNet: 224 px, their own stem
+    assert rows["resnet18"]["input"] == "3x224x224"
+    assert rows["resnet18"]["params"] == count_params(create_model("resnet18", 10, small_stem=False))
+    # torchvision's model card: 1.81 G multiply-adds; FLOPs count 2 per multiply-add
+    assert rows["resnet18"]["flops"] == pytest.approx(2 * 1.814e9, rel=0.005)
     assert rows["resnet18"]["weights_offline"] is False
-    assert all(r["params"] is None for r in list_models(""))  # too many to build: not counted
+    every = list_models("")
+    assert all(r["params"] is None and r["flops"] is None for r in every if r["source"] == "torchvision")
+
+
+def test_models_lists_flops_of_our_own_models_by_hand():
+    # simple_cnn on 3x32x32, multiply-adds per layer: conv 5x5 3->6 at 28x28, conv 5x5 6->16 at
+    # 10x10, then 400->120->84->10
+    macs = 6 * 28 * 28 * 3 * 25 + 16 * 10 * 10 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
+    ours = {r["name"]: r for r in list_models("") if r["source"] == "visionbench"}  # counted in the full list
+    assert ours["simple_cnn"]["flops"] == 2 * macs
+    assert ours["simple_cnn"]["input"] == "3x32x32" and ours["simple_cnn"]["params"] == 62_006
+    assert all(r["flops"] and r["params"] for r in ours.values())
 
 
 def test_inputs_are_resized_inside_the_model():

@@ -222,3 +222,35 @@ def test_default_ids_in_the_same_second_never_collide(tmp_path):
     second = Run.create(tmp_path, "20261123-120000-digits-small_cnn", unique=True)
     third = Run.create(tmp_path, "20261123-120000-digits-small_cnn", unique=True)
     assert [r.id[-2:] for r in (second, third)] == ["-2", "-3"]
+
+
+@pytest.mark.slow  # Inductor's first compile: about a minute on 2 busy cores (seconds once cached)
+def test_compiled_training_matches_eager_and_saves_clean_keys(tiny_overrides):
+    from visionbench.engine.device import cxx_compiler
+
+    if cxx_compiler() is None:
+        pytest.skip("train.compile on the CPU needs a C++ compiler (g++ or $CXX), and none is on the PATH")
+    from torch._dynamo.utils import counters
+
+    one_epoch = tiny_overrides + ["train.epochs=1", "train.threads=1"]
+    eager = train(resolve_config([], one_epoch + ["name=eager"]), quiet=True)
+    counters.clear()
+    compiled = train(resolve_config([], one_epoch + ["name=compiled", "train.compile=true"]), quiet=True)
+    assert compiled.finished and counters["stats"]["unique_graphs"] >= 1  # it did compile
+    # the same steps from the same seed: only the kernels' rounding differs
+    loss, loss_eager = compiled.metrics()[0]["train_loss"], eager.metrics()[0]["train_loss"]
+    assert loss == pytest.approx(loss_eager, rel=0.02)
+    # saved as the plain module: keys any model (and `visionbench eval`) loads, no "_orig_mod."
+    keys = set(weights_of(eager))
+    assert set(weights_of(compiled)) == keys
+    assert set(load_checkpoint(compiled.checkpoint)["model"]) == keys
+    assert compiled.read_json("summary.json")["test_acc"] > 0.5
+
+
+def test_compile_without_a_compiler_is_a_clear_error_before_any_folder(tmp_path, monkeypatch, tiny_overrides):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    cfg = resolve_config([], tiny_overrides + ["name=nocc", "train.compile=true"])
+    with pytest.raises(VisionbenchError, match="needs a C\\+\\+ compiler") as exc:
+        train(cfg, quiet=True)
+    assert "train.compile=false" in exc.value.fix
+    assert not (tmp_path / "runs" / "nocc").exists()

@@ -545,24 +545,29 @@ def models(
     num_classes: Annotated[int, typer.Option(min=1, help="Head size the parameters are counted for.")] = 10,
     as_json: AsJson = False,
 ):
-    """List models: name, source, parameters (for 3x32x32 input) and offline weights."""
+    """List models: name, source, parameters and forward GFLOPs per image at each model's usual
+    input (3x32x32 ours, 3x224x224 torchvision's and timm's), and offline weights."""
     from .models.listing import MAX_COUNTED, list_models
 
     rows = list_models(pattern, num_classes)
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table("model", "source", f"params ({num_classes} classes, 3x32x32)", "weights on disk")
+    table = Table(
+        "model", "source", "input", f"params ({num_classes} classes)", "GFLOPs/image", "weights on disk"
+    )
     for r in rows:
         params = f"{r['params']:,}" if r["params"] is not None else "-"
-        table.add_row(
-            r["name"], r["source"], params, {True: "yes", False: "no", None: "-"}[r["weights_offline"]]
-        )
+        flops = f"{r['flops'] / 1e9:.3g}" if r["flops"] is not None else "-"
+        weights = {True: "yes", False: "no", None: "-"}[r["weights_offline"]]
+        table.add_row(r["name"], r["source"], r["input"], params, flops, weights)
     out.print(table)
     if len(rows) > MAX_COUNTED:
         out.print(
-            f"{len(rows)} models; give a PATTERN matching at most {MAX_COUNTED} to count their parameters"
+            f"{len(rows)} models; give a PATTERN matching at most {MAX_COUNTED} to count the others' "
+            "parameters and FLOPs"
         )
+    out.print("GFLOPs: forward, one image, 2 per multiply-add (torch.utils.flop_counter)")
     if not pattern.startswith("timm:"):
         out.print("timm's models: visionbench models timm:PATTERN (e.g. timm:resnet*)")
 

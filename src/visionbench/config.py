@@ -23,6 +23,8 @@ def registry(kind: str) -> Collection[str]:
         from .engine.schedules import SCHEDULES as names
     elif kind == "loss":
         from .engine.losses import LOSSES as names
+    elif kind == "tta":
+        from .engine.tta import TTA_VIEWS as names
     else:
         raise ValueError(f"no registry of {kind}s")
     return names
@@ -112,7 +114,9 @@ class DataConfig(Section):
 
 class AugConfig(Section):
     crop_padding: NonNegative = 0  # random crop after reflect-padding by this many pixels (0: off)
-    flip: bool = False  # random horizontal flip (off for digits: a flipped 2 is not a 2)
+    # random horizontal flip (off for digits: a flipped 2 is not a 2); alternate: each image's
+    # random flip is drawn once and every other epoch shows it mirrored (airbench: more variety)
+    flip: bool | Literal["alternate"] = False
     # per-sample augmentations on the device (data/augment.py); every default is "off"
     resized_crop: Probability = 0.0  # RandomResizedCrop: smallest area fraction kept (0: off; timm 0.08)
     rotate: Annotated[float, Field(ge=0, le=180)] = 0.0  # random rotation, degrees either way
@@ -156,11 +160,14 @@ class OptimConfig(Section):
     betas: tuple[Fraction, Fraction] | None = None  # adam, adamw, yogi, lamb, lion
     eps: Positive | None = None  # adam, adamw, rmsprop, yogi, lamb
     trust_coefficient: Positive = 0.001  # lars
+    bias_decay: bool = False  # also decay biases and norm parameters (airbench does)
+    norm_lr_mult: Positive = 1.0  # norm layers' lr x this, their decay / this (airbench: 64)
 
 
 class SchedConfig(Section):
     name: Annotated[str, registered("schedule")] = "onecycle"  # engine/schedules.py SCHEDULES
     warmup_epochs: Amount = 0.0  # all but onecycle: linear warmup length
+    warmup_start: Fraction = 0.0  # ... from this fraction of the peak lr
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25  # onecycle: fraction of steps spent rising
     step_epochs: Count = 10  # step: decay every this many epochs ...
     gamma: Positive = 0.1  # ... by this factor (plateau: on each plateau)
@@ -175,13 +182,18 @@ class TrainConfig(Section):
     label_smoothing: Fraction = 0.0
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
     ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
+    lookahead: NonNegative = 0  # every N steps pull the weights to a slow average (engine/ema.py; 0: off)
+    tta: Annotated[str, registered("tta")] = "none"  # engine/tta.py: views averaged in the final test
     early_stop: NonNegative = 0  # stop after this many epochs without a better val accuracy (0: off)
     grad_clip: Positive | None = None  # max global grad norm
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # bf16 autocast on CUDA (never on CPU, where it is slower)
+    # bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16 or AMX); never on other
+    # CPUs, where bf16 is emulated: 0.3 GFLOP/s against 117 in fp32 on an AVX2 EPYC
+    amp: bool = True
     channels_last: bool = (
         True  # NHWC memory layout, on every device (faster on GPUs and for small CNNs on CPU)
     )
+    compile: bool = False  # torch.compile the training step's model (CPU: a C++ compiler); RESULTS.md
     deterministic: bool = True  # deterministic kernels: a resumed run equals an uninterrupted one
     threads: Count | None = None  # CPU threads; default: all cores
     checkpoint_minutes: Positive | None = None  # also checkpoint mid-epoch every N minutes

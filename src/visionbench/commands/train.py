@@ -23,14 +23,15 @@ from ..console import bars_off, count_bar, make_console
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
-from ..engine.device import amp_dtype, pick_device, seed_everything
-from ..engine.ema import ModelEMA
+from ..engine.device import amp_dtype, pick_device, require_compile, seed_everything
+from ..engine.ema import weight_average
 from ..engine.features import FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
 from ..engine.loop import evaluate, predict, train_epoch_in_pieces
 from ..engine.losses import create_loss
 from ..engine.optim import create_optimizer, create_scheduler
 from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
+from ..engine.tta import tta_views
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model
@@ -67,14 +68,19 @@ def train(
     check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
     require_tracker(cfg.train.track)
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
+    if cfg.train.compile:
+        require_compile(ranks.device)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
     cfg, data = load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
-    weights_report = None if resumed else initial_weights(model, cfg, root)
+    weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
     run = claim_folder(cfg, ranks, root, resumed)
-    trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=any(state.freezing.frozen))
+    per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
+    trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=per_epoch)
+    if cfg.train.compile:  # the training step only: evaluation and saving use `model`, whose keys are clean
+        trained = torch.compile(trained)
     scored = state.ema.module if state.ema else model  # the weights evaluated and saved
     if resumed and any(run.path.glob("checkpoint.pt*")):  # restore judges what is intact
         state.restore(run.checkpoint)
@@ -136,9 +142,12 @@ def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tup
     return cfg, data
 
 
-def initial_weights(model: nn.Module, cfg: RunConfig, root: Path) -> dict | None:
+def initial_weights(model: nn.Module, cfg: RunConfig, root: Path, data: Prepared) -> dict | None:
     """Load model.weights (a file, or run:RUN_ID's last weights) into `model`; the load
-    report, or the pretrained weights' one, or None."""
+    report, or the pretrained weights' one, or None. A model that sets layers from the
+    training images (fastnet's whitening) sees them first."""
+    if hasattr(model, "init_from_data") and not cfg.model.pretrained:
+        model.init_from_data(torch.cat([x for x, _ in data.loader("train", data.keep[:5000]).epoch(0)]))
     ref = cfg.model.weights
     if not ref:
         return getattr(model, "weights_report", None)
@@ -180,7 +189,7 @@ def training_state(cfg: RunConfig, model: nn.Module, data: Prepared) -> Training
         optimizer=optimizer,
         scheduler=create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs),
         freezing=freezing,
-        ema=ModelEMA(model, cfg.train.ema) if cfg.train.ema else None,
+        ema=weight_average(model, cfg.train, len(data.train) * cfg.train.epochs),
         fingerprint=data.dataset.fingerprint,
         batch_size=cfg.train.batch_size,
     )
@@ -194,7 +203,8 @@ def start_record(
     if restarted:  # stopped before its first checkpoint: start it again, same config
         console.print(f"no checkpoint in [bold]{run.id}[/] yet: starting it from the beginning")
         run.truncate_metrics(0)
-    run.write_json("environment.json", environment(device))
+    autocast = amp_dtype(cfg.train.amp, device)
+    run.write_json("environment.json", environment(device) | {"autocast": autocast and str(autocast)[6:]})
     if weights_report:
         run.write_json("weights.json", weights_report)
         console.print(
@@ -276,7 +286,7 @@ def finish(
     """Last weights, the test evaluation (RUN/eval-last/), the curves, then summary.json: its
     presence marks the run finished."""
     run.save_weights("last.safetensors", scored)
-    logits, targets = predict(scored, data.test, amp)
+    logits, targets = predict(scored, data.test, amp, tta_views(cfg.train.tta))
     out = Outputs.from_logits(logits.numpy())
     test = data.dataset.splits["test"]
     rep = evaluation(
@@ -300,6 +310,7 @@ def finish(
         "model": cfg.model.name,
         "seed": cfg.seed,
         "test_n": rep["n"],
+        "tta": cfg.train.tta,
     }
     run.set_status("finished")
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished

@@ -35,7 +35,7 @@ class TensorLoader:
         std=None,
         train: bool = False,
         crop_padding: int = 0,
-        flip: bool = False,
+        flip: bool | str = False,
         seed: int = 0,
         channels_last: bool = False,
         augment: Augment | None = None,
@@ -46,7 +46,7 @@ class TensorLoader:
         self.images = self._place(images)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
-        self.crop_padding, self.flip = crop_padding if train else 0, flip and train
+        self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.channels_last = channels_last
         self.augment = augment if train else None
         self.repeats = repeats if train else 1
@@ -92,7 +92,10 @@ class TensorLoader:
         plan = {"order": torch.randperm(n, generator=g)}
         if self.repeats > 1:  # repeated augmentation (Hoffer et al., 2020): n/r images, r copies each
             plan["order"] = plan["order"][: math.ceil(n / self.repeats)].repeat_interleave(self.repeats)[:n]
-        if self.flip:
+        if self.flip == "alternate":  # each image's flip drawn once; every other epoch mirrored
+            fixed = torch.Generator().manual_seed(self.seed * 1_000_003 - 1)
+            plan["flip"] = (torch.rand(n, generator=fixed) < 0.5)[plan["order"]] ^ bool(epoch % 2)
+        elif self.flip:
             plan["flip"] = torch.rand(n, generator=g) < 0.5
         if self.crop_padding:
             p = self.crop_padding

@@ -53,7 +53,7 @@ class Prepared:
             channels_last=self.cfg.train.channels_last,
             train=train,
             crop_padding=aug.crop_padding if aug else 0,
-            flip=bool(aug and aug.flip),
+            flip=aug.flip if aug else False,
             seed=self.cfg.seed,
             augment=build_augment(self.cfg.aug, len(self.dataset.classes)) if train else None,
             repeats=self.cfg.aug.repeats,

@@ -70,16 +70,18 @@ def augmentations(aug: AugConfig) -> list[str]:
     return [f"aug.{k}" for k in AUGMENTATIONS + MIXES if getattr(aug, k) != AugConfig.model_fields[k].default]
 
 
-def run_reason(cfg: RunConfig, world: int) -> str | None:
-    """Why no stage of this run can train on cached features, whatever its model, or None."""
+def run_reason(cfg: RunConfig, world: int, model: nn.Module) -> str | None:
+    """Why no stage of this run can train on cached features, or None."""
     aug = augmentations(cfg.aug)
     mixed = [a for a in aug if a.split(".")[1] in MIXES]
     if world > 1:
         return "distributed training (torchrun) runs the whole model on every rank"
     if cfg.data.stream:
         return "data.stream decodes the images from their files every epoch"
-    if cfg.train.ema:
-        return "train.ema averages the whole model after every step"
+    if cfg.train.ema or cfg.train.lookahead:
+        return f"train.{'ema' if cfg.train.ema else 'lookahead'} averages the whole model's weights"
+    if hasattr(model, "start_epoch"):
+        return f"{cfg.model.name} changes which of its layers train from epoch to epoch"
     if mixed:
         return f"{' and '.join(mixed)} mix images within a batch, not one image at a time"
     if cfg.aug.repeats > 1:
@@ -132,10 +134,11 @@ class FrozenFeatures:
     def plan(self, i: int, world: int) -> Split | str | None:
         """Stage `i`'s split to train after, why its frozen layers run every step, or None when
         it freezes nothing. cache_features=on makes a reason an error."""
-        frozen, mode = self.freezing.frozen[i], self.cfg.finetune.cache_features
-        if not frozen:
+        mode = self.cfg.finetune.cache_features
+        if not self.freezing.frozen[i]:
             return None
-        why = "finetune.cache_features=off" if mode == "off" else run_reason(self.cfg, world)
+        frozen = self.freezing.frozen[i] | self.freezing.fixed  # fixed: by the model itself
+        why = "finetune.cache_features=off" if mode == "off" else run_reason(self.cfg, world, self.model)
         split = None
         if why is None:
             split = split_model(self.model, frozen)

@@ -80,6 +80,7 @@ class StagedFreezing:
             end = epochs if s.epochs is None else end + s.epochs
             self.ends.append(end)
         self.head = head_name(model)
+        self.fixed = {n for n, p in model.named_parameters() if not p.requires_grad}  # by the model itself
         self.frozen = [frozen_params(model, s.freeze, self.head) for s in self.stages]  # bad specs fail here
         self.active = any(self.frozen) or any(s.backbone_lr_mult != 1 for s in self.stages)
         if self.active:
@@ -91,7 +92,15 @@ class StagedFreezing:
         return next((i for i, end in enumerate(self.ends) if epoch < end), len(self.stages) - 1)
 
     def enter(self, epoch: int, scheduler) -> str | None:
-        """Switch to `epoch`'s stage if it is a new one; says what changed, for the log."""
+        """Switch to `epoch`'s stage if it is a new one (says what changed, for the log); a
+        model with its own per-epoch schedule of what trains (fastnet's whitening bias) is told
+        the epoch after that."""
+        message = self.enter_stage(epoch, scheduler)
+        if hasattr(self.model, "start_epoch"):
+            self.model.start_epoch(epoch)
+        return message
+
+    def enter_stage(self, epoch: int, scheduler) -> str | None:
         i = self.stage_at(epoch)
         if not self.active or i == self.stage:
             return None
@@ -112,12 +121,12 @@ class StagedFreezing:
         """Freeze stage `i`'s parameters (learning rates are the optimizer's and scheduler's state)."""
         self.stage = i
         for name, p in self.model.named_parameters():
-            p.requires_grad_(name not in self.frozen[i])
+            p.requires_grad_(name not in self.frozen[i] and name not in self.fixed)
         for h in self.hooks:
             h.remove()
         self.hooks = []
         if self.bn_eval:
-            for m in held_batchnorms(self.model, self.frozen[i]):
+            for m in held_batchnorms(self.model, self.frozen[i] | self.fixed):
                 # model.train() runs every epoch; this keeps a frozen BN's statistics fixed
                 self.hooks.append(m.register_forward_pre_hook(lambda mod, _: setattr(mod, "training", False)))
 

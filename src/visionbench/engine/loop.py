@@ -130,16 +130,16 @@ def predict(
     model: nn.Module,
     loader: TensorLoader,
     amp_dtype: torch.dtype | None = None,
-    views: Sequence[Callable[[torch.Tensor], torch.Tensor]] = (),
+    views: Sequence[tuple[float, Callable[[torch.Tensor], torch.Tensor]]] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, targets) for the whole loader, on the CPU, in loader order; with `views`
-    (test-time augmentation, engine/tta.py) the mean of the logits over those views."""
+    (test-time augmentation, engine/tta.py) the weighted mean of the logits over those views."""
     model.eval()
     outs, ys = [], []
     for x, y in loader.epoch(0):
         with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             if views:
-                outs.append(torch.stack([model(view(x)).float() for view in views]).mean(0))
+                outs.append(sum(w * model(view(x)).float() for w, view in views))
             else:
                 outs.append(model(x).float())
         ys.append(y)

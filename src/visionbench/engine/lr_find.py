@@ -39,14 +39,15 @@ def range_test(
     modes = [m.training for m in model.modules()]
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     lrs, losses, raw = [], [], []
+    mults = [g["lr"] / optimizer.defaults["lr"] for g in optimizer.param_groups]  # optim.norm_lr_mult
     avg, best = 0.0, math.inf
     model.train()
     try:
         batches = (xy for epoch in range(10**6) for xy in loader.epoch(epoch))
         for i, (x, y) in zip(range(iters), batches):
             lr = start_lr * (end_lr / start_lr) ** (i / max(1, iters - 1))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for group, mult in zip(optimizer.param_groups, mults):
+                group["lr"] = lr * mult
             with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)

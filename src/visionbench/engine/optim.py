@@ -12,14 +12,35 @@ from ..config import BASE_LR, OptimConfig, SchedConfig
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights (1-D tensors): decaying them only hurts."""
-    decay, no_decay = [], []
+
+def param_groups(model: nn.Module, cfg: OptimConfig, lr: float) -> list[dict]:
+    """Weights decay; biases and norm parameters (1-D tensors) do not unless optim.bias_decay -
+    decaying them usually only hurts. Norm layers' parameters learn at optim.norm_lr_mult x the
+    lr, their decay divided by it so each step decays them as much as the rest (airbench's
+    64x on BN biases)."""
+    norm = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
+    flat_decay = cfg.weight_decay if cfg.bias_decay else 0.0
+    groups = {"decay": [], "flat": [], "norm": []}
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups[
+                "norm" if id(p) in norm and cfg.norm_lr_mult != 1 else "decay" if p.ndim > 1 else "flat"
+            ].append(p)
+    out = [
+        {"params": groups["decay"], "weight_decay": cfg.weight_decay},
+        {"params": groups["flat"], "weight_decay": flat_decay},
+    ]
+    if groups["norm"]:
+        out.append(
+            {
+                "params": groups["norm"],
+                "lr": lr * cfg.norm_lr_mult,
+                "weight_decay": flat_decay / cfg.norm_lr_mult,
+            }
+        )
+    return out
 
 
 def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -36,7 +57,8 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     }
     takes = inspect.signature(build).parameters
     kwargs = {k: v for k, v in settings.items() if k in takes and v is not None}
-    return build(param_groups(model, cfg.weight_decay), lr=BASE_LR if cfg.lr is None else cfg.lr, **kwargs)
+    lr = BASE_LR if cfg.lr is None else cfg.lr
+    return build(param_groups(model, cfg, lr), lr=lr, **kwargs)
 
 
 class Schedule(torch.optim.lr_scheduler.LambdaLR):

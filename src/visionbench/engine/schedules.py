@@ -21,13 +21,13 @@ def onecycle(step: int, total: int, steps_per_epoch: int, cfg: Any) -> float:
 
 
 def after_warmup(decay: Callable[[float, int, int, Any], float]) -> Factor:
-    """Linear warmup over `sched.warmup_epochs`, then decay(done, step, steps_per_epoch, cfg),
-    where `done` runs from 0 to 1 over the steps after the warmup."""
+    """Linear warmup over `sched.warmup_epochs` from `sched.warmup_start` of the peak, then
+    decay(done, step, steps_per_epoch, cfg), where `done` runs from 0 to 1 after the warmup."""
 
     def factor(step: int, total: int, steps_per_epoch: int, cfg: Any) -> float:
         warm = cfg.warmup_epochs * steps_per_epoch
         if step < warm:
-            return (step + 1) / warm
+            return cfg.warmup_start + (1 - cfg.warmup_start) * (step + 1) / warm
         return decay((step - warm) / max(1, total - warm), step, steps_per_epoch, cfg)
 
     return factor

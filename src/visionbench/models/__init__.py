@@ -1,6 +1,6 @@
 """Models: one registry over our own networks, torchvision's and timm's (`timm:` prefix)."""
 
-from . import cnn, vit  # noqa: F401  (registers the builders)
+from . import cnn, fastnet, vit  # noqa: F401  (registers the builders)
 from .hub import offline, set_offline
 from .registry import (
     MODELS,

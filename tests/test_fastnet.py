@@ -1,0 +1,196 @@
+"""The fast network and its training pieces: whitening, the whitening bias's warm-up, Lookahead,
+alternating flips, the norm learning rate, flip + translate TTA, bf16 autocast on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import visionbench.engine.device as device_module
+from visionbench.commands.train import train
+from visionbench.config import OptimConfig, SchedConfig, resolve_config
+from visionbench.data.loader import TensorLoader
+from visionbench.engine.ema import Lookahead
+from visionbench.engine.optim import create_optimizer, create_scheduler
+from visionbench.engine.tta import tta_views
+from visionbench.errors import VisionbenchError
+from visionbench.models import count_params, create_model
+from visionbench.runs import Run
+
+# the fast recipe, shrunk to digits: 16 px, narrow groups (a few seconds on 2 cores)
+FAST_DIGITS = [
+    "data.name=digits",
+    "model.input_size=16",
+    "model.kwargs={widths: [8, 16, 16]}",
+    "train.batch_size=128",
+]
+
+
+def test_default_fastnet_has_airbench94s_size():
+    model = create_model("fastnet", num_classes=10)
+    assert count_params(model) == pytest.approx(1.97e6, rel=0.01)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(VisionbenchError, match="model.input_size=32"):
+        create_model("fastnet", num_classes=10, img_size=8)
+
+
+def test_whitening_makes_patches_uncorrelated_with_unit_variance():
+    torch.manual_seed(0)
+    mix = torch.randn(3, 3)  # correlated channels, smooth in space: like photos
+    x = torch.einsum("ij,bjhw->bihw", mix, torch.randn(64, 3, 18, 18))
+    x = 10 * nn.functional.avg_pool2d(x, 3, stride=1)  # variances well above the eps (5e-4)
+    model = create_model("fastnet", num_classes=10, widths=[8, 8, 8])
+    model.init_from_data(x)
+    out = nn.functional.conv2d(
+        x, model.whiten.weight[:12]
+    )  # the 12 filters; the other 12 are their negatives
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    cov = flat @ flat.T / flat.shape[1]
+    assert torch.allclose(cov, torch.eye(12), atol=0.02)
+    assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
+
+
+def test_whitening_bias_trains_only_in_the_first_epochs():
+    model = create_model("fastnet", num_classes=10, img_size=16, widths=[8, 8, 8], whiten_bias_epochs=2)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    for epoch in range(4):
+        model.start_epoch(epoch)
+        before = model.whiten.bias.clone()
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        assert torch.equal(model.whiten.bias, before) == (epoch >= 2), epoch
+
+
+def test_lookahead_is_airbenchs():
+    """Against airbench94's LookaheadState and schedule, written from its source."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    ref_model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    ref_model.load_state_dict(model.state_dict())
+    total = 13
+    ours = Lookahead(model, every=5, total_steps=total)
+    ref_ema = {k: v.clone() for k, v in ref_model.state_dict().items()}
+    alpha = 0.95**5 * (torch.arange(total + 1) / total) ** 3
+
+    def ref_update(decay):
+        for e, p in zip(ref_ema.values(), ref_model.state_dict().values()):
+            if p.dtype == torch.float:
+                e.lerp_(p, 1 - decay)
+                p.copy_(e)
+
+    opts = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in (model, ref_model)]
+    for step in range(1, total + 1):
+        x = torch.randn(8, 4)
+        for m, opt in zip((model, ref_model), opts):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+        ours.update(model)
+        if step % 5 == 0:
+            ref_update(alpha[step].item())
+        if step == total:
+            ref_update(1.0)
+    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    # its state round-trips (resume)
+    again = Lookahead(model, 5, total)
+    again.load_state_dict(ours.state_dict())
+    assert again.steps == total and all(torch.equal(a, b) for a, b in zip(again.slow, ours.slow))
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch():
+    images = torch.arange(40 * 2 * 2, dtype=torch.uint8).view(40, 1, 2, 2).numpy()
+    loader = TensorLoader(images, list(range(40)), 40, train=True, flip="alternate", seed=3)
+
+    def by_image(epoch):
+        x, y = next(loader.epoch(epoch))
+        flipped = ~torch.isclose(
+            x[:, 0, 0, 0],
+            loader.images[y, 0, 0, 0].float() * loader.scale[0, 0, 0, 0] + loader.shift[0, 0, 0, 0],
+        )
+        return flipped[torch.argsort(y)]
+
+    e0, e1, e2 = by_image(0), by_image(1), by_image(2)
+    assert 5 < e0.sum() < 35  # random per image ...
+    assert torch.equal(e1, ~e0) and torch.equal(e2, e0)  # ... then mirrored every other epoch
+
+
+def test_norm_layers_learn_faster_and_decay_alike():
+    model = create_model("fastnet", num_classes=10, widths=[8, 8, 8])
+    cfg = OptimConfig(lr=1.5, weight_decay=1e-3, bias_decay=True, norm_lr_mult=64)
+    opt = create_optimizer(model, cfg)
+    decay, flat, norm = opt.param_groups
+    assert norm["lr"] == 96 and norm["weight_decay"] == pytest.approx(1e-3 / 64)
+    assert all(p.ndim == 1 for p in norm["params"]) and len(norm["params"]) == 6  # the BN biases only
+    assert flat["params"] == [model.whiten.bias] and flat["weight_decay"] == 1e-3
+    assert not any(
+        p is model.groups[0].norm1.weight for g in opt.param_groups for p in g["params"]
+    )  # frozen scale
+    default = create_optimizer(model, OptimConfig(lr=0.1))
+    assert [g["weight_decay"] for g in default.param_groups] == [5e-4, 0.0]
+    sched = create_scheduler(
+        opt, SchedConfig(name="linear", warmup_epochs=2.3, warmup_start=0.2, min_lr_ratio=0.07), 10, 10
+    )
+    assert opt.param_groups[2]["lr"] == pytest.approx(96 * (0.2 + 0.8 / 23))
+    for _ in range(100):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.5 * 0.07)
+
+
+def test_flip_translate_views_average_to_the_plain_logits_of_an_invariant_model():
+    views = tta_views("flip-translate")
+    assert len(views) == 6 and math.isclose(sum(w for w, _ in views), 1.0)
+    x = torch.randn(2, 3, 8, 8)
+    shifted = [v(x) for _, v in views]
+    assert all(s.shape == x.shape for s in shifted)
+    assert torch.equal(shifted[4][..., 1:, 1:], x[..., :-1, :-1])  # one view moved down-right by a pixel
+    assert not any(torch.equal(shifted[i], shifted[j]) for i in range(6) for j in range(i))
+
+
+def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeypatch):
+    from conftest import cut_then_resume
+
+    cfg = resolve_config([], FAST_DIGITS + ["train.epochs=4", "data.val_fraction=0.1"], recipe="fast")
+    assert (cfg.model.name, cfg.train.lookahead, cfg.train.tta, cfg.aug.flip) == (
+        "fastnet",
+        5,
+        "flip-translate",
+        "alternate",
+    )
+    full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
+    summary = full.read_json("summary.json")
+    assert (
+        summary["tta"] == "flip-translate" and summary["test_acc"] > 0.3
+    )  # learns (flipped digits, tiny widths)
+    # SIGTERM at step 17 of 10 an epoch: mid-epoch 2, inside the whitening bias's epochs
+    resumed = cut_then_resume(monkeypatch, tmp_path, cfg, 17)
+    a, b = full.load_weights("last"), resumed.load_weights("last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bf16_autocast_runs_on_cpus_with_native_bf16(monkeypatch):
+    """Where the CPU has native bf16 the run autocasts (and says so in environment.json);
+    here VISIONBENCH_CPU_BF16=1 forces the check, so the autocast path itself runs on this CPU."""
+    cpu = torch.device("cpu")
+    assert device_module.amp_dtype(True, cpu) is None  # the suite's default: fp32 (conftest)
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
+    assert (
+        device_module.amp_dtype(True, cpu) == torch.bfloat16 and device_module.amp_dtype(False, cpu) is None
+    )
+    monkeypatch.delenv("VISIONBENCH_CPU_BF16")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert device_module.amp_dtype(True, cpu) == (torch.bfloat16 if native else None)
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
+    cfg = resolve_config(
+        [], ["data.name=digits", "model.name=small_cnn", "train.epochs=1", "model.input_size=16"]
+    )
+    run = train(cfg, quiet=True)
+    assert json.loads((run.path / "environment.json").read_text())["autocast"] == "bfloat16"
+    assert Run(run.path).read_json("summary.json")["test_acc"] > 0.3
