@@ -146,9 +146,9 @@ def initial_weights(model: nn.Module, cfg: RunConfig, root: Path, data: Prepared
     """Load model.weights (a file, or run:RUN_ID's last weights) into `model`; the load
     report, or the pretrained weights' one, or None. A model that sets layers from the
     training images (fastnet's whitening) sees them first."""
-    if hasattr(model, "init_from_data") and not cfg.model.pretrained:
-        model.init_from_data(torch.cat([x for x, _ in data.loader("train", data.keep[:5000]).epoch(0)]))
     ref = cfg.model.weights
+    if hasattr(model, "init_from_data") and not (cfg.model.pretrained or ref):  # else loaded over it
+        model.init_from_data(torch.cat([x for x, _ in data.loader("train", data.keep[:5000]).epoch(0)]))
     if not ref:
         return getattr(model, "weights_report", None)
     state = Run.open(ref[4:], root).load_weights("last") if ref.startswith("run:") else read_state_file(ref)
@@ -204,7 +204,10 @@ def start_record(
         console.print(f"no checkpoint in [bold]{run.id}[/] yet: starting it from the beginning")
         run.truncate_metrics(0)
     autocast = amp_dtype(cfg.train.amp, device)
-    run.write_json("environment.json", environment(device) | {"autocast": autocast and str(autocast)[6:]})
+    run.write_json(
+        "environment.json",
+        environment(device) | {"autocast": autocast and str(autocast).removeprefix("torch.")},
+    )
     if weights_report:
         run.write_json("weights.json", weights_report)
         console.print(
