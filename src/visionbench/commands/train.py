@@ -28,6 +28,7 @@ from ..engine.ema import ModelEMA
 from ..engine.freeze import StagedFreezing
 from ..engine.loop import evaluate, predict, train_epoch_in_pieces
 from ..engine.losses import create_loss
+from ..engine.memory import fit_batch
 from ..engine.optim import create_optimizer, create_scheduler
 from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..errors import VisionbenchError
@@ -67,8 +68,9 @@ def train(
     require_tracker(cfg.train.track)
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
-    cfg, data = load_data(cfg, ranks, console)
+    asked, (cfg, data) = cfg, load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
+    cfg = fit_batch(cfg, asked, data, model, ranks, lambda msg: console.print(escape(msg)))  # or an error
     weights_report = None if resumed else initial_weights(model, cfg, root)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     run = claim_folder(cfg, ranks, root, resumed)
