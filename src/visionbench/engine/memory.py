@@ -1,7 +1,7 @@
 """Will a training batch fit in memory? What a step keeps for its backward pass, measured per
 image on two images, against the memory free on the run's device - said before the first step,
 not found out as a kill by the kernel (write-up 003: rsb-a3's batch of 2,048 through ResNet-50
-at 28 px needs ~47 GiB; the 24 GiB machine killed it at its first step)."""
+at 28 px with the small stem needs ~48 GiB; the 24 GiB machine killed it at its first step)."""
 
 from __future__ import annotations
 
