@@ -25,11 +25,12 @@ def test_saved_bytes_count_each_activation_once_and_leave_the_model_as_it_was(on
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
     assert memory.saved_bytes_per_image(model, (1, 8, 8), torch.device("cpu")) == 256 + 1024
 
-    bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5)).eval()
+    bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    bn[1].eval()  # a frozen BatchNorm in a training model
     before = {k: v.clone() for k, v in bn.state_dict().items()}
     rng = torch.get_rng_state()
     assert memory.saved_bytes_per_image(bn, (1, 8, 8), torch.device("cpu")) > 0
-    assert not bn.training  # its mode is restored ...
+    assert bn.training and not bn[1].training  # each module's mode is restored ...
     assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())  # ... and its running stats
     assert torch.equal(rng, torch.get_rng_state())  # the run's random stream is not consumed
 

@@ -61,7 +61,7 @@ def saved_bytes_per_image(
         return t
 
     buffers = {name: b.clone() for name, b in model.named_buffers()}  # running stats updated on copies
-    training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored one by one: frozen BatchNorms stay in eval
     with (
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
         torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
@@ -72,7 +72,8 @@ def saved_bytes_per_image(
         functional_call(
             model, buffers, (x.contiguous(memory_format=torch.channels_last) if channels_last else x,)
         )
-    model.train(training)
+    for module, mode in modes:
+        module.training = mode
     return sum(saved.values()) // 2
 
 
