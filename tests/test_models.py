@@ -83,6 +83,14 @@ def test_resnet_small_stem_keeps_resolution():
     assert big.conv1.kernel_size == (7, 7) and big.conv1.in_channels == 1
 
 
+def test_resnet_zero_init_residual_is_an_option_off_by_default():
+    # off: torchvision's init (on, a ResNet-18 with the small stem learned MNIST far slower)
+    assert create_model("resnet50", num_classes=10).layer1[0].bn3.weight.abs().sum() > 0
+    model = create_model("resnet50", num_classes=10, zero_init_residual=True)  # model.kwargs
+    assert all(block.bn3.weight.abs().sum() == 0 for layer in (model.layer1, model.layer4) for block in layer)
+    assert model.bn1.weight.abs().sum() > 0  # the stem's BatchNorm is not a residual branch
+
+
 def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):  # TORCH_HOME: tmp (conftest)
     monkeypatch.setenv("VISIONBENCH_OFFLINE", "1")  # online, it would download them (tests/test_hub.py)
     with pytest.raises(VisionbenchError) as e:

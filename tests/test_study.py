@@ -94,3 +94,20 @@ def test_bad_study_files_are_clear_errors(tmp_path):
     bad.write_text("name: x\nruns: {a: {set: {optim.lrr: 0.1}}}\n")
     res = study(bad, tmp_path / "runs")
     assert res.exit_code == 2 and "optim.lr" in res.output  # the nearest valid key
+
+
+def test_data_dir_option_reaches_every_run_and_a_rerun_through_the_environment_skips(tmp_path, monkeypatch):
+    file = tmp_path / "tiny.yaml"
+    file.write_text(
+        "name: tiny\nruns: {a: {set: {model.name: small_cnn, model.kwargs: {width: 8}, "
+        "train.epochs: 1, data.per_class: 20}}}\n"
+    )
+    data = tmp_path / "data"
+    res = study(file, tmp_path / "runs", "--data-dir", str(data))
+    assert res.exit_code == 0, res.output
+    saved = (tmp_path / "runs" / "tiny-smoke-a" / "config.yaml").read_text()
+    assert f"dir: {data}" in saved
+    monkeypatch.setenv("VISIONBENCH_DATA", str(data))  # the same root another way: the same run
+    res = study(file, tmp_path / "runs")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["runs"] == {"tiny-smoke-a": "skipped"}

@@ -644,6 +644,7 @@ def study(
     scale: Annotated[
         str, typer.Option(help="smoke (<= 2 min), cpu (<= 30 min on 2 cores) or full.")
     ] = "smoke",
+    data_dir: DataDir = None,
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
 ):
@@ -652,7 +653,7 @@ def study(
     from .commands.study import run_study
 
     say = (lambda msg: None) if as_json else (lambda msg: out.print(escape(msg)))
-    res = run_study(file, scale, runs_dir, say)
+    res = run_study(file, scale, runs_dir, say, data_dir)
     if as_json:
         print(json.dumps(res))
 

@@ -103,12 +103,15 @@ def settings(tree: dict | None) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in (tree or {}).items()]
 
 
-def plan(study: Study) -> list[StudyRun]:
-    """Every run of the study at its scale, configs resolved up front (a bad key fails first)."""
+def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
+    """Every run of the study at its scale, configs resolved up front (a bad key fails first);
+    `data_dir` (--data-dir) is every run's data root, as `visionbench train --data-dir` sets it."""
     from ..config import resolve_config
 
     # the study's settings < the run's < the scale's < the scale's for this run
     shared, scaled = settings(study.spec.get("set")), settings(study.scale_spec().get("set"))
+    if data_dir:
+        shared.append(f"data.dir={json.dumps(str(data_dir))}")
     per_run = study.scale_spec().get("runs") or {}
     runs = []
     for key, run in study.spec["runs"].items():
@@ -127,11 +130,15 @@ def plan(study: Study) -> list[StudyRun]:
 
 
 def run_study(
-    path: str | Path, scale: str, runs_dir: str | Path | None = None, say: Callable[[str], None] = print
+    path: str | Path,
+    scale: str,
+    runs_dir: str | Path | None = None,
+    say: Callable[[str], None] = print,
+    data_dir: str | Path | None = None,
 ) -> dict:
     """Train what is not finished, run the steps, write the report; returns where it is."""
     study = load_study(path, scale)
-    runs = plan(study)
+    runs = plan(study, data_dir)
     folder = runs_root(runs_dir) / study.name
     folder.mkdir(parents=True, exist_ok=True)
     say(f"study {study.name}: {len(runs)} runs, {len(study.spec.get('steps') or [])} steps")

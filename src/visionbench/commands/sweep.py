@@ -185,7 +185,9 @@ AUTO_KEYS = ("train.batch_size", "optim.lr", "model.small_stem")  # None: chosen
 
 def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     """Whether a run's saved config is `wanted`; AUTO_KEYS left unset in `wanted` were chosen
-    from the data when the run started (models/build.py auto_settings) and match any value."""
+    from the data when the run started (models/build.py auto_settings) and match any value.
+    data.dir is where the data was found, not what it is (the checkpoint checks its fingerprint):
+    --data-dir one time and $VISIONBENCH_DATA the next is the same run."""
 
     def flat(tree: dict, prefix: str = "") -> dict:
         out = {}
@@ -195,7 +197,9 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
 
     have, want = flat(saved.model_dump(mode="json")), flat(wanted.model_dump(mode="json"))
     return all(
-        have.get(k) == v for k, v in want.items() if k != "name" and not (k in AUTO_KEYS and v is None)
+        have.get(k) == v
+        for k, v in want.items()
+        if k not in ("name", "data.dir") and not (k in AUTO_KEYS and v is None)
     )
 
 

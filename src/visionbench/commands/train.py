@@ -29,6 +29,7 @@ from ..engine.features import FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
 from ..engine.loop import evaluate, predict, train_epoch_in_pieces
 from ..engine.losses import create_loss
+from ..engine.memory import fit_batch
 from ..engine.optim import create_optimizer, create_scheduler
 from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..engine.tta import tta_views
@@ -71,8 +72,9 @@ def train(
     if cfg.train.compile:
         require_compile(ranks.device)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
-    cfg, data = load_data(cfg, ranks, console)
+    asked, (cfg, data) = cfg, load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
+    cfg = fit_batch(cfg, asked, data, model, ranks, lambda msg: console.print(escape(msg)))  # or an error
     weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too

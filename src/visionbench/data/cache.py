@@ -82,6 +82,23 @@ def memory_total() -> int | None:
     return total
 
 
+def memory_available() -> int | None:
+    """Bytes of memory free for this process now: the kernel's MemAvailable (free memory and
+    page cache it can drop), or what is left under its cgroup's limit if less."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):  # not Linux
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        free = min(free, int(limit) - used) if limit.isdigit() else free
+    except (OSError, ValueError):
+        pass
+    return free
+
+
 def check_fits(
     n: int,
     shape: tuple[int, int, int],

@@ -1,0 +1,140 @@
+"""Will a training batch fit in memory? What a step keeps for its backward pass, measured per
+image on two images, against the memory free on the run's device - said before the first step,
+not found out as a kill by the kernel (write-up 003: rsb-a3's batch of 2,048 through ResNet-50
+at 28 px with the small stem needs ~48 GiB; the 24 GiB machine killed it at its first step)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+from ..config import RunConfig
+from ..data.cache import memory_available, size_text
+from ..data.prepare import Prepared
+from ..errors import VisionbenchError
+from ..models.build import auto_settings
+from .device import amp_dtype
+from .distributed import Ranks
+
+# A step's peak over the activations the forward pass saves: measured 1.03 (ResNet-50, 28 px,
+# batch 32) and 1.09 (ResNet-18, 224 px, batch 16) on the CPU from the process's peak RSS,
+# beyond gradients and momentum; the rest is margin for the allocator and other kernels.
+OVERHEAD = 1.25
+SHARE = 0.8  # of the memory free when training starts: the rest is left to the OS and other work
+STATE_COPIES = 3  # per parameter: its gradient and up to two optimizer states (Adam, LAMB)
+
+
+@dataclass
+class BatchMemory:
+    """A training step's memory: `per_image` bytes of activations an image, `fixed` bytes that do
+    not grow with the batch, against `free` bytes on the device."""
+
+    per_image: int
+    fixed: int
+    free: int
+
+    def need(self, batch: int) -> int:
+        return self.fixed + int(OVERHEAD * batch * self.per_image)
+
+    def largest_batch(self) -> int:
+        return max(0, int((SHARE * self.free - self.fixed) / (OVERHEAD * max(1, self.per_image))))
+
+
+def saved_bytes_per_image(
+    model: nn.Module, shape, device: torch.device, amp_dtype=None, channels_last: bool = False
+) -> int:
+    """Bytes the forward pass saves for backward, per image: one train-mode forward of two
+    images (BatchNorm's running statistics and the random state are left as they were),
+    tensors sharing storage counted once, the parameters not at all."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    buffers = {name: b.clone() for name, b in model.named_buffers()}  # running stats updated on copies
+    modes = [(m, m.training) for m in model.modules()]  # restored one by one: frozen BatchNorms stay in eval
+    with (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+    ):
+        x = torch.rand(2, *shape, device=device)  # two: BatchNorm needs more than one value per channel
+        model.train()
+        functional_call(
+            model, buffers, (x.contiguous(memory_format=torch.channels_last) if channels_last else x,)
+        )
+    for module, mode in modes:
+        module.training = mode
+    return sum(saved.values()) // 2
+
+
+def device_free(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return memory_available() if device.type == "cpu" else None  # mps: not known
+
+
+def batch_memory(model: nn.Module, data: Prepared, device: torch.device, amp=None, world: int = 1):
+    """What one rank's training step needs and has, or None where the free memory is not known.
+    Processes on one CPU machine share its memory: each counts on its share."""
+    free = device_free(device)
+    if free is None:
+        return None
+    per_image = saved_bytes_per_image(model, data.dataset.shape, device, amp, data.cfg.train.channels_last)
+    arrays = sum(s.images.nbytes for s in data.dataset.splits.values() if isinstance(s.images, np.ndarray))
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    shared = world if device.type == "cpu" else 1
+    return BatchMemory(per_image, STATE_COPIES * params + arrays, free // shared)
+
+
+def fit_batch(
+    cfg: RunConfig,
+    asked: RunConfig,
+    data: Prepared,
+    model: nn.Module,
+    ranks: Ranks,
+    say: Callable[[str], None] = print,
+) -> RunConfig:
+    """The run's config with a batch that fits in memory. A batch chosen from the data (`asked`
+    left it unset) is halved until it fits, in one line said (the lr scaled with it when it was
+    chosen too); an explicit batch that does not fit is an error naming the largest that does."""
+    device, world = ranks.device, ranks.world
+    mem = batch_memory(model, data, device, amp_dtype(cfg.train.amp, device), world)
+    batch = cfg.train.batch_size
+    if mem is None or batch // world <= mem.largest_batch():
+        return cfg
+    largest = mem.largest_batch() * world
+    why = (
+        f"a batch of {batch:,} needs about {size_text(mem.need(batch // world))} of memory in training "
+        f"({size_text(mem.per_image)} an image for {cfg.model.name}'s activations at "
+        f"{'x'.join(map(str, data.dataset.shape[1:]))} px), more than {SHARE:.0%} of the "
+        f"{size_text(mem.free)} free on {device}"
+    )
+    if asked.train.batch_size is None and largest >= world:
+        while batch > largest:
+            batch //= 2
+        smaller = asked.model_copy(update={"train": asked.train.model_copy(update={"batch_size": batch})})
+        cfg, notes = auto_settings(smaller, len(data.keep), data.dataset.shape, data.dataset.originals)
+        notes = [f"train.batch_size={batch}: {why}; set train.batch_size=N to choose", *notes]
+        for note in notes:
+            if note not in data.choices:  # the image size and stem were said already
+                say(note)
+        data.cfg, data.choices = cfg, notes
+        return cfg
+    if largest < world:
+        raise VisionbenchError(why, fix="use a smaller model or a smaller data.img_size")
+    fits = (1 << ((largest // world).bit_length() - 1)) * world  # a power of two a rank
+    raise VisionbenchError(
+        why,
+        fix=f"set train.batch_size={fits} and optim.lr={cfg.optim.lr * fits / batch:.3g} "
+        f"(the lr scaled with the batch; at most {largest:,} fits)",
+    )

@@ -1,0 +1,68 @@
+"""The activation-memory guard: a batch that cannot fit is brought down when it was chosen, and
+refused with the batch that fits when it was set - before any run folder is made."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import visionbench.engine.memory as memory
+from visionbench.commands.train import train
+from visionbench.config import resolve_config
+from visionbench.errors import VisionbenchError
+from visionbench.runs import runs_root
+
+MiB = 2**20
+QUICK = ["data.per_class=40", "train.epochs=1", "train.threads=1"]  # 360 train images, one epoch
+
+
+def test_saved_bytes_count_each_activation_once_and_leave_the_model_as_it_was(one_thread):
+    # conv saves its 1x8x8 input (256 B an image), ReLU its 4x8x8 output (1,024 B), which the
+    # linear layer saves again as a view: counted once; the weights are not activations
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+    assert memory.saved_bytes_per_image(model, (1, 8, 8), torch.device("cpu")) == 256 + 1024
+
+    bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    bn[1].eval()  # a frozen BatchNorm in a training model
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert memory.saved_bytes_per_image(bn, (1, 8, 8), torch.device("cpu")) > 0
+    assert bn.training and not bn[1].training  # each module's mode is restored ...
+    assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())  # ... and its running stats
+    assert torch.equal(rng, torch.get_rng_state())  # the run's random stream is not consumed
+
+
+@pytest.fixture
+def small_machine(monkeypatch):
+    """1 MiB of activations an image and 40 MiB free: batches of up to 25 fit."""
+    monkeypatch.setattr(memory, "saved_bytes_per_image", lambda *a, **k: MiB)
+    monkeypatch.setattr(memory, "device_free", lambda device: 40 * MiB)
+
+
+def test_a_chosen_batch_too_large_is_brought_down_and_said(tiny_overrides, small_machine, capsys):
+    settings = [o for o in tiny_overrides if not o.startswith(("train.batch_size", "optim.lr"))]
+    run = train(resolve_config([], settings + QUICK + ["name=auto"]))
+    cfg = run.config()
+    assert cfg.train.batch_size == 16  # 32 (for 360 images) halved until it fits
+    assert cfg.optim.lr == pytest.approx(0.1 * 16 / 128)  # the lr chosen with it
+    said = capsys.readouterr().out
+    assert "train.batch_size=16: a batch of 32 needs about" in said and "set train.batch_size=N" in said
+    choices = json.loads((run.path / "run.json").read_text())["choices"]
+    assert choices[0].startswith("train.batch_size=16")
+
+
+def test_a_set_batch_too_large_is_an_error_naming_the_batch_that_fits(tiny_overrides, small_machine):
+    with pytest.raises(VisionbenchError) as exc:
+        train(resolve_config([], tiny_overrides + ["name=explicit"]), quiet=True)  # batch 64, lr 0.1
+    assert "a batch of 64 needs about" in str(exc.value)
+    assert "train.batch_size=16 and optim.lr=0.025" in exc.value.fix  # at most 25 fit
+    assert not (runs_root() / "explicit").exists()
+
+
+def test_a_batch_that_fits_is_left_alone(tiny_overrides, monkeypatch):
+    monkeypatch.setattr(memory, "device_free", lambda device: 64 * 2**30)
+    run = train(resolve_config([], tiny_overrides + QUICK + ["name=fits"]), quiet=True)
+    assert run.config().train.batch_size == 64
