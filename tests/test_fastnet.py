@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -194,3 +197,16 @@ def test_bf16_autocast_runs_on_cpus_with_native_bf16(monkeypatch):
     run = train(cfg, quiet=True)
     assert json.loads((run.path / "environment.json").read_text())["autocast"] == "bfloat16"
     assert Run(run.path).read_json("summary.json")["test_acc"] > 0.3
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_default_threads_follow_the_cores_the_process_may_use():
+    """Pinned to one core (taskset, a container's cpuset), a run uses one thread, not the
+    machine's count: two studies side by side then do not fight over each core."""
+    code = (
+        "import os, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from visionbench.engine.device import seed_everything; "
+        "seed_everything(0, torch.device('cpu')); print(torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"

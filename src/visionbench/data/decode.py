@@ -22,6 +22,15 @@ RESIZE_POLICIES = ("crop", "stretch")
 Image.MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: its affinity (taskset, a container's cpuset), not the
+    machine's count - two threads pinned to one core run slower than one."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def as_bytes(blob: bytes | str | Path) -> bytes | str:
     """A file's bytes (or why not) for a path; bytes and reasons as they are."""
     return file_bytes(blob) if isinstance(blob, Path) else blob
@@ -204,7 +213,7 @@ def decode_all(
     """Decode on every core: the one-time cost of building a cache. Each file's "MODE WxH"
     goes to `origins` when given."""
     report = _PROGRESS.get() or (lambda done, total: None)
-    workers = min(os.cpu_count() or 1, 8)
+    workers = min(usable_cpus(), 8)
     if len(blobs) < 2000 or workers == 1:
         out = _decode_chunk((blobs, size, resize))
         report(len(out), len(blobs))

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import VisionbenchError
-from .decode import auto_size, decode, file_bytes
+from .decode import auto_size, decode, file_bytes, usable_cpus
 from .loader import TensorLoader
 
 
@@ -121,7 +120,7 @@ class StreamLoader(TensorLoader):
     def __init__(
         self, images: FileImages, labels: np.ndarray, batch_size: int, *, workers: int | None = None, **kw
     ):
-        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        self.workers = min(8, usable_cpus()) if workers is None else workers
         super().__init__(images, labels, batch_size, **kw)
 
     def _place(self, images: FileImages) -> FileImages:

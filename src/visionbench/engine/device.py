@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import torch
 
+from ..data.decode import usable_cpus
 from ..errors import VisionbenchError
 
 
@@ -35,7 +36,7 @@ def seed_everything(
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or usable_cpus())
     if deterministic and device.type == "cuda":
         # CPU kernels are already deterministic for a fixed thread count (the resume tests
         # check it bitwise), and this call costs 2.3 s of start-up there. warn_only: a few
