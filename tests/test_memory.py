@@ -66,3 +66,30 @@ def test_a_batch_that_fits_is_left_alone(tiny_overrides, monkeypatch):
     monkeypatch.setattr(memory, "device_free", lambda device: 64 * 2**30)
     run = train(resolve_config([], tiny_overrides + QUICK + ["name=fits"]), quiet=True)
     assert run.config().train.batch_size == 64
+
+
+def test_inference_bytes_are_the_largest_input_and_output_held_at_once(one_thread):
+    # ReLU's 4x8x8 input and output (1,024 B each) are the largest pair held; nothing is saved
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+    model.train()
+    assert memory.inference_bytes_per_image(model, (1, 8, 8), torch.device("cpu")) == 2048
+    assert all(m.training for m in model.modules())  # the mode is restored
+
+
+def test_a_default_eval_batch_too_large_is_brought_down_and_a_set_one_refused(
+    tiny_overrides, monkeypatch, capsys
+):
+    """1 MiB an image in evaluation (x1.5 margin) and 100 MiB free beside a tiny training state:
+    1,024 cannot be evaluated at once, 64 can - the run says so and records it."""
+    monkeypatch.setattr(memory, "saved_bytes_per_image", lambda *a, **k: 1024)
+    monkeypatch.setattr(memory, "inference_bytes_per_image", lambda *a, **k: MiB)
+    monkeypatch.setattr(memory, "device_free", lambda device: 100 * MiB)
+    run = train(resolve_config([], tiny_overrides + QUICK + ["name=evalfit"]))
+    assert run.config().train.eval_batch_size == 32  # 1,024 halved to 32 (about 50 fit)
+    assert "train.eval_batch_size=32: an evaluation batch of 1,024 holds about" in capsys.readouterr().out
+    assert (run.path / "summary.json").is_file()  # evaluated in batches of 32: the run finished
+
+    with pytest.raises(VisionbenchError) as exc:
+        train(resolve_config([], tiny_overrides + QUICK + ["name=evalset", "train.eval_batch_size=512"]))
+    assert "set train.eval_batch_size=32" in exc.value.fix
+    assert not (runs_root() / "evalset").exists()

@@ -68,7 +68,9 @@ def test_recipe_named_in_a_config_file_or_override_is_applied_not_only_recorded(
     )
     assert from_file == from_flag
     assert (
-        from_file.train.label_smoothing == 0.2 and from_file.train.lookahead == 5 and from_file.train.epochs == 3
+        from_file.train.label_smoothing == 0.2
+        and from_file.train.lookahead == 5
+        and from_file.train.epochs == 3
     )
     assert from_file.recipe == f"fast@{read_recipe('fast')['version']}"
     assert resolve_config([], ["recipe=fast"]).train.lookahead == 5

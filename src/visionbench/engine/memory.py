@@ -26,6 +26,7 @@ from .distributed import Ranks
 # beyond gradients and momentum; the rest is margin for the allocator and other kernels.
 OVERHEAD = 1.25
 SHARE = 0.8  # of the memory free when training starts: the rest is left to the OS and other work
+EVAL_MARGIN = 1.5  # over the largest input + output: a temporary of a kernel, the allocator
 STATE_COPIES = 3  # per parameter: its gradient and up to two optimizer states (Adam, LAMB)
 
 
@@ -77,6 +78,35 @@ def saved_bytes_per_image(
     return sum(saved.values()) // 2
 
 
+def inference_bytes_per_image(model: nn.Module, shape, device: torch.device, amp_dtype=None) -> int:
+    """Bytes an evaluation pass holds at once, per image: the largest input plus output of any
+    module (a layer, or a block holding its shortcut while its branch runs), measured in one
+    no-grad forward of two images in eval mode; each module's mode is restored."""
+    peak = 0
+
+    def nbytes(value) -> int:
+        if isinstance(value, torch.Tensor):
+            return value.numel() * value.element_size()
+        return sum(map(nbytes, value)) if isinstance(value, (tuple, list)) else 0
+
+    def hook(module, args, output):
+        nonlocal peak
+        peak = max(peak, nbytes(args) + nbytes(output))
+
+    modes = [(m, m.training) for m in model.modules()]
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            model.eval()
+            model(torch.rand(2, *shape, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes:
+            module.training = mode
+    return peak // 2
+
+
 def device_free(device: torch.device) -> int | None:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -104,13 +134,24 @@ def fit_batch(
     ranks: Ranks,
     say: Callable[[str], None] = print,
 ) -> RunConfig:
-    """The run's config with a batch that fits in memory. A batch chosen from the data (`asked`
-    left it unset) is halved until it fits, in one line said (the lr scaled with it when it was
-    chosen too); an explicit batch that does not fit is an error naming the largest that does."""
+    """The run's config with training and evaluation batches that fit in memory (or an error)."""
+    amp = amp_dtype(cfg.train.amp, ranks.device)
+    mem = batch_memory(model, data, ranks.device, amp, ranks.world)
+    if mem is None:
+        return cfg
+    cfg = fit_train_batch(cfg, asked, data, mem, ranks, say)
+    return fit_eval_batch(cfg, asked, data, model, mem, amp, ranks.device, say)
+
+
+def fit_train_batch(
+    cfg: RunConfig, asked: RunConfig, data: Prepared, mem: BatchMemory, ranks: Ranks, say
+) -> RunConfig:
+    """A batch chosen from the data (`asked` left it unset) is halved until it fits, in one line
+    said (the lr scaled with it when it was chosen too); an explicit batch that does not fit is
+    an error naming the largest that does."""
     device, world = ranks.device, ranks.world
-    mem = batch_memory(model, data, device, amp_dtype(cfg.train.amp, device), world)
     batch = cfg.train.batch_size
-    if mem is None or batch // world <= mem.largest_batch():
+    if batch // world <= mem.largest_batch():
         return cfg
     largest = mem.largest_batch() * world
     why = (
@@ -138,3 +179,36 @@ def fit_batch(
         fix=f"set train.batch_size={fits} and optim.lr={cfg.optim.lr * fits / batch:.3g} "
         f"(the lr scaled with the batch; at most {largest:,} fits)",
     )
+
+
+def fit_eval_batch(
+    cfg: RunConfig, asked: RunConfig, data: Prepared, model, mem: BatchMemory, amp, device, say
+) -> RunConfig:
+    """The evaluation batch (1,024 images unless set) brought down to what an inference pass
+    holds in the memory left beside the training state: VGG16 at 224 px holds ~26 MiB an image,
+    so 1,024 of them would not fit in 24 GiB. Halving it changes no result, only the passes."""
+    batch = cfg.train.eval_batch_size
+    per_image = EVAL_MARGIN * inference_bytes_per_image(model, data.dataset.shape, device, amp)
+    fits = int((SHARE * mem.free - mem.fixed) / max(1, per_image))
+    if batch <= fits:
+        return cfg
+    why = (
+        f"an evaluation batch of {batch:,} holds about {size_text(int(batch * per_image))} at once "
+        f"({size_text(int(per_image))} an image for {cfg.model.name} at "
+        f"{'x'.join(map(str, data.dataset.shape[1:]))} px), more than the "
+        f"{size_text(max(0, int(SHARE * mem.free - mem.fixed)))} left beside training on {device}"
+    )
+    if fits < 1 or "eval_batch_size" in asked.train.model_fields_set:
+        raise VisionbenchError(
+            why,
+            fix=f"set train.eval_batch_size={1 << (fits.bit_length() - 1)}"
+            if fits >= 1
+            else "use a smaller model or a smaller data.img_size",
+        )
+    while batch > fits:
+        batch //= 2
+    note = f"train.eval_batch_size={batch}: {why}; set train.eval_batch_size=N to choose"
+    say(note)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_batch_size": batch})})
+    data.cfg, data.choices = cfg, [*data.choices, note]
+    return cfg
