@@ -118,3 +118,18 @@ def test_ensemble_refuses_runs_with_other_classes(digit_runs, tmp_path, tiny_ove
     assert "runs 'a' and 'pets' have different class lists" in " ".join(res.output.split())
     bad = runner.invoke(app, ["ensemble", "a", "b", "--tie-break", "c", "--runs-dir", str(digit_runs)])
     assert bad.exit_code == 2 and "--tie-break 'c' is not one of the runs" in bad.output
+
+
+def test_a_run_json_missing_its_shape_is_a_clear_error_not_a_traceback(digit_runs, tmp_path):
+    import shutil
+
+    broken = tmp_path / "runs" / "broken"
+    shutil.copytree(digit_runs / "a", broken)
+    record = json.loads((broken / "run.json").read_text())
+    del record["data_report"]["shape"]
+    (broken / "run.json").write_text(json.dumps(record))
+    res = runner.invoke(
+        app, ["predict", "broken", "--runs-dir", str(tmp_path / "runs"), "--images", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "data_report is incomplete" in " ".join(res.output.split())

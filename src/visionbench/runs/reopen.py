@@ -103,8 +103,15 @@ def open_run(
     dev = pick_device(device)
     report = run.read_json("run.json").get("data_report", {})
     if "classes" in report:  # recorded at training time: no need for the training data
-        spec = DataSpec(report["classes"], tuple(report["shape"]))
-        mean, std = report["splits"]["mean"], report["splits"]["std"]
+        try:
+            spec = DataSpec(list(report["classes"]), tuple(int(n) for n in report["shape"]))
+            mean, std = list(report["splits"]["mean"]), list(report["splits"]["std"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise VisionbenchError(
+                f"run '{run.id}': run.json's data_report is incomplete or changed ({type(e).__name__}: {e})",
+                where=str(run.path / "run.json"),
+                fix="restore the run's run.json, or train it again",
+            ) from None
     else:  # runs recorded before classes and shape were: read them from the data
         data = prepare_data(cfg, dev)
         spec, mean, std = DataSpec(data.dataset.classes, data.dataset.shape), data.mean, data.std
