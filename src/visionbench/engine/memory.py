@@ -185,7 +185,7 @@ def fit_eval_batch(
     cfg: RunConfig, asked: RunConfig, data: Prepared, model, mem: BatchMemory, amp, device, say
 ) -> RunConfig:
     """The evaluation batch (1,024 images unless set) brought down to what an inference pass
-    holds in the memory left beside the training state: VGG16 at 224 px holds ~26 MiB an image,
+    holds in the memory left beside the training state: VGG16 at 224 px holds ~25 MiB an image,
     so 1,024 of them would not fit in 24 GiB. Halving it changes no result, only the passes."""
     batch = cfg.train.eval_batch_size
     per_image = EVAL_MARGIN * inference_bytes_per_image(model, data.dataset.shape, device, amp)
