@@ -279,3 +279,32 @@ def test_timm_offline_or_unreachable_gives_the_clear_error(caches, hf_server, mo
     ) as e:
         create_model("timm:test_resnet", num_classes=10, pretrained=True)
     assert hf_server.url in str(e.value) and "model.pretrained=false" in str(e.value)
+
+
+def test_timm_vits_are_built_for_the_runs_input_size_and_resample_pretrained_positions(
+    caches, server, monkeypatch
+):
+    """A ViT published at 160 px, asked for at 32 px: built with a 32-px patch grid (no assert
+    on the first batch), its pretrained position embeddings resampled by timm's filter, the
+    rest loaded; a CNN takes any size and is built as published."""
+    import dataclasses
+
+    import timm
+
+    from visionbench.models import timm_zoo
+
+    torch.manual_seed(0)
+    state = timm.create_model("test_vit").state_dict()
+    server.files["/w/test_vit-0.pth"] = torch_bytes(state)
+    cfg = dataclasses.replace(
+        timm_zoo.pretrained_cfg("test_vit"), hf_hub_id=None, url=f"{server.url}/w/test_vit-0.pth"
+    )
+    monkeypatch.setattr(timm_zoo, "pretrained_cfg", lambda name: cfg)
+    model = create_model("timm:test_vit", num_classes=10, img_size=32, pretrained=True)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    grid = 32 // model.patch_embed.patch_size[0]
+    assert model.pos_embed.shape[1] == grid * grid + model.num_prefix_tokens < state["pos_embed"].shape[1]
+    assert torch.equal(model.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
+    with pytest.raises(VisionbenchError, match="cannot be built for 2 px") as e:
+        create_model("timm:test_vit", num_classes=10, img_size=2)
+    assert "model.input_size=160" in e.value.fix

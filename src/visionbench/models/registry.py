@@ -51,12 +51,13 @@ def create_model(
     name: str,
     num_classes: int,
     in_chans: int = 3,
-    img_size: int = 32,
+    img_size: int | None = None,
     pretrained: bool = False,
     defaults: dict | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build `name` with a `num_classes` head for `in_chans` x `img_size` inputs. `kwargs` must
+    """Build `name` with a `num_classes` head for `in_chans` x `img_size` inputs (unset: the
+    builder's own size). `kwargs` must
     be options of the builder (else an error naming them); `defaults` (and in_chans/img_size)
     are passed only to builders that take them. pretrained=True loads the published weights from
     their standard cache, downloading them there first unless offline (models.hub), and leaves
@@ -74,7 +75,9 @@ def create_model(
             f"model '{name}' has no pretrained weights",
             fix="use model.pretrained=false, or start from a file or a run with model.weights",
         )
-    given = {"in_chans": in_chans, "img_size": img_size, "pretrained": pretrained, **(defaults or {})}
+    given = {"in_chans": in_chans, "pretrained": pretrained, **(defaults or {})}
+    if img_size is not None:  # else the builder's own: 32 for ours, the published size for timm's
+        given["img_size"] = img_size
     return builder(num_classes=num_classes, **{k: v for k, v in given.items() if k in options}, **kwargs)
 
 

@@ -83,6 +83,30 @@ def timm_report(model: nn.Module, in_chans: int, num_classes: int) -> dict:
     return report
 
 
+def size_kwargs(name: str, img_size: int | None) -> dict:
+    """{img_size: N} for the models built for one input size (timm's `fixed_input_size`: ViT,
+    DeiT, Swin ...), so that 32 px CIFAR images do not meet a 224 px patch grid; timm resamples
+    the pretrained position embeddings to it when it loads them. Convolutional networks take
+    any size and no such argument."""
+    cfg = pretrained_cfg(name)
+    if img_size is None or cfg is None or not cfg.fixed_input_size or cfg.input_size[-1] == img_size:
+        return {}
+    return {"img_size": img_size}
+
+
+def fits_input(model: nn.Module, img_size: int | None) -> nn.Module:
+    """The model, unless its patch grid is empty at this size (a 16-px patch on 8-px digits)."""
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is not None and min(grid) < 1:
+        raise ValueError(f"its {model.patch_embed.patch_size[0]} px patches leave no token")
+    return model
+
+
+def native_size(name: str) -> int:
+    cfg = pretrained_cfg(name)
+    return cfg.input_size[-1] if cfg is not None else 224
+
+
 def timm_builder(name: str) -> Callable[..., nn.Module]:
     timm = import_timm()
     if not timm.is_model(name):
@@ -91,10 +115,23 @@ def timm_builder(name: str) -> Callable[..., nn.Module]:
             fix="`visionbench models timm:PATTERN` lists them (e.g. timm:resnet*)",
         )
 
-    def builder(num_classes: int, in_chans: int = 3, pretrained: bool = False, drop_rate: float = 0.0):
+    def builder(
+        num_classes: int,
+        in_chans: int = 3,
+        img_size: int | None = None,
+        pretrained: bool = False,
+        drop_rate: float = 0.0,
+    ):
         kwargs = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
+        kwargs.update(size_kwargs(name, img_size))
         if not pretrained:
-            return timm.create_model(name, **kwargs)
+            try:
+                return fits_input(timm.create_model(name, **kwargs), img_size)
+            except (AssertionError, ValueError, RuntimeError) as e:  # e.g. a window larger than the input
+                raise VisionbenchError(
+                    f"timm:{name} cannot be built for {img_size} px inputs: {str(e).splitlines()[0] if str(e) else e!r}",
+                    fix=f"set model.input_size={native_size(name)} (each batch is resized to it on the device)",
+                ) from None
         path = weights_file(name)
         try:  # timm's own load: its filters (position embeddings, stem channels, head) apply
             model = timm.create_model(
