@@ -21,7 +21,7 @@ runner = CliRunner()
 EXPECTED = {
     "001": {"figures": ["44.58", "52.05", "53.49"], "runs": 4},
     "002": {"figures": ["66.71", "68.41", "86.06", "90.27", "54.67"], "runs": 7},
-    "003": {"figures": ["98.87", "78.1"], "runs": 2},
+    "003": {"figures": ["98.87", "80.4", "79.8", "78.1"], "runs": 2},  # and RSB's table
     "004": {"figures": ["86.36", "89.82", "90.64", "91.88"], "runs": 6},
 }
 
@@ -74,7 +74,9 @@ def test_rerun_resumes_a_cut_run_and_skips_finished_ones(tmp_path, monkeypatch):
     from conftest import interrupt_at
 
     file = WRITEUPS / "003-mnist-resnet50-rsb.yaml"
-    interrupt_at(monkeypatch, 9)  # 270 train images: 8 steps of 32 (chosen) for the first run, then 1 of 2048
+    # our pretraining (135 train images of classes 0-4: 8 steps of 16), standard (270: 8 steps of 32),
+    # then rsb_a3 (1 step of 2048): cut inside the last
+    interrupt_at(monkeypatch, 17)
     res = study(file, tmp_path / "runs")
     assert res.exit_code == 128 + 15, res.output
     monkeypatch.undo()
@@ -91,6 +93,9 @@ def test_bad_study_files_are_clear_errors(tmp_path):
     assert res.exit_code == 2 and "unknown study key 'stepz'" in res.output and "steps" in res.output
     res = study(WRITEUPS / "003-mnist-resnet50-rsb.yaml", tmp_path / "runs", "--scale", "huge")
     assert res.exit_code == 2 and "scale" in res.output and "Traceback" not in res.output
+    bad.write_text("name: x\nreference: [rsb-resnet5]\nruns: {a: {set: {model.name: small_cnn}}}\n")
+    res = study(bad, tmp_path / "runs")
+    assert res.exit_code == 2 and "rsb-resnet50" in res.output and not (tmp_path / "runs").exists()
     bad.write_text("name: x\nruns: {a: {set: {optim.lrr: 0.1}}}\n")
     res = study(bad, tmp_path / "runs")
     assert res.exit_code == 2 and "optim.lr" in res.output  # the nearest valid key

@@ -87,7 +87,8 @@ def write_study_report(study, runs, outputs: list[dict], html: Path, runs_dir) -
     records = read_runs(ids, runs_dir)
     grid = [k for r in runs for k in r.values]
     scale = study.scale_spec()
-    ref = study.spec.get("reference")
+    refs = study.spec.get("reference") or []
+    refs = [refs] if isinstance(refs, str) else list(refs)  # the write-up's first, then e.g. a paper's
     with tempfile.TemporaryDirectory() as tmp:
         ctx = report_context(
             records,
@@ -104,7 +105,10 @@ def write_study_report(study, runs, outputs: list[dict], html: Path, runs_dir) -
             "scale_note": scale.get("note", ""),
             "file": str(study.path),
             "beside": beside_rows(runs, records),
-            "reference": reference_block(ref, records) if ref else None,
+            "references": [
+                (reference_block(ref, records), "the write-up" if i == 0 else "the reference")
+                for i, ref in enumerate(refs)
+            ],
             "steps": step_sections(outputs),
         }
         page = render_html(ctx)

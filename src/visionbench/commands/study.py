@@ -7,7 +7,8 @@ A study file (YAML; examples/writeups/ holds one per write-up):
     name: writeup-002                 # run ids: <name>-<scale>-<run key>
     title: ...                        # the report's heading
     writeup: "002"                    # which write-up, and `about`: one paragraph for the report
-    reference: writeup-002-cifar10    # analysis/references.yaml entry shown beside ours (optional)
+    reference: writeup-002-cifar10    # analysis/references.yaml entries beside ours: one, or a list
+                                      # (the write-up's first, then e.g. a paper's table)
     set: {key: value}                 # every run, every scale
     scales:                           # smoke (<= 2 min, the tests), cpu (<= 30 min, 2 cores), full
       smoke: {set: {...}, runs: {RUN: {key: value, grid: {...}} | skip}, steps: {KIND: {option: value}},
@@ -92,6 +93,14 @@ def load_study(path: str | Path, scale: str) -> Study:
             raise VisionbenchError(
                 f"run '{key}': unknown key '{bad[0]}'.{did_you_mean(bad[0], RUN_KEYS)}", where=str(path)
             )
+    from ..analysis.compare import reference
+
+    refs = spec.get("reference") or []
+    for name in [refs] if isinstance(refs, str) else refs:  # a typo is said now, not after the runs
+        try:
+            reference(str(name))
+        except VisionbenchError as e:
+            raise VisionbenchError(e.what, where=str(path), fix=e.fix) from None
     for step in spec.get("steps") or []:
         kind = next(iter(step))
         if kind not in STEPS:
