@@ -305,6 +305,7 @@ def test_timm_vits_are_built_for_the_runs_input_size_and_resample_pretrained_pos
     grid = 32 // model.patch_embed.patch_size[0]
     assert model.pos_embed.shape[1] == grid * grid + model.num_prefix_tokens < state["pos_embed"].shape[1]
     assert torch.equal(model.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
-    with pytest.raises(VisionbenchError, match="cannot be built for 2 px") as e:
-        create_model("timm:test_vit", num_classes=10, img_size=2)
-    assert "model.input_size=160" in e.value.fix
+    for pretrained in (False, True):  # too small for one patch: the fix names the size that works
+        with pytest.raises(VisionbenchError, match="cannot be built for 8 px") as e:
+            create_model("timm:test_vit", num_classes=10, img_size=8, pretrained=pretrained)
+        assert "model.input_size=160" in e.value.fix

@@ -96,6 +96,9 @@ def test_bad_study_files_are_clear_errors(tmp_path):
     bad.write_text("name: x\nreference: [rsb-resnet5]\nruns: {a: {set: {model.name: small_cnn}}}\n")
     res = study(bad, tmp_path / "runs")
     assert res.exit_code == 2 and "rsb-resnet50" in res.output and not (tmp_path / "runs").exists()
+    bad.write_text("name: x\nreference: {rsb-resnet50: 1}\nruns: {a: {set: {model.name: small_cnn}}}\n")
+    res = study(bad, tmp_path / "runs")
+    assert res.exit_code == 2 and "is not a name or a list of names" in res.output
     bad.write_text("name: x\nruns: {a: {set: {optim.lrr: 0.1}}}\n")
     res = study(bad, tmp_path / "runs")
     assert res.exit_code == 2 and "optim.lr" in res.output  # the nearest valid key

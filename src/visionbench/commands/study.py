@@ -96,9 +96,16 @@ def load_study(path: str | Path, scale: str) -> Study:
     from ..analysis.compare import reference
 
     refs = spec.get("reference") or []
-    for name in [refs] if isinstance(refs, str) else refs:  # a typo is said now, not after the runs
+    refs = [refs] if isinstance(refs, str) else refs
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise VisionbenchError(
+            f"reference: {refs!r} is not a name or a list of names",
+            where=str(path),
+            fix="e.g. reference: [writeup-003-mnist-resnet50, rsb-resnet50] (analysis/references.yaml)",
+        )
+    for name in refs:  # a typo is said now, not after the runs
         try:
-            reference(str(name))
+            reference(name)
         except VisionbenchError as e:
             raise VisionbenchError(e.what, where=str(path), fix=e.fix) from None
     for step in spec.get("steps") or []:

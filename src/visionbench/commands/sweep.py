@@ -181,13 +181,15 @@ def check_unchanged(
 
 
 AUTO_KEYS = ("train.batch_size", "optim.lr", "model.small_stem")  # None: chosen from the data
+NO_RESULT_KEYS = ("name", "data.dir", "train.eval_batch_size")  # change no number a run reports
 
 
 def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     """Whether a run's saved config is `wanted`; AUTO_KEYS left unset in `wanted` were chosen
     from the data when the run started (models/build.py auto_settings) and match any value.
     data.dir is where the data was found, not what it is (the checkpoint checks its fingerprint):
-    --data-dir one time and $VISIONBENCH_DATA the next is the same run."""
+    --data-dir one time and $VISIONBENCH_DATA the next is the same run; the evaluation batch may
+    have been brought down to fit in memory (engine/memory.py) and changes no result."""
 
     def flat(tree: dict, prefix: str = "") -> dict:
         out = {}
@@ -199,7 +201,7 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     return all(
         have.get(k) == v
         for k, v in want.items()
-        if k not in ("name", "data.dir") and not (k in AUTO_KEYS and v is None)
+        if k not in NO_RESULT_KEYS and not (k in AUTO_KEYS and v is None)
     )
 
 

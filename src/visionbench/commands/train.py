@@ -74,7 +74,9 @@ def train(
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
     asked, (cfg, data) = cfg, load_data(cfg, ranks, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
-    cfg = fit_batch(cfg, asked, data, model, ranks, lambda msg: console.print(escape(msg)))  # or an error
+    cfg = fit_batch(
+        cfg, asked, data, model, ranks, lambda m: console.print(escape(m)), bool(resumed)
+    )  # or an error
     weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too

@@ -84,7 +84,8 @@ def memory_total() -> int | None:
 
 def memory_available() -> int | None:
     """Bytes of memory free for this process now: the kernel's MemAvailable (free memory and
-    page cache it can drop), or what is left under its cgroup's limit if less."""
+    page cache it can drop), or what is left under its cgroup's limit if less (its usage counts
+    the page cache too: the inactive part is added back, as MemAvailable does)."""
     try:
         with open("/proc/meminfo") as f:
             free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
@@ -93,7 +94,9 @@ def memory_available() -> int | None:
     try:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        free = min(free, int(limit) - used) if limit.isdigit() else free
+        stat = Path("/sys/fs/cgroup/memory.stat").read_text().split()
+        cache = dict(zip(stat[::2], stat[1::2])).get("inactive_file", "0")  # page cache it can drop
+        free = min(free, int(limit) - used + int(cache)) if limit.isdigit() else free
     except (OSError, ValueError):
         pass
     return free

@@ -96,7 +96,11 @@ def inference_bytes_per_image(model: nn.Module, shape, device: torch.device, amp
     modes = [(m, m.training) for m in model.modules()]
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+        ):
             model.eval()
             model(torch.rand(2, *shape, device=device))
     finally:
@@ -133,22 +137,38 @@ def fit_batch(
     model: nn.Module,
     ranks: Ranks,
     say: Callable[[str], None] = print,
+    resumed: bool = False,
 ) -> RunConfig:
     """The run's config with training and evaluation batches that fit in memory (or an error)."""
     amp = amp_dtype(cfg.train.amp, ranks.device)
     mem = batch_memory(model, data, ranks.device, amp, ranks.world)
     if mem is None:
         return cfg
-    cfg = fit_train_batch(cfg, asked, data, mem, ranks, say)
-    return fit_eval_batch(cfg, asked, data, model, mem, amp, ranks.device, say)
+    cfg = fit_train_batch(cfg, asked, data, mem, ranks, say, resumed)
+    return fit_eval_batch(cfg, data, model, mem, amp, ranks.device, say)
+
+
+def input_text(cfg: RunConfig, data: Prepared) -> str:
+    """The size the network runs at: model.input_size where each batch is resized to it."""
+    side = cfg.model.input_size
+    return f"{side}x{side}" if side else "x".join(map(str, data.dataset.shape[1:]))
+
+
+def smaller_input(cfg: RunConfig) -> str:
+    """A fix that works for this run: data.img_size applies to folders and CSV lists only."""
+    if cfg.model.input_size:
+        return "use a smaller model or a smaller model.input_size"
+    if cfg.data.name.startswith(("folder:", "csv:")):
+        return "use a smaller model or a smaller data.img_size"
+    return "use a smaller model"
 
 
 def fit_train_batch(
-    cfg: RunConfig, asked: RunConfig, data: Prepared, mem: BatchMemory, ranks: Ranks, say
+    cfg: RunConfig, asked: RunConfig, data: Prepared, mem: BatchMemory, ranks: Ranks, say, resumed: bool
 ) -> RunConfig:
     """A batch chosen from the data (`asked` left it unset) is halved until it fits, in one line
     said (the lr scaled with it when it was chosen too); an explicit batch that does not fit is
-    an error naming the largest that does."""
+    an error naming the largest that does. A resumed run keeps its batch (its steps depend on it)."""
     device, world = ranks.device, ranks.world
     batch = cfg.train.batch_size
     if batch // world <= mem.largest_batch():
@@ -157,10 +177,10 @@ def fit_train_batch(
     why = (
         f"a batch of {batch:,} needs about {size_text(mem.need(batch // world))} of memory in training "
         f"({size_text(mem.per_image)} an image for {cfg.model.name}'s activations at "
-        f"{'x'.join(map(str, data.dataset.shape[1:]))} px), more than {SHARE:.0%} of the "
+        f"{input_text(cfg, data)} px), more than {SHARE:.0%} of the "
         f"{size_text(mem.free)} free on {device}"
     )
-    if asked.train.batch_size is None and largest >= world:
+    if asked.train.batch_size is None and largest >= world and not resumed:
         while batch > largest:
             batch //= 2
         smaller = asked.model_copy(update={"train": asked.train.model_copy(update={"batch_size": batch})})
@@ -172,8 +192,14 @@ def fit_train_batch(
         data.cfg, data.choices = cfg, notes
         return cfg
     if largest < world:
-        raise VisionbenchError(why, fix="use a smaller model or a smaller data.img_size")
+        raise VisionbenchError(why, fix=smaller_input(cfg))
     fits = (1 << ((largest // world).bit_length() - 1)) * world  # a power of two a rank
+    if resumed:
+        raise VisionbenchError(
+            why,
+            fix=f"resume where more memory is free, or train it again under another name with "
+            f"train.batch_size={fits} and optim.lr={cfg.optim.lr * fits / batch:.3g}",
+        )
     raise VisionbenchError(
         why,
         fix=f"set train.batch_size={fits} and optim.lr={cfg.optim.lr * fits / batch:.3g} "
@@ -181,33 +207,27 @@ def fit_train_batch(
     )
 
 
-def fit_eval_batch(
-    cfg: RunConfig, asked: RunConfig, data: Prepared, model, mem: BatchMemory, amp, device, say
-) -> RunConfig:
+def fit_eval_batch(cfg: RunConfig, data: Prepared, model, mem: BatchMemory, amp, device, say) -> RunConfig:
     """The evaluation batch (1,024 images unless set) brought down to what an inference pass
     holds in the memory left beside the training state: VGG16 at 224 px holds ~25 MiB an image,
-    so 1,024 of them would not fit in 24 GiB. Halving it changes no result, only the passes."""
+    so 1,024 of them would not fit in 24 GiB. Halving it changes no result, only the passes, so
+    a set (or resumed) one is halved too, and said."""
     batch = cfg.train.eval_batch_size
     per_image = EVAL_MARGIN * inference_bytes_per_image(model, data.dataset.shape, device, amp)
-    fits = int((SHARE * mem.free - mem.fixed) / max(1, per_image))
+    left = max(0, int(SHARE * mem.free - mem.fixed))
+    fits = int(left / max(1, per_image))
     if batch <= fits:
         return cfg
     why = (
         f"an evaluation batch of {batch:,} holds about {size_text(int(batch * per_image))} at once "
-        f"({size_text(int(per_image))} an image for {cfg.model.name} at "
-        f"{'x'.join(map(str, data.dataset.shape[1:]))} px), more than the "
-        f"{size_text(max(0, int(SHARE * mem.free - mem.fixed)))} left beside training on {device}"
+        f"({size_text(int(per_image))} an image for {cfg.model.name} at {input_text(cfg, data)} px), "
+        f"more than the {size_text(left)} left beside training on {device}"
     )
-    if fits < 1 or "eval_batch_size" in asked.train.model_fields_set:
-        raise VisionbenchError(
-            why,
-            fix=f"set train.eval_batch_size={1 << (fits.bit_length() - 1)}"
-            if fits >= 1
-            else "use a smaller model or a smaller data.img_size",
-        )
+    if fits < 1:
+        raise VisionbenchError(why, fix=smaller_input(cfg))
     while batch > fits:
         batch //= 2
-    note = f"train.eval_batch_size={batch}: {why}; set train.eval_batch_size=N to choose"
+    note = f"train.eval_batch_size={batch}: {why}; the evaluation batch changes no result"
     say(note)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"eval_batch_size": batch})})
     data.cfg, data.choices = cfg, [*data.choices, note]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from ..errors import VisionbenchError, did_you_mean
@@ -102,6 +103,20 @@ def fits_input(model: nn.Module, img_size: int | None) -> nn.Module:
     return model
 
 
+def build(make: Callable[[], nn.Module], name: str, img_size: int | None, meta: bool = False) -> nn.Module:
+    """`make()`, its input size checked; on the meta device (no memory, no init) for a check only."""
+    try:
+        if meta:
+            with torch.device("meta"):
+                return fits_input(make(), img_size)
+        return fits_input(make(), img_size)
+    except (AssertionError, ValueError, RuntimeError) as e:  # e.g. a window larger than the input
+        raise VisionbenchError(
+            f"timm:{name} cannot be built for {img_size} px inputs: {str(e).splitlines()[0] if str(e) else e!r}",
+            fix=f"set model.input_size={native_size(name)} (each batch is resized to it on the device)",
+        ) from None
+
+
 def native_size(name: str) -> int:
     cfg = pretrained_cfg(name)
     return cfg.input_size[-1] if cfg is not None else 224
@@ -125,13 +140,9 @@ def timm_builder(name: str) -> Callable[..., nn.Module]:
         kwargs = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
         kwargs.update(size_kwargs(name, img_size))
         if not pretrained:
-            try:
-                return fits_input(timm.create_model(name, **kwargs), img_size)
-            except (AssertionError, ValueError, RuntimeError) as e:  # e.g. a window larger than the input
-                raise VisionbenchError(
-                    f"timm:{name} cannot be built for {img_size} px inputs: {str(e).splitlines()[0] if str(e) else e!r}",
-                    fix=f"set model.input_size={native_size(name)} (each batch is resized to it on the device)",
-                ) from None
+            return build(lambda: timm.create_model(name, **kwargs), name, img_size)
+        if "img_size" in kwargs:  # a patch grid this size can hold, checked before any download
+            build(lambda: timm.create_model(name, **kwargs), name, img_size, meta=True)
         path = weights_file(name)
         try:  # timm's own load: its filters (position embeddings, stem channels, head) apply
             model = timm.create_model(

@@ -77,7 +77,7 @@ class LoadedRun:
 
 def verified_data(run: Run, cfg: RunConfig, device: torch.device) -> Prepared:
     data = prepare_data(cfg, device)
-    trained_on = run.read_json("run.json").get("data_report", {}).get("fingerprint")
+    trained_on = (run.read_json("run.json").get("data_report") or {}).get("fingerprint")
     if trained_on and trained_on != data.dataset.fingerprint:
         raise VisionbenchError(
             "the data found now differs from the data this run was trained and tested on",
@@ -101,7 +101,7 @@ def open_run(
     run = Run.open(ref, runs_root(runs_dir))
     cfg = run.config()
     dev = pick_device(device)
-    report = run.read_json("run.json").get("data_report", {})
+    report = run.read_json("run.json").get("data_report") or {}
     if "classes" in report:  # recorded at training time: no need for the training data
         try:
             spec = DataSpec(list(report["classes"]), tuple(int(n) for n in report["shape"]))
