@@ -71,6 +71,15 @@ class Ranks:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def least(self, value: int) -> int:
+        """The smallest of every rank's `value`: decisions from it (a batch that fits in the
+        memory free) are the same on every rank, or the ranks would train different steps."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=self._comm)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
     def main_first(self, fn: Callable[[], object]) -> object:
         """fn() on rank 0, its result shared with every rank; an error there stops them all.
         Any error, not only ours: a PermissionError left the others blocked in the broadcast

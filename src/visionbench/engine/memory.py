@@ -117,11 +117,13 @@ def device_free(device: torch.device) -> int | None:
     return memory_available() if device.type == "cpu" else None  # mps: not known
 
 
-def batch_memory(model: nn.Module, data: Prepared, device: torch.device, amp=None, world: int = 1):
-    """What one rank's training step needs and has, or None where the free memory is not known.
-    Processes on one CPU machine share its memory: each counts on its share."""
-    free = device_free(device)
-    if free is None:
+def batch_memory(model: nn.Module, data: Prepared, ranks: Ranks, amp=None):
+    """What one rank's training step needs and has (the least any rank has), or None where the
+    free memory is not known. Processes on one CPU machine share its memory: each counts on its
+    share."""
+    device, world = ranks.device, ranks.world
+    free = ranks.least(device_free(device) or -1)  # -1: not known (on some rank: none checks)
+    if free < 0:
         return None
     per_image = saved_bytes_per_image(model, data.dataset.shape, device, amp, data.cfg.train.channels_last)
     arrays = sum(s.images.nbytes for s in data.dataset.splits.values() if isinstance(s.images, np.ndarray))
@@ -141,7 +143,7 @@ def fit_batch(
 ) -> RunConfig:
     """The run's config with training and evaluation batches that fit in memory (or an error)."""
     amp = amp_dtype(cfg.train.amp, ranks.device)
-    mem = batch_memory(model, data, ranks.device, amp, ranks.world)
+    mem = batch_memory(model, data, ranks, amp)
     if mem is None:
         return cfg
     cfg = fit_train_batch(cfg, asked, data, mem, ranks, say, resumed)
