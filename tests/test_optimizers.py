@@ -222,3 +222,25 @@ def test_plateau_decays_after_patience_and_resumes_exactly():
     opt2.step()
     again.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
+def test_an_unset_lr_is_each_optimizers_own_scaled_with_the_batch_and_said():
+    """SGD: 0.1 at batch 128, linear in the batch; Adam's family: 1e-3 at 128, by the square root
+    (SGD's 0.025 at batch 32 left Adam at 19% on write-up 002's CNN); Lion a tenth of Adam's."""
+    from visionbench.config import resolve_config
+    from visionbench.models.build import auto_settings
+
+    def chosen(optimizer: str, batch: int):
+        cfg = resolve_config([], [f"optim.name={optimizer}", f"train.batch_size={batch}"])
+        cfg, notes = auto_settings(cfg, 10_000, (3, 32, 32))
+        return cfg.optim.lr, [n for n in notes if n.startswith("optim.lr")]
+
+    assert chosen("sgd", 128) == (pytest.approx(0.1), [])
+    assert chosen("sgd", 32)[0] == pytest.approx(0.025)
+    lr, notes = chosen("adam", 32)
+    assert lr == pytest.approx(5e-4) and notes == [
+        "optim.lr=0.0005: adam's 0.001 at batch 128, x sqrt(32/128); set optim.lr=X to choose"
+    ]
+    assert chosen("adamw", 128)[0] == pytest.approx(1e-3) and chosen("lion", 512)[0] == pytest.approx(2e-4)
+    model = nn.Linear(2, 2)  # and an optimizer built without the run's choices takes the same at 128
+    assert create_optimizer(model, OptimConfig(name="yogi")).param_groups[0]["lr"] == pytest.approx(1e-3)

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..config import BASE_LR, OptimConfig, SchedConfig
+from ..config import OptimConfig, SchedConfig, default_lr
 from .optimizers import OPTIMIZERS
 from .schedules import SCHEDULES
 
@@ -57,7 +57,7 @@ def create_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     }
     takes = inspect.signature(build).parameters
     kwargs = {k: v for k, v in settings.items() if k in takes and v is not None}
-    lr = BASE_LR if cfg.lr is None else cfg.lr
+    lr = default_lr(cfg.name, 128)[0] if cfg.lr is None else cfg.lr
     return build(param_groups(model, cfg, lr), lr=lr, **kwargs)
 
 

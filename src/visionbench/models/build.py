@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..config import BASE_LR, RunConfig
+from ..config import BASE_LR, RunConfig, default_lr
 from .registry import builder_options, create_model, get_builder, resize_inputs
 
 DEFAULT_BATCH = 128
@@ -45,9 +45,9 @@ def auto_settings(
         )
     lr = cfg.optim.lr
     if lr is None:
-        lr = BASE_LR * batch / DEFAULT_BATCH
-        if batch != DEFAULT_BATCH:
-            notes.append(f"optim.lr={lr:.3g}: {BASE_LR} scaled to batch {batch}; set optim.lr=X to choose")
+        lr, how = default_lr(cfg.optim.name, batch, DEFAULT_BATCH)
+        if batch != DEFAULT_BATCH or lr != BASE_LR:
+            notes.append(f"optim.lr={lr:.3g}: {how}; set optim.lr=X to choose")
     small_stem = cfg.model.small_stem
     if small_stem is None:
         size = cfg.model.input_size or shape[1]
