@@ -15,6 +15,7 @@ A study file (YAML; examples/writeups/ holds one per write-up):
               note: "what differs at this scale"}
     runs:
       RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
+                                      # writeup's `for: {key: value}`: the grid cell its top1 is of
     steps:                            # in order, after the runs
       - lr_find: {run: RUN, repeats: 3}
       - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
