@@ -50,6 +50,8 @@ def test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup(writeu
     for run_id in out["runs"]:
         summary = json.loads((tmp_path / "runs" / run_id / "summary.json").read_text())
         assert f"{100 * summary['test_acc']:.2f}" in beside
+    if writeup == "001":  # each cell beside the write-up's own figure for it
+        assert "44.58" in beside and "52.31" in beside
     if writeup == "002":  # the write-up's 68.41 is dropout 0.1's: not set beside rate 0.9
         rows = {row.split("</td>", 1)[0]: row for row in beside.split("<tr>")[1:]}
         (high,) = [row for head, row in rows.items() if "rate" in head and "0.9" in head]

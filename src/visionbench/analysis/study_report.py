@@ -20,10 +20,7 @@ def beside_rows(runs, records) -> tuple[list[str], list[list[str]]]:
     for r in runs:
         rec = by_id.get(r.id)
         ours = rec.summary.get("test_acc") if rec else None
-        theirs = r.writeup.get("top1")
-        cell = r.writeup.get("for") or {}  # the grid values the write-up's figure belongs to
-        if any(r.values.get(k) != v for k, v in cell.items()):
-            theirs = None
+        theirs = r.writeup.get("top1")  # this cell's (commands/study.py writeup_for)
         values = ", ".join(f"{k}={v}" for k, v in r.values.items())
         notes = "; ".join(
             n

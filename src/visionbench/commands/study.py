@@ -15,7 +15,8 @@ A study file (YAML; examples/writeups/ holds one per write-up):
               note: "what differs at this scale"}
     runs:
       RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
-                                      # writeup's `for: {key: value}`: the grid cell its top1 is of
+                                      # writeup: one, or a list of {top1, setting, for: {key: value}}
+                                      # (`for`: the grid cell its figure is of)
     steps:                            # in order, after the runs
       - lr_find: {run: RUN, repeats: 3}
       - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
@@ -120,6 +121,16 @@ def settings(tree: dict | None) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in (tree or {}).items()]
 
 
+def writeup_for(writeup, values: dict) -> dict:
+    """The write-up's figure for one cell: `writeup` is one {top1, setting, for} or a list of
+    them, each `for` naming the grid values its figure belongs to (none: every cell)."""
+    entries = writeup if isinstance(writeup, list) else [writeup or {}]
+    for entry in entries:
+        if all(values.get(k) == v for k, v in (entry.get("for") or {}).items()):
+            return entry
+    return {}
+
+
 def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
     """Every run of the study at its scale, configs resolved up front (a bad key fails first);
     `data_dir` (--data-dir) is every run's data root, as `visionbench train --data-dir` sets it."""
@@ -142,7 +153,7 @@ def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
             run_id = cell_id(f"{study.name}-{key}", values) if values else f"{study.name}-{key}"
             overrides = shared + settings(run.get("set")) + scaled + settings(own) + settings(values)
             cfg = resolve_config([], overrides + [f"name={run_id}"])
-            runs.append(StudyRun(key, run_id, cfg, values, run.get("writeup") or {}))
+            runs.append(StudyRun(key, run_id, cfg, values, writeup_for(run.get("writeup"), values)))
     return runs
 
 
