@@ -69,6 +69,7 @@ def test_writeup_004_pretraining_vote_and_labels_then_a_rerun_makes_nothing(tmp_
     out = json.loads(study(WRITEUPS / "004-scratch-transfer-vote.yaml", tmp_path / "runs").stdout)
     html = Path(out["report"]).read_text()
     assert "our pretraining" in html and "not ImageNet" in html
+    assert "32 px (from 8 px)" in html  # the resolution the networks saw, not only the data's
     steps = {s["kind"]: s for s in out["steps"]}
     vote = json.loads((tmp_path / "runs" / steps["ensemble"]["name"] / "summary.json").read_text())
     assert vote["vote"] == "hard" and vote["tie_break"].endswith("resnet50_224") and len(vote["members"]) == 3

@@ -235,12 +235,15 @@ def our_setting(runs: list[RunRecord]) -> dict:
             else str(r.config.get("data.name"))
         )
         epochs.add(str(r.summary.get("epochs", r.config.get("train.epochs"))))
-        shape = report.get("shape")
-        res.add(f"{shape[-1]} px" if shape else "?")
+        shape, side = report.get("shape"), r.config.get("model.input_size")
+        if side and shape and side != shape[-1]:  # resized on the device: the network sees `side`
+            res.add(f"{side} px (from {shape[-1]} px)")
+        else:
+            res.add(f"{shape[-1]} px" if shape else "?")
     return {
         "data": ", ".join(sorted(data)),
         "epochs": ", ".join(sorted(epochs, key=natural)),
-        "resolution": ", ".join(sorted(res)),
+        "resolution": ", ".join(sorted(res, key=natural)),
     }
 
 
