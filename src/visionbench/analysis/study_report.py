@@ -87,8 +87,7 @@ def write_study_report(study, runs, outputs: list[dict], html: Path, runs_dir) -
     records = read_runs(ids, runs_dir)
     grid = [k for r in runs for k in r.values]
     scale = study.scale_spec()
-    refs = study.spec.get("reference") or []
-    refs = [refs] if isinstance(refs, str) else list(refs)  # the write-up's first, then e.g. a paper's
+    refs = study.spec.get("reference") or []  # a list (load_study): the write-up's first, then e.g. a paper's
     with tempfile.TemporaryDirectory() as tmp:
         ctx = report_context(
             records,

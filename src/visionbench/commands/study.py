@@ -110,6 +110,7 @@ def load_study(path: str | Path, scale: str) -> Study:
             reference(name)
         except VisionbenchError as e:
             raise VisionbenchError(e.what, where=str(path), fix=e.fix) from None
+    spec["reference"] = refs  # a list from here on
     for step in spec.get("steps") or []:
         kind = next(iter(step))
         if kind not in STEPS:

@@ -4,6 +4,7 @@ unless offline, and load through timm's own path with its checkpoint filters."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def size_kwargs(name: str, img_size: int | None) -> dict:
     return {"img_size": img_size}
 
 
-def fits_input(model: nn.Module, img_size: int | None) -> nn.Module:
+def fits_input(model: nn.Module) -> nn.Module:
     """The model, unless its patch grid is empty at this size (a 16-px patch on 8-px digits)."""
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
     if grid is not None and min(grid) < 1:
@@ -103,16 +104,16 @@ def fits_input(model: nn.Module, img_size: int | None) -> nn.Module:
     return model
 
 
-def build(make: Callable[[], nn.Module], name: str, img_size: int | None, meta: bool = False) -> nn.Module:
-    """`make()`, its input size checked; on the meta device (no memory, no init) for a check only."""
+def build(name: str, kwargs: dict, img_size: int | None, meta: bool = False) -> nn.Module:
+    """timm's `name` built without weights, its input size checked; on the meta device (no
+    memory, no init) where the build is a check only."""
     try:
-        if meta:
-            with torch.device("meta"):
-                return fits_input(make(), img_size)
-        return fits_input(make(), img_size)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return fits_input(import_timm().create_model(name, **kwargs))
     except (AssertionError, ValueError, RuntimeError) as e:  # e.g. a window larger than the input
         raise VisionbenchError(
-            f"timm:{name} cannot be built for {img_size} px inputs: {str(e).splitlines()[0] if str(e) else e!r}",
+            f"timm:{name} cannot be built for {img_size} px inputs: "
+            f"{str(e).splitlines()[0] if str(e) else e!r}",
             fix=f"set model.input_size={native_size(name)} (each batch is resized to it on the device)",
         ) from None
 
@@ -140,9 +141,9 @@ def timm_builder(name: str) -> Callable[..., nn.Module]:
         kwargs = {"num_classes": num_classes, "in_chans": in_chans, "drop_rate": drop_rate}
         kwargs.update(size_kwargs(name, img_size))
         if not pretrained:
-            return build(lambda: timm.create_model(name, **kwargs), name, img_size)
+            return build(name, kwargs, img_size)
         if "img_size" in kwargs:  # a patch grid this size can hold, checked before any download
-            build(lambda: timm.create_model(name, **kwargs), name, img_size, meta=True)
+            build(name, kwargs, img_size, meta=True)
         path = weights_file(name)
         try:  # timm's own load: its filters (position embeddings, stem channels, head) apply
             model = timm.create_model(
