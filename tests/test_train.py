@@ -145,6 +145,49 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrid
     assert all(torch.isfinite(v.float()).all() for v in best.values())
 
 
+def test_a_finite_but_diverging_loss_is_warned_with_fixes(monkeypatch, tiny_overrides, capsys):
+    real_build = train_module.build_model
+
+    def build_loud(*args):  # logits x1000: the loss stays finite but far above an untrained network's
+        model = real_build(*args)
+        model.register_forward_hook(
+            lambda module, inputs, output: output * 1000 if module.training else output
+        )
+        return model
+
+    train(resolve_config([], tiny_overrides + ["name=calm"]))
+    assert "training is diverging" not in capsys.readouterr().out
+    monkeypatch.setattr(train_module, "build_model", build_loud)
+    run = train(resolve_config([], tiny_overrides + ["name=loud", "optim.lr=0.2"]))
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        run.finished
+        and "training is diverging; try a lower optim.lr (now 0.2), or train.grad_clip=1.0" in out
+    )
+    assert "an untrained network's (2.3)" in out  # ln 10: digits' ten classes
+
+
+def test_diverging_names_zero_init_for_a_bottleneck_resnet_only_when_unset():
+    from visionbench.commands.train import diverging
+    from visionbench.engine.losses import create_loss
+
+    row, ce = {"train_loss": 17.2, "epoch": 1}, create_loss("ce")
+    resnet50 = resolve_config([], ["model.name=resnet50", "optim.lr=0.05"])
+    assert "zero_init_residual: true" in diverging(row, ce, 10, resnet50)
+    done = resolve_config(
+        [], ["model.name=resnet50", "model.kwargs={zero_init_residual: true}", "optim.lr=0.05"]
+    )
+    assert "zero_init" not in diverging(row, ce, 10, done)
+    assert "zero_init" not in diverging(
+        row, ce, 10, resolve_config([], ["model.name=resnet18", "optim.lr=0.05"])
+    )
+    assert (
+        diverging({"train_loss": 4.33, "epoch": 1}, ce, 10, resnet50) is None
+    )  # a spike a run recovers from
+    bce = create_loss("bce")  # an untrained network's BCE is ln 2 whatever the classes
+    assert "(0.693)" in diverging({"train_loss": 2.5, "epoch": 3}, bce, 100, resnet50)
+
+
 def test_bad_model_for_data_leaves_no_run_folder(tmp_path, tiny_overrides):
     cfg = resolve_config([], tiny_overrides + ["model.name=simple_cnn", "model.kwargs={}", "name=bad"])
     with pytest.raises(VisionbenchError, match="at least 14 px"):

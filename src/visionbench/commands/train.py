@@ -36,6 +36,7 @@ from ..engine.tta import tta_views
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model
+from ..models.torchvision_zoo import RESNETS
 from ..models.weights import describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
 from ..runs.trackers import Tracker, require_tracker, start_tracker
@@ -120,6 +121,8 @@ def train(
             checkpoint()
             pause.reset()
             console.print(epoch_line(row, cfg.train.epochs))
+            if warning := diverging(row, step["loss_fn"], len(data.dataset.classes), cfg):
+                console.print(f"[yellow]warning:[/] {escape(warning)}")
             if on_epoch is not None:
                 on_epoch(row)
             if stop:
@@ -276,6 +279,23 @@ def epoch_line(row: dict, epochs: int) -> str:
         f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
         + (f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}" if "val_acc" in row else "")
         + f"  {row['seconds']:.1f}s {row['images_per_s']:,.0f} img/s"
+    )
+
+
+def diverging(row: dict, loss_fn, num_classes: int, cfg: RunConfig) -> str | None:
+    """A warning when the epoch's mean training loss is over 3x an untrained network's (the
+    loss of all-zero logits, ln K for cross-entropy): the run is diverging, yet still finite."""
+    chance = loss_fn(torch.zeros(1, num_classes), torch.zeros(1, dtype=torch.long)).item()
+    if not row["train_loss"] > 3 * chance:
+        return None
+    name = cfg.model.name  # torchvision's bottleneck ResNets diverge so in short warmups (RESULTS.md)
+    bottleneck = name.startswith(RESNETS) and name not in ("resnet18", "resnet34")
+    zero_init = bottleneck and not cfg.model.kwargs.get("zero_init_residual")
+    fixes = ["model.kwargs={zero_init_residual: true} (each block starts as the identity)"] * zero_init
+    fixes += [f"a lower optim.lr (now {cfg.optim.lr:.3g})", "train.grad_clip=1.0"]
+    return (
+        f"training loss {row['train_loss']:.3g} in epoch {row['epoch']} is {row['train_loss'] / chance:.0f}x "
+        f"an untrained network's ({chance:.3g}): training is diverging; try " + ", or ".join(fixes)
     )
 
 
