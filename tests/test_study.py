@@ -33,7 +33,7 @@ def study(file: Path, runs: Path, *extra: str):
 
 
 @pytest.mark.parametrize("writeup", ["001", "002", "003"])
-def test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup(writeup, tmp_path):
+def test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup(writeup, tmp_path, monkeypatch):
     (file,) = WRITEUPS.glob(f"{writeup}-*.yaml")
     res = study(file, tmp_path / "runs")
     assert res.exit_code == 0, res.output
@@ -59,13 +59,25 @@ def test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup(writeu
         assert "68.41" in low and "68.41" not in high
     assert "What differs between their setting and ours" in html and "smoke" in html
     assert re.search(r'<img src="data:image/png;base64,', html)  # figures inlined: one file
+    if writeup == "002":  # a re-run keeps the lr-find and saliency steps it did (and says so)
+        import visionbench.commands.explain
+        import visionbench.commands.lr_find
+
+        def again(*args, **kwargs):
+            raise AssertionError("a step done before was done again")
+
+        monkeypatch.setattr(visionbench.commands.lr_find, "find_lr", again)
+        monkeypatch.setattr(visionbench.commands.explain, "explain_run", again)
+        rerun = study(file, tmp_path / "runs")
+        assert rerun.exit_code == 0, rerun.output
+        assert json.loads(rerun.stdout)["steps"] == out["steps"]
 
 
 def test_writeup_004_pretraining_vote_and_labels_then_a_rerun_makes_nothing(tmp_path):
     """Write-up 004: pretrained weights are not on this machine (offline): the study says so and
     uses our own pretraining, labelled; then the hard vote with a tie-break, and labels for an
     unlabelled folder. A re-run trains nothing."""
-    test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup("004", tmp_path)
+    test_writeup_study_runs_at_smoke_scale_and_reports_beside_the_writeup("004", tmp_path, None)
     out = json.loads(study(WRITEUPS / "004-scratch-transfer-vote.yaml", tmp_path / "runs").stdout)
     html = Path(out["report"]).read_text()
     assert "our pretraining" in html and "not ImageNet" in html

@@ -11,7 +11,7 @@ from conftest import interrupt_at
 
 import visionbench.commands.train as train_module
 import visionbench.engine.checkpoint as checkpoint_module
-from visionbench.commands.train import Interrupted, train
+from visionbench.commands.train import Interrupted, diverging, train
 from visionbench.config import resolve_config
 from visionbench.engine.checkpoint import load_checkpoint
 from visionbench.errors import VisionbenchError
@@ -145,7 +145,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrid
     assert all(torch.isfinite(v.float()).all() for v in best.values())
 
 
-def test_a_finite_but_diverging_loss_is_warned_with_fixes(monkeypatch, tiny_overrides, capsys):
+def test_a_finite_but_diverging_loss_is_warned_once_and_recorded(monkeypatch, tiny_overrides, capsys):
     real_build = train_module.build_model
 
     def build_loud(*args):  # logits x1000: the loss stays finite but far above an untrained network's
@@ -155,37 +155,43 @@ def test_a_finite_but_diverging_loss_is_warned_with_fixes(monkeypatch, tiny_over
         )
         return model
 
-    train(resolve_config([], tiny_overrides + ["name=calm"]))
+    calm = train(resolve_config([], tiny_overrides + ["name=calm"]))
     assert "training is diverging" not in capsys.readouterr().out
+    assert calm.read_json("summary.json")["warnings"] == []
     monkeypatch.setattr(train_module, "build_model", build_loud)
     run = train(resolve_config([], tiny_overrides + ["name=loud", "optim.lr=0.2"]))
     out = " ".join(capsys.readouterr().out.split())
-    assert (
-        run.finished
-        and "training is diverging; try a lower optim.lr (now 0.2), or train.grad_clip=1.0" in out
-    )
-    assert "an untrained network's (2.3)" in out  # ln 10: digits' ten classes
+    assert out.count("training is diverging; try optim.lr=0.05 (now 0.2), or train.grad_clip=1.0") == 1
+    assert "in epoch 1 is" in out and "an untrained network's (2.3)" in out  # ln 10: digits' ten classes
+    assert run.finished
+    assert run.read_json("summary.json")["warnings"] == [diverging(run.metrics(), run.config(), 10)]
 
 
-def test_diverging_names_zero_init_for_a_bottleneck_resnet_only_when_unset():
-    from visionbench.commands.train import diverging
-    from visionbench.engine.losses import create_loss
-
-    row, ce = {"train_loss": 17.2, "epoch": 1}, create_loss("ce")
-    resnet50 = resolve_config([], ["model.name=resnet50", "optim.lr=0.05"])
-    assert "zero_init_residual: true" in diverging(row, ce, 10, resnet50)
-    done = resolve_config(
-        [], ["model.name=resnet50", "model.kwargs={zero_init_residual: true}", "optim.lr=0.05"]
-    )
-    assert "zero_init" not in diverging(row, ce, 10, done)
-    assert "zero_init" not in diverging(
-        row, ce, 10, resolve_config([], ["model.name=resnet18", "optim.lr=0.05"])
-    )
-    assert (
-        diverging({"train_loss": 4.33, "epoch": 1}, ce, 10, resnet50) is None
-    )  # a spike a run recovers from
-    bce = create_loss("bce")  # an untrained network's BCE is ln 2 whatever the classes
-    assert "(0.693)" in diverging({"train_loss": 2.5, "epoch": 3}, bce, 100, resnet50)
+def test_diverging_names_only_the_fixes_that_apply():
+    rows = [
+        {"train_loss": 2.2, "epoch": 1},
+        {"train_loss": 17.2, "epoch": 2},
+        {"train_loss": 20.0, "epoch": 3},
+    ]
+    cfg = lambda *keys: resolve_config([], ["optim.lr=0.05", *keys])
+    message = diverging(rows, cfg("model.name=resnet50", "model.small_stem=true"), 10)
+    assert message.startswith("training loss 17.2 in epoch 2 is 7x an untrained network's (2.3)")  # the first
+    assert "'model.kwargs={zero_init_residual: true}'" in message  # quoted: one shell word
+    assert "model.small_stem=false" in message and "optim.lr=0.0125 (now 0.05)" in message
+    assert "train.grad_clip=1.0" in message
+    for keys in (
+        ["model.kwargs={zero_init_residual: true}"],
+        ["model.pretrained=true"],
+        ["model.name=resnet18"],
+    ):
+        message = diverging(rows, cfg("model.name=resnet50", "model.small_stem=false", *keys), 10)
+        assert "zero_init" not in message and "small_stem" not in message, keys
+    assert "train.grad_clip=0.25 (now 1)" in diverging(rows, cfg("train.grad_clip=1.0"), 10)
+    assert diverging([{"train_loss": 4.33, "epoch": 1}], cfg(), 10) is None  # a spike a run recovers from
+    bce = diverging(
+        [{"train_loss": 2.5, "epoch": 1}], cfg("train.loss=bce"), 100
+    )  # ln 2, whatever the classes
+    assert "untrained network's (0.693)" in bce
 
 
 def test_bad_model_for_data_leaves_no_run_folder(tmp_path, tiny_overrides):

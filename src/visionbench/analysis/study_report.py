@@ -29,6 +29,7 @@ def beside_rows(runs, records) -> tuple[list[str], list[list[str]]]:
                 f"{rec.summary.get('epochs', '?')} epochs, {rec.config.get('data.name')}"
                 if rec
                 else "not run",
+                *(rec.summary.get("warnings") or [] if rec else []),  # e.g. training diverged
             )
             if n
         )

@@ -23,14 +23,16 @@ A study file (YAML; examples/writeups/ holds one per write-up):
       - predict: {model: RUN or ensemble NAME, images: unlabelled | PATH, count: 50}
       - explain: {run: RUN, count: 8}
 
-A re-run skips finished runs and resumes interrupted ones (the sweep's rules) and skips steps
-whose outputs exist. A run asking for pretrained weights that are neither on disk nor
+A re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find or
+explain step is kept when its options and the run it reads (its summary.json) are unchanged and
+its figure is still in the study folder; an ensemble when its summary exists. A run asking for pretrained weights that are neither on disk nor
 downloadable is given our own pretraining instead - the same network trained from scratch on
 the first half of the classes of the same training split - and the report says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -187,7 +189,8 @@ def run_study(
         for step in study.spec.get("steps") or []
         for k, v in step.items()
     ]
-    outputs = [run_step(step, study, runs, folder, runs_dir, say) for step in steps]
+    before = steps_done(folder)
+    outputs = [run_step(step, study, runs, folder, runs_dir, say, before) for step in steps]
     from ..analysis.study_report import write_study_report
 
     report = write_study_report(study, runs, outputs, folder / "report.html", runs_dir)
@@ -266,24 +269,50 @@ def find_run(runs: list[StudyRun], key: str, where: str) -> StudyRun:
     return found[0]
 
 
-def run_step(step: dict, study: Study, runs: list[StudyRun], folder: Path, runs_dir, say) -> dict:
+def steps_done(folder: Path) -> dict[str, dict]:
+    """The outputs of the study's last finished pass (study.json), by their step key."""
+    try:
+        return {o["key"]: o for o in json.loads((folder / "study.json").read_text())["steps"] if "key" in o}
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or cut while written
+        return {}
+
+
+def step_key(step: dict, run_id: str, runs_dir) -> str:
+    """The step's options and the run it reads, as it finished: a run trained again (or other
+    options) makes another key, so the step is done again."""
+    summary = (runs_root(runs_dir) / run_id / "summary.json").read_bytes()
+    return hashlib.sha256(json.dumps(step, sort_keys=True).encode() + summary).hexdigest()[:16]
+
+
+def run_step(
+    step: dict, study: Study, runs: list[StudyRun], folder: Path, runs_dir, say, before: dict[str, dict]
+) -> dict:
     kind, opts = next(iter(step.items()))
     opts = opts or {}
+    if kind in ("lr_find", "explain"):  # minutes on a large network: kept when done before
+        r = find_run(runs, opts["run"], kind)
+        key = step_key(step, r.id, runs_dir)
+        png = folder / f"{kind}-{r.key}-{key}.png"  # the figure of these options and this run only
+        if (old := before.get(key)) and png.is_file():
+            say(f"{kind} {r.key}: done before, kept ({png})")
+            return {**old, "png": str(png)}
+        for stale in folder.glob(f"{kind}-{r.key}-*.png"):
+            stale.unlink()
     if kind == "lr_find":
         from .lr_find import find_lr
 
-        r = find_run(runs, opts["run"], "lr_find")
-        png = folder / f"lr_find-{r.key}.png"
         res = find_lr(r.cfg, repeats=opts.get("repeats", 3), iters=opts.get("iters", 100), plot=png)
         summary = {k: {"median": v["median"], "spread": v["spread"]} for k, v in res["suggestions"].items()}
         say(f"lr-find {r.key}: valley {summary['valley']['median']}")
-        return {"kind": kind, "run": r.id, "png": str(png), "suggestions": summary}
+        return {"kind": kind, "run": r.id, "png": str(png), "suggestions": summary, "key": key}
     if kind == "explain":
+        import shutil
+
         from .explain import explain_run
 
-        r = find_run(runs, opts["run"], "explain")
         res = explain_run(r.id, runs_dir, None, opts.get("count", 8))
-        return {"kind": kind, "run": r.id, "png": res["png"]}
+        shutil.copyfile(res["png"], png)  # RUN/explain/ is rewritten by any later `explain` of the run
+        return {"kind": kind, "run": r.id, "png": str(png), "key": key}
     if kind == "ensemble":
         return ensemble_step(opts, study, runs, runs_dir, say)
     return predict_step(opts, study, runs, folder, runs_dir, say)

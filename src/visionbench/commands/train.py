@@ -120,14 +120,13 @@ def train(
             state.epoch += 1
             checkpoint()
             pause.reset()
-            console.print(epoch_line(row, cfg.train.epochs))
-            if warning := diverging(row, step["loss_fn"], len(data.dataset.classes), cfg):
-                console.print(f"[yellow]warning:[/] {escape(warning)}")
+            rows = run.metrics()
+            say_epoch(console, row, rows, cfg, len(data.dataset.classes))
             if on_epoch is not None:
                 on_epoch(row)
             if stop:
                 raise interrupted(run, stop)
-            if early_stop_due(run.metrics(), cfg.train.early_stop):
+            if early_stop_due(rows, cfg.train.early_stop):
                 console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
                 break
     if ranks.is_main:  # rank 0 tests the model and writes the summary
@@ -282,17 +281,32 @@ def epoch_line(row: dict, epochs: int) -> str:
     )
 
 
-def diverging(row: dict, loss_fn, num_classes: int, cfg: RunConfig) -> str | None:
-    """A warning when the epoch's mean training loss is over 3x an untrained network's (the
-    loss of all-zero logits, ln K for cross-entropy): the run is diverging, yet still finite."""
+def say_epoch(console: Console, row: dict, rows: list[dict], cfg: RunConfig, classes: int) -> None:
+    """The epoch's line; a divergence warning once, at the first epoch that diverges."""
+    console.print(epoch_line(row, cfg.train.epochs))
+    if (warning := diverging(rows, cfg, classes)) and not diverging(rows[:-1], cfg, classes):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def diverging(rows: list[dict], cfg: RunConfig, num_classes: int) -> str | None:
+    """A warning at the first epoch whose mean training loss is over 3x an untrained network's
+    (the loss of all-zero logits: ln K for cross-entropy, ln 2 for BCE): the run is diverging,
+    yet still finite. Read from the logged rows, so a resumed run says the same."""
+    loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)
     chance = loss_fn(torch.zeros(1, num_classes), torch.zeros(1, dtype=torch.long)).item()
-    if not row["train_loss"] > 3 * chance:
+    row = next((r for r in rows if r["train_loss"] > 3 * chance), None)
+    if row is None:
         return None
-    name = cfg.model.name  # torchvision's bottleneck ResNets diverge so in short warmups (RESULTS.md)
-    bottleneck = name.startswith(RESNETS) and name not in ("resnet18", "resnet34")
-    zero_init = bottleneck and not cfg.model.kwargs.get("zero_init_residual")
-    fixes = ["model.kwargs={zero_init_residual: true} (each block starts as the identity)"] * zero_init
-    fixes += [f"a lower optim.lr (now {cfg.optim.lr:.3g})", "train.grad_clip=1.0"]
+    m = cfg.model  # torchvision's bottleneck ResNets diverge so in short warmups (RESULTS.md)
+    bottleneck = m.name.startswith(RESNETS) and m.name not in ("resnet18", "resnet34")
+    fixes = []
+    if bottleneck and not (m.kwargs.get("zero_init_residual") or m.pretrained or m.weights):
+        fixes.append("'model.kwargs={zero_init_residual: true}' (each block starts as the identity)")
+    if bottleneck and m.small_stem:
+        fixes.append("model.small_stem=false (the small stem keeps 11x the activations and learns slowly)")
+    fixes.append(f"optim.lr={cfg.optim.lr / 4:.3g} (now {cfg.optim.lr:.3g})")
+    clip = cfg.train.grad_clip
+    fixes.append(f"train.grad_clip={clip / 4:.3g} (now {clip:.3g})" if clip else "train.grad_clip=1.0")
     return (
         f"training loss {row['train_loss']:.3g} in epoch {row['epoch']} is {row['train_loss'] / chance:.0f}x "
         f"an untrained network's ({chance:.3g}): training is diverging; try " + ", or ".join(fixes)
@@ -338,6 +352,7 @@ def finish(
         "seed": cfg.seed,
         "test_n": rep["n"],
         "tta": cfg.train.tta,
+        "warnings": [w for w in (diverging(rows, cfg, len(data.dataset.classes)),) if w],
     }
     run.set_status("finished")
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished
