@@ -25,9 +25,10 @@ A study file (YAML; examples/writeups/ holds one per write-up):
 
 A re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find or
 explain step is kept when its options and the run it reads (its summary.json) are unchanged and
-its figure is still in the study folder; an ensemble when its summary exists. A run asking for pretrained weights that are neither on disk nor
-downloadable is given our own pretraining instead - the same network trained from scratch on
-the first half of the classes of the same training split - and the report says so.
+its figure is still in the study folder; an ensemble when its summary exists. A run asking for
+pretrained weights that are neither on disk nor downloadable is given our own pretraining
+instead - the same network trained from scratch on the first half of the classes of the same
+training split - and the report says so.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,8 +308,6 @@ def run_step(
         say(f"lr-find {r.key}: valley {summary['valley']['median']}")
         return {"kind": kind, "run": r.id, "png": str(png), "suggestions": summary, "key": key}
     if kind == "explain":
-        import shutil
-
         from .explain import explain_run
 
         res = explain_run(r.id, runs_dir, None, opts.get("count", 8))
@@ -327,8 +327,6 @@ def ensemble_step(opts: dict, study: Study, runs: list[StudyRun], runs_dir, say)
     tie = find_run(runs, opts["tie_break"], "ensemble").id if opts.get("tie_break") else None
     saved = runs_root(runs_dir) / name / "summary.json"
     if not saved.is_file():
-        import shutil
-
         shutil.rmtree(saved.parent, ignore_errors=True)  # cut before its summary: made again
         ens = build_ensemble(members, runs_dir, opts.get("vote", "hard"), tie)
         evaluate_ensemble(ens, None, runs_dir, name)
