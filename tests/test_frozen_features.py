@@ -4,6 +4,7 @@ resume stays exact, and a model that cannot be cached says why."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import cut_then_resume
@@ -59,7 +60,23 @@ def test_a_second_run_reads_the_features_back(one_thread, capsys):
     trained(HEAD_THEN_ALL + ["name=second", "train.epochs=1", "optim.lr=0.05"], quiet=False)
     second = capsys.readouterr().out  # another head setting: the same frozen layers' output
     assert "frozen layers: their output, 32 values an image, read from" in second
+    assert "frozen layers: the test images' output read from" in second  # the test pass, too
     assert "computed" not in second
+
+
+def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(one_thread, capsys):
+    head_only = HEAD_THEN_ALL + ["train.epochs=1"]  # the run ends in the head-only stage
+    through = trained(head_only + ["name=through", "finetune.cache_features=off"])
+    cached = trained(head_only + ["name=cached"], quiet=False)
+    assert "frozen layers: the test images' output computed in" in capsys.readouterr().out
+    a, b = (np.load(r.path / "eval-last" / "predictions.npz") for r in (through, cached))
+    assert np.allclose(a["probs"], b["probs"], atol=1e-6) and (a["preds"] == b["preds"]).all()
+    assert through.read_json("summary.json")["test_acc"] == cached.read_json("summary.json")["test_acc"]
+    tta = trained(head_only + ["name=tta", "train.tta=flip"], quiet=False)  # views of images: all of it runs
+    assert (
+        "test images' output" not in capsys.readouterr().out
+        and tta.read_json("summary.json")["tta"] == "flip"
+    )
 
 
 def test_augmentation_without_views_runs_the_frozen_layers_and_says_why(one_thread, capsys, tmp_path):

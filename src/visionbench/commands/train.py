@@ -20,12 +20,13 @@ from ..analysis.plots import plot_curves
 from ..analysis.predictor import Outputs
 from ..config import RunConfig, dump_config
 from ..console import bars_off, count_bar, make_console
+from ..data.loader import TensorLoader
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
 from ..engine.device import amp_dtype, pick_device, require_compile, seed_everything
 from ..engine.ema import weight_average
-from ..engine.features import FrozenFeatures, Inputs
+from ..engine.features import FeatureLoader, FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
 from ..engine.loop import evaluate, predict, train_epoch_in_pieces
 from ..engine.losses import create_loss
@@ -130,7 +131,8 @@ def train(
                 console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
                 break
     if ranks.is_main:  # rank 0 tests the model and writes the summary
-        finish(run, cfg, data, scored, amp, state.best, ranks.device, time.perf_counter() - t_start, console)
+        tested = features.test(scored, tta=bool(tta_views(cfg.train.tta)))  # the rest on cached features, or all
+        finish(run, cfg, data, scored, tested, amp, state.best, time.perf_counter() - t_start, console)
         tracker.finish(run)
     return run
 
@@ -318,16 +320,17 @@ def finish(
     cfg: RunConfig,
     data: Prepared,
     scored: nn.Module,
+    tested: tuple[nn.Module, TensorLoader | FeatureLoader],
     amp,
     best: float,
-    device,
     wall: float,
     console,
 ) -> None:
-    """Last weights, the test evaluation (RUN/eval-last/), the curves, then summary.json: its
-    presence marks the run finished."""
+    """Last weights, the test evaluation (RUN/eval-last/) of `scored` on the test images or
+    of the rest on their cached frozen features (`tested`), the curves, then summary.json:
+    its presence marks the run finished."""
     run.save_weights("last.safetensors", scored)
-    logits, targets = predict(scored, data.test, amp, tta_views(cfg.train.tta))
+    logits, targets = predict(*tested, amp, tta_views(cfg.train.tta))
     out = Outputs.from_logits(logits.numpy())
     test = data.dataset.splits["test"]
     rep = evaluation(
@@ -346,7 +349,7 @@ def finish(
         "train_seconds": sum(r["seconds"] for r in rows),
         "wall_seconds_this_process": wall,
         "params": count_params(scored),
-        "device": str(device),
+        "device": str(data.device),
         "data": cfg.data.name,
         "model": cfg.model.name,
         "seed": cfg.seed,

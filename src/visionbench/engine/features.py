@@ -195,28 +195,52 @@ class FrozenFeatures:
     def enter(self, split: Split) -> tuple[nn.Module, FeatureLoader, FeatureLoader | None]:
         """The rest and its loaders over the frozen layers' output, read from the cache or
         computed (and cached) now; the stage's one line said."""
-        key = self.key(split)
+        arrays, done = self.cached_arrays(split, self.key(split), lambda: self.compute(split))
+        tensors = {k: self.tensor(a) for k, a in arrays.items()}
+        views = [tensors[f"train-{k}"] for k in range(self.views)]
+        val = FeatureLoader(self.data.val, [tensors["val"]]) if "val" in tensors else None
+        views_note = f", {self.views} augmented views" if self.views > 1 else ""
+        self.say(
+            f"frozen layers: their output, {views[0][0].numel():,} values an image{views_note}, {done}; "
+            f"the rest ({', '.join(split.rest.names)}) trains on it"
+        )
+        return split.rest, FeatureLoader(self.data.train, views), val
+
+    def test(self, scored: nn.Module, tta: bool) -> tuple[nn.Module, TensorLoader | FeatureLoader]:
+        """What the test evaluation runs: when the last epoch trained on cached features, the
+        rest on the test images' frozen-layer output (cached too: a sweep over head settings
+        computes it once), else `scored` on the images. Test-time augmentation transforms
+        images, so under it the whole model runs."""
+        split = self.plans[self.stage] if self.cached is not None else None
+        if not isinstance(split, Split) or tta:
+            return scored, self.data.test
+        test = self.data.dataset.splits["test"]
+        need = len(test.labels) * self.cached[1].views[0][0].numel() * 4
+        if need > MEMORY_SHARE * (memory_total() or float("inf")):
+            self.say(f"frozen layers: the test images run through them (their output: {size_text(need)})")
+            return scored, self.data.test
+        key = self.base_key(split) | {"split": "test", "images": len(test.labels)}
+        arrays, done = self.cached_arrays(split, key, lambda: {"test": self.view(split, self.data.test, 0)})
+        self.say(f"frozen layers: the test images' output {done}")
+        return split.rest, FeatureLoader(self.data.test, [self.tensor(arrays["test"])])
+
+    def cached_arrays(self, split: Split, key: dict, compute: Callable[[], dict]) -> tuple[dict, str]:
+        """The arrays cached under `key`, or `compute()`d and cached now; where from, in words."""
         root = Path(self.data.dataset.cache or cache_root()) / "features"
         folder = root / f"{split.cut.replace('.', '_')[:40]}-{digest(key)[:20]}"
         say = lambda msg: self.say(f"frozen layers: {msg}")
         arrays = load_checked(folder, read_features, "cached features", "computing them again", say)
-        if arrays is None:
-            t0 = time.perf_counter()
-            arrays = self.compute(split)
-            where = self.store(folder, arrays, key)
-            done = f"computed in {time.perf_counter() - t0:.1f} s ({where})"
-        else:
-            done = f"read from {folder}"
-        dtype = self.amp or torch.float32  # stored as float32: bfloat16 comes back exactly
-        tensors = {k: torch.from_numpy(np.array(a)).to(self.data.device, dtype) for k, a in arrays.items()}
-        views = [tensors[f"train-{k}"] for k in range(self.views)]
-        val = FeatureLoader(self.data.val, [tensors["val"]]) if "val" in tensors else None
-        views_note = f", {self.views} augmented views" if self.views > 1 else ""
-        say(
-            f"their output, {views[0][0].numel():,} values an image{views_note}, {done}; "
-            f"the rest ({', '.join(split.rest.names)}) trains on it"
-        )
-        return split.rest, FeatureLoader(self.data.train, views), val
+        if arrays is not None:
+            return arrays, f"read from {folder}"
+        t0 = time.perf_counter()
+        arrays = compute()
+        where = self.store(folder, arrays, key)
+        return arrays, f"computed in {time.perf_counter() - t0:.1f} s ({where})"
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A cached array on the run's device, in the precision the rest computes in (stored as
+        float32: bfloat16 comes back exactly)."""
+        return torch.from_numpy(np.array(array)).to(self.data.device, self.amp or torch.float32)
 
     @torch.no_grad()
     def compute(self, split: Split) -> dict[str, np.ndarray]:
@@ -244,12 +268,10 @@ class FrozenFeatures:
             return f"not cached: {e.strerror or e}"
         return f"cached in {folder}"
 
-    def key(self, split: Split) -> dict:
-        """What the frozen layers' output depends on: their weights, the cut, the images and how
-        the loader serves them (statistics, size, device, precision; the augmentation plan)."""
+    def base_key(self, split: Split) -> dict:
+        """What the frozen layers' output for any image depends on: their weights, the cut, the
+        dataset, and how a loader serves its images (statistics, size, device, precision)."""
         cfg, data = self.cfg, self.data
-        augmented = self.views > 1 or bool(augmentations(cfg.aug))
-        plan = dict(views=self.views, seed=cfg.seed, batch=cfg.train.batch_size, aug=cfg.aug.model_dump())
         return {
             "version": FEATURES_VERSION,
             "frozen": frozen_fingerprint(self.model, split),
@@ -258,12 +280,21 @@ class FrozenFeatures:
             "input_size": cfg.model.input_size,
             "data": data.dataset.fingerprint,
             "channels": cfg.data.channels,
-            "train": digest(data.keep.tolist()),
-            "val": "own split" if "val" in data.dataset.splits else digest(data.held.tolist()),
             "mean": data.mean,
             "std": data.std,
             "device": data.device.type,
             "amp": str(self.amp),
             "channels_last": cfg.train.channels_last,
+        }
+
+    def key(self, split: Split) -> dict:
+        """What the training and validation features depend on: the base key, which images
+        train and validate, and the augmentation plan of the views."""
+        cfg, data = self.cfg, self.data
+        augmented = self.views > 1 or bool(augmentations(cfg.aug))
+        plan = dict(views=self.views, seed=cfg.seed, batch=cfg.train.batch_size, aug=cfg.aug.model_dump())
+        return self.base_key(split) | {
+            "train": digest(data.keep.tolist()),
+            "val": "own split" if "val" in data.dataset.splits else digest(data.held.tolist()),
             "augmentation": plan if augmented else None,
         }
