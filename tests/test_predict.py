@@ -129,3 +129,39 @@ def test_a_folder_too_large_for_the_memory_is_refused_before_it_is_read(unlabell
     res = runner.invoke(app, ["predict", "a", "--images", str(folder), "--runs-dir", str(digit_runs)])
     assert res.exit_code == 2 and "more than 25% of the 1.0 KiB of memory" in " ".join(res.output.split())
     assert "label the images a folder of them at a time" in res.output
+
+
+def test_predict_takes_one_image_file_and_names_a_missing_path(digit_runs, unlabelled, tmp_path):
+    folder, names = unlabelled
+    whole, one = tmp_path / "all.csv", tmp_path / "one.csv"
+    invoke("predict", "a", "--images", str(folder), "--out", str(whole), "--runs-dir", str(digit_runs))
+    res = invoke(
+        "predict",
+        "a",
+        "--images",
+        str(folder / "b" / "2.png"),
+        "--out",
+        str(one),
+        "--runs-dir",
+        str(digit_runs),
+    )
+    assert res.exit_code == 0, res.output
+    [row] = read_csv(one)
+    assert row["file"] == str(folder / "b" / "2.png") and not row["error"]
+    # the same label and confidence as when the folder it is in is labelled
+    same = next(r for r in read_csv(whole) if r["file"] == "b/2.png")
+    assert (row["label"], row["confidence"], row["top_k"]) == (
+        same["label"],
+        same["confidence"],
+        same["top_k"],
+    )
+    missing = runner.invoke(
+        app, ["predict", "a", "--images", str(tmp_path / "nope"), "--runs-dir", str(digit_runs)]
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.output and "nope" in missing.output
+    text = runner.invoke(
+        app, ["predict", "a", "--images", str(folder / "notes.txt"), "--runs-dir", str(digit_runs)]
+    )
+    assert (
+        text.exit_code == 2 and "not a folder, a .zip/.tar archive of images, or an image file" in text.output
+    )

@@ -330,7 +330,7 @@ def ensemble(
 @friendly
 def predict_cmd(
     run: Annotated[str, typer.Argument(help="Run id or folder, or a saved ensemble.")],
-    images: Annotated[Path, typer.Option(help="Folder or .zip/.tar archive of images.")],
+    images: Annotated[Path, typer.Option(help="Folder or .zip/.tar archive of images, or one image file.")],
     out_csv: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 5,
     weights: Annotated[Optional[str], typer.Option(help="Runs: last or best [default: last].")] = None,
@@ -339,8 +339,8 @@ def predict_cmd(
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
 ):
-    """Label every image under a folder: CSV of file, label, confidence, top-k, sorted by file;
-    files that cannot be read get a row with the reason in the error column."""
+    """Label every image under a folder (or one image file): CSV of file, label, confidence,
+    top-k, sorted by file; files that cannot be read get a row with the reason in the error column."""
     from .analysis.predictor import open_predictor
     from .commands.predict import predict_folder
 

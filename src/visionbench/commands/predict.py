@@ -54,7 +54,6 @@ def read_images(
 ) -> tuple[list[str], np.ndarray, list[dict]]:
     """(files, uint8 NCHW images, skipped) for the images under `path` (see `decode_images`),
     in sorted order of relative path. Files that are not readable images are listed in `skipped`."""
-    require_folder(path)
     entries = sorted(("/".join(parts), blob) for parts, blob in iter_files(path, read=False))
     skipped = []
     if path.is_dir():  # files iter_files passes over for their extension are listed too
@@ -79,10 +78,16 @@ def is_folder(path) -> bool:
     return isinstance(path, (str, Path)) and (Path(path).is_dir() or is_archive(Path(path)))
 
 
-def require_folder(path) -> None:
-    if not is_folder(path):
+def require_images(path: Path) -> None:
+    """What `--images` takes: a folder, a .zip/.tar archive of images, or one image file."""
+    kinds = "a folder, a .zip/.tar archive of images, or an image file"
+    if not path.exists():
+        raise VisionbenchError("does not exist", where=str(path), fix=f"check the --images path: {kinds}")
+    if not (is_folder(path) or (path.is_file() and path.suffix.lower() in IMAGE_EXTS)):
         raise VisionbenchError(
-            "not a folder or a .zip/.tar archive of images", where=str(path), fix="check the --images path"
+            f"not {kinds} ({', '.join(sorted(IMAGE_EXTS))})",
+            where=str(path),
+            fix="give the folder the images are in, or an image file",
         )
 
 
@@ -188,8 +193,9 @@ def write_predictions(rows: list[dict], out_csv: Path) -> None:
 def predict_folder(
     predictor: Predictor, path: Path, out_csv: Path, top_k: int = 5, tta: str | None = None
 ) -> dict:
-    """Write `out_csv` (file, label, confidence, top_k, error; sorted by file) and return counts."""
-    require_folder(path)
+    """Write `out_csv` (file, label, confidence, top_k, error; sorted by file) for a folder, an
+    archive or one image file, and return counts."""
+    require_images(path)
     rows = predict_rows(predictor, path, top_k, tta)
     write_predictions(rows, out_csv)
     skipped = [{"file": r["file"], "reason": r["error"]} for r in rows if r["error"]]
