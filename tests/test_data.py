@@ -371,6 +371,22 @@ def test_image_folder_class_only_in_test_is_refused(tmp_path):
         load_dataset(f"folder:{materialise(files, tmp_path, 'dir')}", None)
 
 
+@pytest.mark.parametrize("kind, wrapper", [("dir", ""), ("zip", "mydata")])
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_image_folder_with_no_train_split_is_refused_not_read_as_classes(tmp_path, kind, wrapper, split):
+    files = {f"{split}/{cls}/{i}.png": png(COLOURS[cls]) for cls in ("cat", "dog") for i in range(2)}
+    path = materialise(files, tmp_path, kind, wrapper)
+    with pytest.raises(VisionbenchError, match=f"no train/ split: the folder has {split}/ only") as e:
+        load_dataset(f"folder:{path}", None)
+    assert f"put the training images in train/<class>/<image> beside {split}/" in e.value.fix
+
+
+def test_image_folder_with_train_split_alone_is_the_training_set(tmp_path):
+    files = {f"train/{cls}/{i}.png": png(COLOURS[cls]) for cls in ("cat", "dog") for i in range(5)}
+    ds = load_dataset(f"folder:{materialise(files, tmp_path, 'dir')}", None)
+    assert ds.classes == ["cat", "dog"] and len(ds.splits["train"]) + len(ds.splits["test"]) == 10
+
+
 def test_image_folder_without_splits_carves_stratified_test(tmp_path):
     counts = {"a": 10, "b": 5, "c": 20}
     files = {}

@@ -112,8 +112,13 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
             where=str(path),
             fix="expected <split>/<class>/<image> or <class>/<image> image files",
         )
-    # strip a common wrapper folder (e.g. cifar10-jpg/) shared by every file
-    while len({p[0] for p, _ in entries}) == 1 and min(len(p) for p, _ in entries) > 2:
+    # strip a common wrapper folder (e.g. cifar10-jpg/) shared by every file - never a split
+    # folder: test/<class>/ alone is a test split without training images, not a wrapper
+    while (
+        len(tops := {p[0] for p, _ in entries}) == 1
+        and min(len(p) for p, _ in entries) > 2
+        and tops.pop().lower() not in SPLIT_NAMES
+    ):
         entries = [(p[1:], b) for p, b in entries]
     # split folders (train/ val/ test/) when any top-level folder is one; stray files are reported
     has_splits = any(len(p) >= 3 and p[0].lower() in SPLIT_NAMES for p, _ in entries)
@@ -140,6 +145,15 @@ def check_classes(rows: list[tuple], path: Path) -> list[str]:
     """The sorted training classes of (split, class, ...) rows: at least two, no case clash,
     and no class that only other splits have (labels go by class name, never by index)."""
     train_classes = sorted({c for s, c, _, _ in rows if s == "train"})
+    others = sorted({f"{s}/" for s, _, _, _ in rows})
+    if not train_classes and others:
+        raise VisionbenchError(
+            f"no train/ split: the folder has {' and '.join(others)} only",
+            where=str(path),
+            fix="put the training images in train/<class>/<image> beside "
+            f"{' and '.join(others)}, or give the class folders alone (<class>/<image>: "
+            "a 20% test split is carved from them)",
+        )
     if not train_classes:
         raise VisionbenchError(
             "no training images (expected a train/ folder or class folders)", where=str(path)
