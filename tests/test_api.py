@@ -130,6 +130,30 @@ def test_run_object_history_figures_and_methods(tiny_run, tmp_path):
     assert exported["parity"]["max_abs_logit_diff"] <= 1e-4 and (tmp_path / "model.pt").is_file()
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda run: vb.load(None), "vb.load takes a run's id or folder, not None"),
+        (lambda run: vb.load(3), "vb.load takes a run's id or folder, not 3"),
+        (lambda run: vb.ensemble("tiny"), "vb.ensemble takes a list of runs, not 'tiny'"),
+        (lambda run: vb.ensemble(run), "vb.ensemble takes a list of runs"),
+        (lambda run: run.predict(5), r"cannot read 5 \(int\) as an image"),
+        (lambda run: run.predict(None), r"cannot read None \(NoneType\) as an image"),
+        (lambda run: run.explain(indices="3"), "test indices are whole numbers, not '3'"),
+        (lambda run: run.explain(indices=[0, 1.5]), "test indices are whole numbers, not 1.5"),
+    ],
+)
+def test_wrong_types_are_clear_errors_not_type_errors(tiny_run, call, message):
+    with pytest.raises(VisionbenchError, match=message) as e:
+        call(vb.load(tiny_run))
+    assert e.value.fix
+
+
+def test_one_explain_index_is_a_list_of_one(tiny_run):
+    explained = vb.load(tiny_run).explain(indices=3, device="cpu")
+    assert [r["index"] for r in explained["images"]] == [3]
+
+
 def test_runs_compare_and_ensemble(tiny_run, tmp_path):
     runs_dir = tmp_path / "more"
     b = vb.train(

@@ -17,9 +17,11 @@ Tables (history, predictions, runs) are pandas DataFrames when pandas is install
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..commands.options import TRAIN_OPTIONS
+from ..errors import VisionbenchError
 from .objects import Comparison, Ensemble, Figure, Result, Run, ref_of, table, tta_mode
 
 __all__ = [
@@ -89,7 +91,7 @@ def resume(ref: str | Path, runs_dir: str | Path | None = None, quiet: bool = Fa
     return Run(fit(None, runs_dir, resume=str(ref), quiet=quiet).path)
 
 
-def load(ref: str | Path, runs_dir: str | Path | None = None) -> Run | Ensemble:
+def load(ref: str | Path | Run | Ensemble, runs_dir: str | Path | None = None) -> Run | Ensemble:
     """A finished (or unfinished) run, or a saved ensemble, by id or folder.
 
     >>> vb.load("20250101-120000-digits-small_cnn").plot("curves")
@@ -98,6 +100,13 @@ def load(ref: str | Path, runs_dir: str | Path | None = None) -> Run | Ensemble:
     from ..runs import Run as RunFolder
     from ..runs import runs_root
 
+    if isinstance(ref, (Run, Ensemble)):
+        ref = ref_of(ref)
+    if not isinstance(ref, (str, Path)) or not str(ref):
+        raise VisionbenchError(
+            f"vb.load takes a run's id or folder, not {ref!r}",
+            fix='give a run id or folder as a string (vb.runs() lists them), e.g. vb.load("my-run")',
+        )
     root = runs_root(runs_dir)
     found = ensemble_json(ref, root)
     if found:
@@ -158,6 +167,11 @@ def ensemble(
     """
     from ..commands.ensemble import build_ensemble, evaluate_ensemble
 
+    if isinstance(runs, (str, Path, Run, Ensemble)) or not isinstance(runs, Iterable):
+        raise VisionbenchError(
+            f"vb.ensemble takes a list of runs, not {runs!r}",
+            fix=f"give two or more runs (objects, ids or folders) in a list, e.g. vb.ensemble([{ref_of(runs)!r}, ...])",
+        )
     refs = [ref_of(r) for r in runs]
     tie = ref_of(tie_break) if tie_break is not None else None
     voter = build_ensemble(refs, runs_dir, vote, tie, ",".join(map(str, weights or [])), run_weights, device)

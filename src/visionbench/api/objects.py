@@ -216,9 +216,9 @@ class Run(Predicts):
 
         return evaluation(evaluate(str(self.path), None, weights, device, tta_mode(tta)))
 
-    def explain(self, indices: list[int] | None = None, **options) -> Result:
+    def explain(self, indices: int | list[int] | None = None, **options) -> Result:
         """`visionbench explain`: saliency, SmoothGrad, Integrated Gradients and Grad-CAM maps
-        for test images `indices` (default: the `count`=8 worst-classified), into RUN/explain/;
+        for test images `indices` (one or a list; default: the `count`=8 worst-classified), into RUN/explain/;
         options as explain_run's: count, layer (Grad-CAM's, default the last conv), target
         ("pred" or "true"), weights ("last" or "best"), device. Needs captum
         (`pip install "visionbench[explain]"`).

@@ -77,6 +77,20 @@ def worst_indices(logits: torch.Tensor, targets: torch.Tensor, count: int) -> li
     return losses.argsort(descending=True)[:count].tolist()
 
 
+def index_list(indices) -> list[int] | None:
+    """`indices` as a list of ints: one int is a list of one; anything else is an error."""
+    if indices is None:
+        return None
+    many = indices if isinstance(indices, (list, tuple, range, np.ndarray)) else [indices]
+    bad = [i for i in many if isinstance(i, bool) or not isinstance(i, (int, np.integer))]
+    if bad:
+        raise VisionbenchError(
+            f"test indices are whole numbers, not {bad[0]!r}",
+            fix="give one index or a list of them, e.g. indices=[3, 17]",
+        )
+    return [int(i) for i in many]
+
+
 def explain_run(
     ref: str,
     runs_dir: str | Path | None = None,
@@ -90,6 +104,7 @@ def explain_run(
     """Attribution maps for `indices` of the test split (default: the `count` worst-classified),
     saved under the run's explain/ folder as a PNG grid and a JSON index."""
     require_captum()
+    indices = index_list(indices)
     if target not in ("pred", "true"):
         raise VisionbenchError(f"unknown target '{target}'", fix="use --target pred or --target true")
     loaded = open_run(ref, runs_dir, weights, device)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +103,14 @@ def as_images(inputs, shape: tuple[int, int, int], resize: str) -> tuple[list, n
         inputs = inputs.detach().cpu().numpy()
     if isinstance(inputs, (str, Path, Image.Image)):
         inputs = [inputs]
+    if not isinstance(inputs, (np.ndarray, Iterable)):
+        raise cannot_predict(inputs)
     if isinstance(inputs, np.ndarray):
         batch = as_batch(inputs, shape)
         if batch.shape[2:] == shape[1:]:
             return list(range(len(batch))), to_channels(batch, shape[0]), []
         inputs = [Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)) for img in batch]
+    inputs = list(inputs)  # a generator is read once
     names = [str(x) if isinstance(x, (str, Path)) else i for i, x in enumerate(inputs)]
     return decode_images(names, [encoded(x) for x in inputs], shape, resize)
 
@@ -118,12 +122,17 @@ def encoded(item) -> bytes | str:
     if isinstance(item, (str, Path)):
         return file_bytes(Path(item))
     if not hasattr(item, "save"):
-        raise VisionbenchError(
-            f"cannot predict a {type(item).__name__}", fix="give image files, PIL images or an array"
-        )
+        raise cannot_predict(item)
     buf = io.BytesIO()
     item.save(buf, "PNG")
     return buf.getvalue()
+
+
+def cannot_predict(item) -> VisionbenchError:
+    return VisionbenchError(
+        f"cannot read {item!r:.60} ({type(item).__name__}) as an image",
+        fix="give a folder, image files (paths), PIL images, or an array or tensor of images",
+    )
 
 
 def as_batch(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
