@@ -149,6 +149,15 @@ def test_wrong_types_are_clear_errors_not_type_errors(tiny_run, call, message):
     assert e.value.fix
 
 
+def test_nan_pixels_given_to_predict_are_an_error_naming_the_images(tiny_run, recwarn):
+    images = np.full((3, 1, 8, 8), 0.5, np.float32)
+    images[1, 0, 2, 2] = np.nan
+    with pytest.raises(VisionbenchError, match="1 of the 3 images given have NaN or infinite") as e:
+        vb.load(tiny_run).predict(images)
+    assert e.value.where == "image 1" and "np.nan_to_num" in e.value.fix
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_one_explain_index_is_a_list_of_one(tiny_run):
     explained = vb.load(tiny_run).explain(indices=3, device="cpu")
     assert [r["index"] for r in explained["images"]] == [3]

@@ -495,6 +495,19 @@ def test_dark_16bit_png_stays_dark():
     assert out.max() <= 1
 
 
+def test_float_tiff_in_0_1_is_scaled_like_16_bit_not_black():
+    arr = np.array([[0.0, 0.5], [1.0, 0.1]], np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "TIFF")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode == "F"  # really 32-bit floats
+    out = decode(buf.getvalue(), None)
+    assert out.dtype == np.uint8 and out[..., 0].tolist() == [[0, 128], [255, 26]]
+    arr[0, 0] = np.nan  # no pixel value stands for NaN: a reason, never a silent black pixel
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "TIFF")
+    assert "NaN or infinite pixel values" in decode(buf.getvalue(), None)
+
+
 def test_folder_of_mixed_modes(tmp_path):
     files = {
         "train/a/rgb.png": png((30, 60, 90)),

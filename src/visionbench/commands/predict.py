@@ -12,7 +12,7 @@ import numpy as np
 from ..analysis.predictor import Predictor
 from ..data.archive import is_archive
 from ..data.cache import check_fits
-from ..data.decode import IMAGE_EXTS, as_bytes, decode_all, file_bytes, unread_bytes
+from ..data.decode import IMAGE_EXTS, as_bytes, decode_all, file_bytes, to_uint8, unread_bytes
 from ..data.images import iter_files
 from ..data.split import to_channels
 from ..errors import VisionbenchError
@@ -148,10 +148,14 @@ def as_batch(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         )
     if array.shape[1] not in (1, 3):
         array = array.transpose(0, 3, 1, 2)
-    if array.dtype != np.uint8:
-        scale = 255 if np.issubdtype(array.dtype, np.floating) and array.max() <= 1 else 1
-        array = np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(array)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(1))
+        raise VisionbenchError(
+            f"{len(bad)} of the {len(array)} images given have NaN or infinite pixel values",
+            where=f"image{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}",
+            fix="replace those values (e.g. np.nan_to_num(images)) or leave those images out",
+        )
+    return np.ascontiguousarray(to_uint8(array))
 
 
 def label_rows(

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import VisionbenchError
 
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-CACHE_VERSION = 1  # bump when the decoded bytes of any source would change
+CACHE_VERSION = 2  # bump when the decoded bytes of any source would change (2: float TIFFs scaled)
 
 
 @dataclass

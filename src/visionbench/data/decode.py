@@ -49,12 +49,28 @@ def file_bytes(path: Path) -> bytes | str:
         return f"cannot read the file ({e.strerror or e})"
 
 
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """uint8 pixels from numbers: floats in [0, 1] (ToTensor's, a float TIFF's) scaled to the
+    full range, as 16-bit images are; other values taken as 0-255, rounded and clipped. NaN or
+    infinite values are a ValueError: no pixel value stands for them."""
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError("NaN or infinite pixel values")
+        if array.size and array.max() <= 1:
+            array = array * 255.0
+    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: scale by the full range
         arr = np.asarray(img, dtype=np.float64).clip(0, 65535)
         img = Image.fromarray((arr * (255 / 65535)).round().astype(np.uint8))
+    if img.mode == "F":  # 32-bit float TIFF: PIL's convert would clip [0, 1] to black
+        img = Image.fromarray(to_uint8(np.asarray(img, dtype=np.float32)))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA"):
