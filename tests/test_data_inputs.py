@@ -413,3 +413,29 @@ def test_a_class_whose_every_file_is_unreadable_is_an_error_not_a_dead_class(tmp
         f.write_bytes(b"")  # zero-byte files: a sync that never finished
     with pytest.raises(VisionbenchError, match="no readable images of class cat: 6 files skipped"):
         load_dataset(f"folder:{root}")  # even with data.max_bad_fraction=1 (checked later)
+
+
+def test_an_img_size_far_above_the_images_is_one_warning_line_naming_the_key(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from visionbench.cli import app
+
+    root = tmp_path / "small"
+    for cls, colour in COLOURS.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            (root / cls / f"{i}.png").write_bytes(png(colour, size=8))
+    # twice the images' side is not warned about; the cache stores what was found
+    assert "upscaled" not in load_dataset(f"folder:{root}", None, img_size=16).originals
+    args = ["train", "--data", f"folder:{root}", "--model", "small_cnn", "--epochs", "1", "--device", "cpu"]
+    res = CliRunner().invoke(
+        app, [*args, "--name", "up", "data.img_size=32", "model.kwargs={width: 8}"], catch_exceptions=False
+    )
+    assert res.exit_code == 0, res.output
+    said = [line for line in res.output.splitlines() if "upscales" in line]
+    assert len(said) == 1 and said[0].startswith("warning: data.img_size=32 upscales the images")
+    assert "typically 8" in said[0] and "16x their pixels" in said[0] and "set data.img_size=N" in said[0]
+    run_json = json.loads((tmp_path / "runs" / "up" / "run.json").read_text())
+    assert [c for c in run_json["choices"] if "upscales" in c] == [said[0]]

@@ -711,7 +711,7 @@ def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
         f"[bold]{escape(name)}[/]  {len(ds.classes)} classes, images {'x'.join(map(str, ds.shape))} (C x H x W)"
     )
     out.print(f"source: {escape(ds.source)}")
-    if ds.originals:
+    if ds.originals.get("modes"):
         listed = lambda d: ", ".join(f"{k} {v:,}" for k, v in d.items())
         out.print(
             f"files as stored: modes {listed(ds.originals['modes'])}; sizes {listed(ds.originals['sizes'])}"

@@ -149,6 +149,7 @@ def unknown_format(blob: bytes) -> str:
 STANDARD_SIZE = 224  # ImageNet's, and what pretrained networks expect
 NATIVE_MAX = 256  # images of one size up to this side keep it (MNIST 28, CIFAR 32, Tiny ImageNet 64)
 SAMPLE = 64  # images whose sizes decide
+UPSCALE_WARN = 2  # a data.img_size past this many times a typical image's side is warned about
 
 
 def stored_size(blob: bytes | str | Path) -> tuple[int, int] | None:
@@ -164,22 +165,60 @@ def stored_size(blob: bytes | str | Path) -> tuple[int, int] | None:
         return None
 
 
+def sampled_sizes(blobs: list[bytes | str | Path]) -> list[tuple[int, int]]:
+    """(H, W) of up to SAMPLE of `blobs`, spread over the list, from their headers."""
+    step = max(1, len(blobs) // SAMPLE)
+    return [s for s in map(stored_size, blobs[::step][:SAMPLE]) if s]
+
+
+def typical_side(sizes: list[tuple[int, int]]) -> int:
+    """A typical image's shorter side: the lower median, so one odd file does not decide."""
+    return sorted(min(s) for s in sizes)[(len(sizes) - 1) // 2]
+
+
 def auto_size(blobs: list[bytes | str | Path]) -> tuple[tuple[int, int] | None, str]:
     """The size every image is brought to when data.img_size is not set, and why: the images'
     own size when a sample of up to SAMPLE of them (spread over the list) share one no larger
     than NATIVE_MAX px; otherwise a square of a typical sampled image's shorter side, at most
-    STANDARD_SIZE - never the first image's size alone, which one large photo could make enormous."""
-    step = max(1, len(blobs) // SAMPLE)
-    sizes = [s for s in map(stored_size, blobs[::step][:SAMPLE]) if s]
+    STANDARD_SIZE - never the first image's size alone, which one large photo could make
+    enormous, and never 224 px for small images, which would upscale them (a folder of 33 px
+    images at 224 px holds 46x the pixels, each one interpolated, and trains that much slower)."""
+    sizes = sampled_sizes(blobs)
     if not sizes:
         return probe_size(map(as_bytes, blobs)), "the first image that decodes"
     if len(set(sizes)) == 1 and max(sizes[0]) <= NATIVE_MAX:
         return sizes[0], f"the images' own size ({len(sizes)} sampled alike)"
-    # a typical image's shorter side (the lower median: one odd file does not decide), at most 224
-    side = min(STANDARD_SIZE, sorted(min(s) for s in sizes)[(len(sizes) - 1) // 2])
+    side = min(STANDARD_SIZE, typical_side(sizes))
     shown = ", ".join(f"{w}x{h}" for h, w in sorted(set(sizes), key=sizes.count, reverse=True)[:3])
     why = "large" if len(set(sizes)) == 1 else "of varied sizes"
     return (side, side), f"images {why} ({shown}{' ...' if len(set(sizes)) > 3 else ''})"
+
+
+def upscale_warning(img_size: int, blobs: list[bytes | str | Path]) -> str | None:
+    """What data.img_size costs when it is more than UPSCALE_WARN times a typical image's
+    shorter side (sampled as auto_size does): every image interpolated up, the cache and each
+    step that many times larger for no detail gained; None when it is not."""
+    sizes = sampled_sizes(blobs)
+    if not sizes or img_size <= UPSCALE_WARN * (side := typical_side(sizes)):
+        return None
+    return (
+        f"data.img_size={img_size} upscales the images (shorter sides {min(min(s) for s in sizes)}-"
+        f"{max(min(s) for s in sizes)} px, typically {side}): {(img_size / side) ** 2:,.0f}x their pixels "
+        "to store and compute, no detail gained; set data.img_size=N near their size, or leave it unset "
+        "to choose one (model.input_size=N resizes each batch on the device instead)"
+    )
+
+
+def target_size(img_size: int | None, blobs: list[bytes | str | Path]) -> tuple[tuple[int, int] | None, dict]:
+    """The (H, W) every image is brought to - data.img_size, else auto_size's - and what the
+    dataset records about it: why that size, and a warning when data.img_size upscales them far."""
+    if not img_size:
+        size, why = auto_size(blobs)
+        return size, {"size_chosen_for": why}
+    warning = upscale_warning(img_size, blobs)
+    return (img_size, img_size), {"size_chosen_for": "data.img_size"} | (
+        {"upscaled": warning} if warning else {}
+    )
 
 
 def probe_size(blobs: Iterable[bytes | str]) -> tuple[int, int] | None:

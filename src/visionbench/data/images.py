@@ -16,12 +16,12 @@ from .cache import Dataset, Split
 from .decode import (
     IMAGE_EXTS,
     as_bytes,
-    auto_size,
     check_resize,
     decode_all,
     file_bytes,
     no_readable,
     summarize_origins,
+    target_size,
     unread_bytes,
 )
 from .split import stratified_split
@@ -137,7 +137,8 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     if stream:
         from .stream import file_splits
 
-        return train_classes, file_splits(rows, train_classes, img_size, resize), skipped, {}
+        splits, chosen = file_splits(rows, train_classes, img_size, resize)
+        return train_classes, splits, skipped, chosen
     return train_classes, *decode_rows(rows, train_classes, img_size, resize, skipped, path, path.is_dir())
 
 
@@ -200,7 +201,7 @@ def decode_rows(
     failed is an error. Without `img_size`, decode.auto_size chooses one size for all; the
     files read and the arrays must fit in memory (cache.check_fits) before a byte is read."""
     index = {c: i for i, c in enumerate(classes)}
-    size, why = ((img_size, img_size), "data.img_size") if img_size else auto_size([r[3] for r in rows])
+    size, chosen = target_size(img_size, [r[3] for r in rows])
     files = unread_bytes(r[3] for r in rows)
     cache.check_fits(len(rows), (3, *(size or (0, 0))), source, files, streamable)
     origins: list[str | None] = []
@@ -226,7 +227,7 @@ def decode_rows(
         for i, (arr, _) in enumerate(items):
             images[i] = arr.transpose(2, 0, 1)
         out[split] = (images, np.asarray([label for _, label in items], dtype=np.int64))
-    return out, skipped, {**summarize_origins(origins), "size_chosen_for": why}
+    return out, skipped, {**summarize_origins(origins), **chosen}
 
 
 def read_folder(

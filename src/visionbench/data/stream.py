@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import VisionbenchError
-from .decode import auto_size, decode, file_bytes, usable_cpus
+from .decode import decode, file_bytes, target_size, usable_cpus
 from .loader import TensorLoader
 
 
@@ -60,10 +60,13 @@ class FileImages:
         return [(str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in self.files]
 
 
-def file_splits(rows: list[tuple], classes: list[str], img_size: int | None, resize: str) -> dict:
-    """(split, class, file, path) rows -> {split: (FileImages, labels)}; every image is brought
-    to `img_size` (default: decode.auto_size, from the files' headers)."""
-    size = (img_size, img_size) if img_size else auto_size([r[3] for r in rows])[0]
+def file_splits(
+    rows: list[tuple], classes: list[str], img_size: int | None, resize: str
+) -> tuple[dict, dict]:
+    """(split, class, file, path) rows -> {split: (FileImages, labels)}, and what decode.target_size
+    records about the size every image is brought to: `img_size`, else one chosen from the
+    files' headers."""
+    size, chosen = target_size(img_size, [r[3] for r in rows])
     if size is None:
         raise VisionbenchError("no file decodes as an image", where=str(rows[0][3].parent))
     index = {c: i for i, c in enumerate(classes)}
@@ -74,7 +77,7 @@ def file_splits(rows: list[tuple], classes: list[str], img_size: int | None, res
             FileImages([r[3] for r in mine], size, resize),
             np.array([index[r[1]] for r in mine], dtype=np.int64),
         )
-    return out
+    return out, chosen
 
 
 def stream_fingerprint(classes: list[str], splits: dict) -> str:

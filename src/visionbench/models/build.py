@@ -28,6 +28,8 @@ def auto_settings(
             f"data.img_size: images brought to {shape[1]}x{shape[2]} px, from {originals['size_chosen_for']}; "
             "set data.img_size=N to choose"
         )
+    if originals.get("upscaled"):
+        notes.append(f"warning: {originals['upscaled']}")
     batch = cfg.train.batch_size
     if batch is None:
         batch = DEFAULT_BATCH
