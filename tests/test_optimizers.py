@@ -224,6 +224,27 @@ def test_plateau_decays_after_patience_and_resumes_exactly():
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
+@pytest.mark.parametrize(
+    "n_train, batch, steps",
+    [(10_000, 128, 78), (196, 16, 12), (41, 4, 10), (20, 2, 10), (9, 2, 4)],
+)
+def test_an_unset_batch_is_halved_until_an_epoch_has_8_steps(n_train, batch, steps):
+    """As the README says: 128, halved until an epoch has at least 8 optimizer steps (41 images:
+    4, not 8 with 5 steps), never below 2 images (BatchNorm), each choice said with its key."""
+    from visionbench.config import resolve_config
+    from visionbench.models.build import auto_settings
+
+    cfg, notes = auto_settings(resolve_config([], []), n_train, (3, 32, 32))
+    assert cfg.train.batch_size == batch and n_train // batch == steps
+    said = [n for n in notes if n.startswith("train.batch_size")]
+    if batch == 128:
+        assert said == []
+    else:
+        assert said[0].startswith(f"train.batch_size={batch}: {n_train:,} training images make {steps} steps")
+        assert said[0].endswith("set train.batch_size=N to choose")
+        assert ("fewer than 8 even at the smallest batch" in said[0]) == (steps < 8)
+
+
 def test_an_unset_lr_is_each_optimizers_own_scaled_with_the_batch_and_said():
     """SGD: 0.1 at batch 128, linear in the batch; Adam's family: 1e-3 at 128, by the square root
     (SGD's 0.025 at batch 32 left Adam at 19% on write-up 002's CNN); Lion a tenth of Adam's."""

@@ -12,6 +12,7 @@ from .registry import builder_options, create_model, get_builder, resize_inputs
 
 DEFAULT_BATCH = 128
 MIN_STEPS = 8  # fewer optimizer steps an epoch learn little: one step at lr 0.1 diverged on 196 photos
+MIN_BATCH = 2  # BatchNorm normalises over the batch: one image has no spread to normalise by
 SMALL_STEM_MAX = 64  # a stride-1 stem keeps small inputs' resolution; above this it costs too much
 
 
@@ -33,12 +34,15 @@ def auto_settings(
     batch = cfg.train.batch_size
     if batch is None:
         batch = DEFAULT_BATCH
-        while batch > 8 and n_train // batch < MIN_STEPS:
+        while batch > MIN_BATCH and n_train // batch < MIN_STEPS:
             batch //= 2
         if batch != DEFAULT_BATCH:
+            fewer = (
+                f", fewer than {MIN_STEPS} even at the smallest batch" if n_train // batch < MIN_STEPS else ""
+            )
             notes.append(
                 f"train.batch_size={batch}: {n_train:,} training images make {n_train // batch} steps an epoch "
-                f"({n_train // DEFAULT_BATCH} at {DEFAULT_BATCH}); set train.batch_size=N to choose"
+                f"({n_train // DEFAULT_BATCH} at {DEFAULT_BATCH}{fewer}); set train.batch_size=N to choose"
             )
     elif n_train // batch < MIN_STEPS // 2:
         notes.append(
