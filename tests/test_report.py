@@ -103,6 +103,24 @@ def test_report_warns_on_leaks_gaps_and_imbalance():
     assert "2 train images are exact copies of test images" in text
 
 
+def test_report_counts_a_carved_val_split_apart_and_finds_leaks_into_it():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (10, 1, 4, 4), dtype=np.uint8)
+    x[9] = x[0]  # one image twice: if one copy is held out, validation has seen training data
+    y = np.array([0] * 6 + [1] * 4)
+    test = Split(rng.integers(0, 256, (2, 1, 4, 4), dtype=np.uint8), np.array([0, 1]))
+    ds = Dataset("toy", ["a", "b"], {"train": Split(x, y), "test": test})
+    keep, held = np.array([0, 1, 2, 3, 4, 6, 7, 8]), np.array([5, 9])
+    rep = dataset_report(ds, (keep, held))
+    assert rep["counts"] == {"train": [5, 3], "val": [1, 1], "test": [1, 1]}
+    assert rep["duplicates_across_splits"] == {"train/val": 1}
+    assert "1 val images are exact copies of train images" in " | ".join(rep["warnings"])
+    assert dataset_report(ds, (np.arange(10), np.array([], int)))["counts"] == {
+        "train": [6, 4],
+        "test": [1, 1],
+    }
+
+
 def test_clean_dataset_has_no_warnings():
     ds = load_dataset("digits")
     assert dataset_report(ds)["warnings"] == []
@@ -137,7 +155,9 @@ def test_training_on_a_folder_reports_skips_and_strict_refuses(tmp_path):
     run = train(resolve_config([], base), quiet=True)
     report = run.read_json("run.json")["data_report"]
     assert [s["file"] for s in report["skipped"]] == ["train/cat/broken.png"]
-    assert report["counts"]["train"] == [40, 40]
+    # the carved 10% validation split is counted apart: train counts what is trained on
+    assert report["counts"] == {"train": [36, 36], "val": [4, 4], "test": [2, 2]}
+    assert (report["splits"]["train"], report["splits"]["val"]) == (72, 8)
     with pytest.raises(VisionbenchError, match="data.strict is on"):
         train(resolve_config([], base + ["data.strict=true"]), quiet=True)
 

@@ -75,8 +75,9 @@ class Prepared:
         return self.loader("test")
 
     @cached_property
-    def report(self) -> dict:  # counts per class, warnings (imbalance, gaps, leaks, skipped files)
-        return memo(self.dataset, "report", lambda: dataset_report(self.dataset))
+    def report(self) -> dict:  # counts per class (val apart), warnings (imbalance, gaps, leaks, skips)
+        key = f"report-{len(self.held)}-{self.cfg.data.val_fraction}-{self.cfg.data.split_seed}"
+        return memo(self.dataset, key, lambda: dataset_report(self.dataset, (self.keep, self.held)))
 
     @property
     def stats(self) -> dict:

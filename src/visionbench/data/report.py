@@ -18,10 +18,21 @@ def image_hashes(images: np.ndarray) -> np.ndarray:
     return np.array([hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat], dtype="S8")
 
 
-def dataset_report(ds: Dataset) -> dict:
-    """Counts per class and split, with warnings a person should read before training."""
+def dataset_report(ds: Dataset, carved: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Counts per class and split, with warnings a person should read before training. With
+    `carved` (train indices kept, train indices held out for validation), "train" counts the
+    images trained on and "val" those held out, and leaks between the two are looked for too."""
     n_classes = len(ds.classes)
-    counts = {s: np.bincount(v.labels, minlength=n_classes).tolist() for s, v in ds.splits.items()}
+    parts: dict[str, tuple[str, np.ndarray | None]] = {s: (s, None) for s in ds.splits}  # (split, indices)
+    if carved is not None and len(carved[1]) and "val" not in ds.splits:
+        parts = {"train": ("train", carved[0]), "val": ("train", carved[1])} | {
+            s: (s, None) for s in ds.splits if s != "train"
+        }
+    pick = lambda values, idx: values if idx is None else values[idx]
+    counts = {
+        p: np.bincount(pick(ds.splits[s].labels, idx), minlength=n_classes).tolist()
+        for p, (s, idx) in parts.items()
+    }
     warnings = []
     for split, per_class in counts.items():
         missing = [ds.classes[i] for i, n in enumerate(per_class) if n == 0]
@@ -36,7 +47,8 @@ def dataset_report(ds: Dataset) -> dict:
                 f"{ds.classes[small]} {per_class[small]:,}"
             )
     streamed = not isinstance(ds.splits["train"].images, np.ndarray)  # files, read per batch
-    hashes = {} if streamed else {s: image_hashes(v.images) for s, v in ds.splits.items()}
+    whole = {} if streamed else {s: image_hashes(v.images) for s, v in ds.splits.items()}
+    hashes = {p: pick(whole[s], idx) for p, (s, idx) in parts.items()} if whole else {}
     duplicates = {}
     splits = sorted(hashes)
     for i, a in enumerate(splits):
