@@ -439,3 +439,27 @@ def test_an_img_size_far_above_the_images_is_one_warning_line_naming_the_key(tmp
     assert "typically 8" in said[0] and "16x their pixels" in said[0] and "set data.img_size=N" in said[0]
     run_json = json.loads((tmp_path / "runs" / "up" / "run.json").read_text())
     assert [c for c in run_json["choices"] if "upscales" in c] == [said[0]]
+
+
+def test_an_ensemble_of_a_streamed_and_a_cached_run_says_why_it_is_refused(tmp_path):
+    """Their fingerprints differ by design (a streamed one names the files, a cached one hashes
+    the pixels): the refusal says so and how to fix it, not "different data"."""
+    from visionbench.commands.ensemble import build_ensemble
+    from visionbench.commands.train import train
+    from visionbench.config import resolve_config
+
+    root = noisy_tree(tmp_path, n=4)
+    base = [f"data.name=folder:{root}", "model.name=small_cnn", "model.kwargs={width: 8}", "train.epochs=1"]
+    base += ["train.batch_size=8", "train.device=cpu", "data.workers=0"]
+    for name, more in (("cached", []), ("streamed", ["data.stream=true"]), ("other", ["data.img_size=8"])):
+        train(resolve_config([], [*base, *more, f"name={name}"]), quiet=True)
+    with pytest.raises(VisionbenchError, match="'streamed' streamed its images from the files") as e:
+        build_ensemble(["cached", "streamed"])
+    assert "cannot be shown to share their test data" in str(e.value)
+    assert e.value.fix == (
+        "ensemble runs that read their data the same way: train 'streamed' again without data.stream, "
+        "or 'cached' with data.stream=true"
+    )
+    with pytest.raises(VisionbenchError, match="data.img_size None vs 8") as e:
+        build_ensemble(["cached", "other"])
+    assert e.value.fix.endswith("train 'other' again with data.img_size=null")

@@ -164,11 +164,52 @@ def check_compatible(members: list[Member]) -> None:
                 fix="ensemble only runs trained on the same dataset",
             )
         if first.fingerprint and m.fingerprint and m.fingerprint != first.fingerprint:
+            what, fix = data_difference(first, m)
             raise VisionbenchError(
-                f"runs '{first.id}' and '{m.id}' were trained and tested on different data "
-                "(the data fingerprints differ)",
-                fix="ensemble only runs of the same dataset, read from the same files",
+                f"runs '{first.id}' and '{m.id}' cannot be shown to share their test data: the data "
+                f"fingerprints differ ({what})",
+                fix=fix,
             )
+
+
+# the data settings that change which images a run is trained and tested on
+DATA_KEYS = (
+    "name",
+    "dir",
+    "img_size",
+    "resize",
+    "channels",
+    "classes",
+    "per_class",
+    "test_per_class",
+    "split_seed",
+)
+
+
+def data_difference(a: Member, b: Member) -> tuple[str, str]:
+    """Why two runs' data fingerprints differ, as far as their configs tell, and what to do.
+    A streamed run's fingerprint names the files (path, size, time: hashing the pixels would
+    read them all), a cached run's hashes the decoded arrays, so the two never match."""
+    if a.cfg.data.stream != b.cfg.data.stream:
+        streamed, cached = (a, b) if a.cfg.data.stream else (b, a)
+        return (
+            f"'{streamed.id}' streamed its images from the files (data.stream=true) and '{cached.id}' "
+            "read them from the array cache; a streamed run's fingerprint names the files, a cached "
+            "run's the decoded images, so the two never match, even for the same folder",
+            f"ensemble runs that read their data the same way: train '{streamed.id}' again without "
+            f"data.stream, or '{cached.id}' with data.stream=true",
+        )
+    differ = [k for k in DATA_KEYS if getattr(a.cfg.data, k) != getattr(b.cfg.data, k)]
+    if differ:
+        return (
+            "; ".join(f"data.{k} {getattr(a.cfg.data, k)!r} vs {getattr(b.cfg.data, k)!r}" for k in differ),
+            f"ensemble runs trained with the same data settings: train '{b.id}' again with "
+            + " ".join(f"data.{k}={json.dumps(getattr(a.cfg.data, k))}" for k in differ),
+        )
+    return (
+        "the same data settings: the files changed between the two runs (added, removed or edited)",
+        f"train the older of '{a.id}' and '{b.id}' again on the files as they are now",
+    )
 
 
 Predictor = Member | Ensemble
