@@ -131,7 +131,7 @@ def train(
                 console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
                 break
     if ranks.is_main:  # rank 0 tests the model and writes the summary
-        tested = features.test(scored, tta=bool(tta_views(cfg.train.tta)))  # the rest on cached features, or all
+        tested = features.test(scored, tta=bool(tta_views(cfg.train.tta)))  # cached features, or all
         finish(run, cfg, data, scored, tested, amp, state.best, time.perf_counter() - t_start, console)
         tracker.finish(run)
     return run
