@@ -33,11 +33,18 @@ def auto_settings(
         batch = DEFAULT_BATCH
         while batch > 8 and n_train // batch < MIN_STEPS:
             batch //= 2
+        batch = max(1, min(batch, n_train))  # fewer than 8 images: the one batch they make
         if batch != DEFAULT_BATCH:
             notes.append(
                 f"train.batch_size={batch}: {n_train:,} training images make {n_train // batch} steps an epoch "
                 f"({n_train // DEFAULT_BATCH} at {DEFAULT_BATCH}); set train.batch_size=N to choose"
             )
+    elif batch > n_train:  # one partial batch an epoch: the batch, and the lr scaled by it, is n_train
+        notes.append(
+            f"warning: train.batch_size={n_train}, not {batch}: the {n_train:,} training images make one "
+            f"batch (one optimizer step an epoch); set train.batch_size=N below {n_train} to choose"
+        )
+        batch = n_train
     elif n_train // batch < MIN_STEPS // 2:
         notes.append(
             f"warning: train.batch_size={batch} makes {max(1, n_train // batch)} optimizer step(s) an epoch "
