@@ -82,6 +82,8 @@ def train(
     )  # or an error
     weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
+    if not resumed and (warning := state.freezing.unreached()):
+        console.print(escape(warning), style="yellow")
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
     run = claim_folder(cfg, ranks, root, resumed)
     per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
