@@ -254,7 +254,9 @@ def test_a_batch_larger_than_the_training_set_is_clamped_and_the_lr_scaled_by_wh
 
     cfg, notes = auto_settings(resolve_config([], ["train.batch_size=100000"]), 1295, (1, 8, 8))
     assert cfg.train.batch_size == 1295 and cfg.optim.lr == pytest.approx(0.1 * 1295 / 128)
-    assert notes[0].startswith("warning: train.batch_size=1295, not 100000") and "train.batch_size=N" in notes[0]
+    assert (
+        notes[0].startswith("warning: train.batch_size=1295, not 100000") and "train.batch_size=N" in notes[0]
+    )
     assert notes[1] == "optim.lr=1.01: 0.1 scaled to batch 1295; set optim.lr=X to choose"
     cfg, notes = auto_settings(resolve_config([], []), 5, (1, 8, 8))  # fewer images than batch 8
     assert cfg.train.batch_size == 5 and cfg.optim.lr == pytest.approx(0.1 * 5 / 128)
