@@ -68,6 +68,11 @@ def test_python_and_cli_runs_end_with_bitwise_equal_weights(tmp_path, one_thread
 def test_settings_errors_name_the_nearest_key():
     with pytest.raises(VisionbenchError, match="Did you mean 'optim.lr'"):
         vb.resolve(**{"optim.lrr": 0.1})
+    with pytest.raises(VisionbenchError, match="unknown setting 'epoch'. Did you mean 'epochs'") as e:
+        vb.train(epoch=1)  # as the CLI says for --epoch
+    assert "epochs" in e.value.fix and "optim={'lr': 0.05}" in e.value.fix
+    with pytest.raises(VisionbenchError, match="unknown setting 'optim_lr'. Did you mean 'optim.lr'"):
+        vb.resolve(optim_lr=0.1)
     with pytest.raises(VisionbenchError, match="bad value for 'train.epochs'"):
         vb.train(epochs="many")
     cfg = vb.resolve(recipe="fast", data="digits", train={"epochs": 3}, seed=4)

@@ -177,6 +177,13 @@ def test_sigterm_saves_and_exits_143_then_resume_finishes(monkeypatch):
     assert json.loads(invoke("runs", "--json").stdout)[0]["status"] == "finished"
 
 
+def test_bare_train_works_with_the_defaults():
+    """`visionbench train --epochs 1` with nothing else: the default data and model fit together."""
+    res = invoke("train", "--epochs", "1", "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["test_acc"] > 0.3  # chance is 10%
+
+
 def test_too_small_input_error_gives_a_fix_that_works():
     """digits (8 px) with simple_cnn: the error's suggested fix, followed, trains."""
     res = invoke("train", "--data", "digits", "--model", "simple_cnn", "--epochs", "1", "train.device=cpu")

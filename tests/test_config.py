@@ -58,3 +58,13 @@ def test_paths_are_stored_absolute_so_a_run_works_from_any_folder(tmp_path, monk
     assert cfg.model.weights == str(tmp_path / "w.safetensors")
     assert resolve_config([], ["model.weights=run:abc"]).model.weights == "run:abc"
     assert resolve_config([], ["data.name=cifar10"]).data.name == "cifar10"
+
+
+def test_an_unknown_key_inside_a_finetune_stage_names_the_nearest():
+    """Not pydantic's 'Extra inputs are not permitted': the stage, the key, the nearest name."""
+    with pytest.raises(VisionbenchError) as exc:
+        resolve_config([], ["finetune.stages=[{epochs: 1}, {epochs: 1, freez: head-only}]"])
+    assert exc.value.what == (
+        "unknown config key 'finetune.stages[1].freez'. Did you mean 'finetune.stages[1].freeze'?"
+    )
+    assert exc.value.fix == "the keys of finetune.stages[1]: epochs, freeze, backbone_lr_mult"

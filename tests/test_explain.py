@@ -66,6 +66,19 @@ def test_default_layer_is_the_last_conv_and_unknown_layers_are_named():
         pick_layer(model, "conv_2")
 
 
+def test_a_layer_whose_output_is_no_spatial_map_is_refused_naming_those_that_are():
+    act = nn.ReLU()  # shared by a conv block and the classifier, as simple_cnn's activation is
+    model = nn.Sequential(
+        OrderedDict(conv=nn.Conv2d(1, 2, 3), act=act, flat=nn.Flatten(), fc=nn.Linear(8, 3), act2=act)
+    )
+    x = torch.rand(2, 1, 4, 4)
+    assert pick_layer(model, "conv", x)[0] == "conv" and model.training  # its mode left as it was
+    for name in ("flat", "fc", "act"):
+        with pytest.raises(VisionbenchError, match=f"layer '{name}' gives no spatial map") as e:
+            pick_layer(model, name, x)
+        assert e.value.fix == "choose one of: conv"
+
+
 def test_explain_cli_writes_grid_for_chosen_and_worst_images(tiny_run):
     root = str(tiny_run.parent)
     res = runner.invoke(
@@ -91,6 +104,7 @@ def test_explain_cli_writes_grid_for_chosen_and_worst_images(tiny_run):
     [
         (["--index", "100000"], "test index 100000 out of range"),
         (["--layer", "features.2.O"], "Did you mean 'features.2.0'"),
+        (["--layer", "features"], "layer 'features' gives no spatial map"),  # ends in Flatten
         (["--target", "truth"], "unknown target 'truth'"),
     ],
 )

@@ -91,3 +91,24 @@ def test_frozen_stage_leaves_the_backbone_as_loaded(tiny_overrides):
     a, b = base.load_weights("last"), head.load_weights("last")
     assert {k for k in a if not torch.equal(a[k], b[k])} == {"head.1.weight", "head.1.bias"}
     assert head.read_json("weights.json")["loaded"] == list(a)
+
+
+def test_stages_past_the_last_epoch_are_named_in_one_warning(tiny_overrides, capsys):
+    model = create_model("small_cnn", num_classes=10, width=4)
+    two = [FreezeStage(epochs=5, freeze="head-only"), FreezeStage(freeze="none")]
+    assert staged(model, FinetuneConfig(stages=two), epochs=6)[1].unreached() is None  # each stage runs
+    three = [
+        FreezeStage(epochs=1, freeze="head-only"),
+        FreezeStage(epochs=2, freeze="until:features.2"),
+        FreezeStage(),
+    ]
+    assert staged(model, FinetuneConfig(stages=three), epochs=3)[1].unreached() == (
+        "warning: finetune stage 3/3 (freeze none, from epoch 4) never runs within train.epochs=3; "
+        "set train.epochs=4 or more, or shorten the epochs in finetune.stages"
+    )
+    stages = "finetune.stages=[{epochs: 5, freeze: head-only}, {freeze: none}]"
+    train(resolve_config([], tiny_overrides + [stages, "train.epochs=1"]))
+    said = capsys.readouterr().out
+    assert "finetune stage 2/2 (freeze none, from epoch 6) never runs within train.epochs=1" in said
+    train(resolve_config([], tiny_overrides + [stages.replace("5", "1"), "train.epochs=2"]))
+    assert "never run" not in capsys.readouterr().out

@@ -98,3 +98,23 @@ def test_an_eval_batch_too_large_is_brought_down_chosen_or_set_and_a_rerun_still
     from visionbench.commands.sweep import same_settings
 
     assert same_settings(run.config(), resolve_config([], tiny_overrides + QUICK + ["name=evalset"]))
+
+
+def test_inputs_too_small_for_the_network_are_an_error_naming_the_size_and_the_fix_works(tiny_overrides):
+    """small_cnn at model.input_size=2 ended in a RuntimeError traceback from the memory
+    measurement: now the smallest size that runs, and the key; followed, it trains."""
+    with pytest.raises(VisionbenchError) as exc:
+        train(resolve_config([], tiny_overrides + QUICK + ["model.input_size=2", "name=tiny"]), quiet=True)
+    assert "small_cnn needs at least 4 px, got 2x2" in exc.value.what
+    assert exc.value.fix.startswith("set model.input_size=4 or more")
+    assert not (runs_root() / "tiny").exists()
+    assert train(resolve_config([], tiny_overrides + QUICK + ["model.input_size=4"]), quiet=True)
+
+
+def test_other_forward_errors_are_not_taken_for_small_inputs(tiny_overrides):
+    from visionbench.models.build import input_size_errors
+
+    cfg = resolve_config([], tiny_overrides)
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        with input_size_errors(cfg, type("Data", (), {"shape": (1, 8, 8), "classes": list("ab")})):
+            nn.Linear(3, 2)(torch.rand(2, 4))

@@ -265,3 +265,19 @@ def test_an_unset_lr_is_each_optimizers_own_scaled_with_the_batch_and_said():
     assert chosen("adamw", 128)[0] == pytest.approx(1e-3) and chosen("lion", 512)[0] == pytest.approx(2e-4)
     model = nn.Linear(2, 2)  # and an optimizer built without the run's choices takes the same at 128
     assert create_optimizer(model, OptimConfig(name="yogi")).param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_a_batch_larger_than_the_training_set_is_clamped_and_the_lr_scaled_by_what_is_left():
+    """--batch-size 100000 on 1,295 digits gave lr 78.1 (0.1 scaled to 100,000): the batch is
+    the training set, the lr scaled to it, in one line naming the key."""
+    from visionbench.config import resolve_config
+    from visionbench.models.build import auto_settings
+
+    cfg, notes = auto_settings(resolve_config([], ["train.batch_size=100000"]), 1295, (1, 8, 8))
+    assert cfg.train.batch_size == 1295 and cfg.optim.lr == pytest.approx(0.1 * 1295 / 128)
+    assert (
+        notes[0].startswith("warning: train.batch_size=1295, not 100000") and "train.batch_size=N" in notes[0]
+    )
+    assert notes[1] == "optim.lr=1.01: 0.1 scaled to batch 1295; set optim.lr=X to choose"
+    cfg, notes = auto_settings(resolve_config([], []), 5, (1, 8, 8))  # fewer images than batch 8
+    assert cfg.train.batch_size == 5 and cfg.optim.lr == pytest.approx(0.1 * 5 / 128)

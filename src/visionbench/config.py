@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -135,7 +135,7 @@ class AugConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "simple_cnn"
+    name: str = "small_cnn"  # trains on every built-in dataset as it is (8 px digits too): the demo's model
     pretrained: bool = False
     small_stem: bool | None = None  # ResNets: 3x3 stride-1 stem, no max-pool; None: on for inputs <= 64 px
     dropout: Fraction = 0.0
@@ -303,7 +303,8 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def _check_keys(tree: dict, source: str, model: type[BaseModel] = RunConfig, prefix: str = ""):
-    """Unknown keys get the nearest valid name, before pydantic's generic message."""
+    """Unknown keys get the nearest valid name, before pydantic's generic message; inside
+    lists of sections too (finetune.stages[0].freez)."""
     for key, value in tree.items():
         fields = model.model_fields
         if key not in fields:
@@ -311,10 +312,18 @@ def _check_keys(tree: dict, source: str, model: type[BaseModel] = RunConfig, pre
             raise VisionbenchError(
                 f"unknown config key '{prefix}{key}'.{did_you_mean(prefix + key, valid)}",
                 where=source,
+                fix=f"the keys of {prefix[:-1]}: {', '.join(fields)}"
+                if "[" in prefix  # an entry of a list: its few keys
+                else "`visionbench train --help-config` lists every key",
             )
         sub = fields[key].annotation
         if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
             _check_keys(value, source, sub, f"{prefix}{key}.")
+        item = (get_args(sub) or [None])[0] if get_origin(sub) is list else None
+        if isinstance(value, list) and isinstance(item, type) and issubclass(item, BaseModel):
+            for i, entry in enumerate(value):
+                if isinstance(entry, dict):
+                    _check_keys(entry, source, item, f"{prefix}{key}[{i}].")
 
 
 def build_config(tree: dict, source: str = "config") -> RunConfig:

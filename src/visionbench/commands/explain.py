@@ -32,9 +32,11 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def pick_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
+def pick_layer(model: nn.Module, name: str | None, x: torch.Tensor | None = None) -> tuple[str, nn.Module]:
     """The named layer, or by default the last Conv2d in registration order (Grad-CAM's usual
-    choice: the deepest feature map that still has a spatial layout)."""
+    choice: the deepest feature map that still has a spatial layout). With a sample batch `x`,
+    a named layer whose output is no spatial map (a block ending in flatten or linear, or an
+    activation shared with the classifier) is refused like an unknown one."""
     modules = dict(model.named_modules())
     convs = conv_layers(model)
     if name is None:
@@ -43,7 +45,32 @@ def pick_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
         name = convs[-1]
     if name not in modules or name == "":
         raise unknown_name("layer", name, convs)
+    if x is not None and name not in (maps := spatial_layers(model, [*convs, name], x)):
+        raise VisionbenchError(
+            f"layer '{name}' gives no spatial map (Grad-CAM needs an N x C x H x W output at every call)",
+            fix=f"choose one of: {', '.join(n for n in convs if n in maps)}",
+        )
     return name, modules[name]
+
+
+def spatial_layers(model: nn.Module, names: list[str], x: torch.Tensor) -> set[str]:
+    """Of `names`, the layers every output of which is a 4-D map in one eval forward of `x`."""
+    modules = dict(model.named_modules())
+    dims: dict[str, set] = {n: set() for n in names}
+
+    def hook(name):
+        return lambda _, __, out: dims[name].add(out.ndim if isinstance(out, torch.Tensor) else None)
+
+    handles = [modules[n].register_forward_hook(hook(n)) for n in dict.fromkeys(names)]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    return {n for n, d in dims.items() if d == {4}}
 
 
 def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.Module) -> dict:
@@ -108,8 +135,8 @@ def explain_run(
     if target not in ("pred", "true"):
         raise VisionbenchError(f"unknown target '{target}'", fix="use --target pred or --target true")
     loaded = open_run(ref, runs_dir, weights, device)
-    layer_name, layer_module = pick_layer(loaded.model, layer)
     test = loaded.data.dataset.splits["test"]
+    layer_name, layer_module = pick_layer(loaded.model, layer, batch_of(loaded, [0]) if layer else None)
     logits, targets = predict(loaded.model, loaded.data.test)
     if indices:
         bad = [i for i in indices if not 0 <= i < len(test.labels)]

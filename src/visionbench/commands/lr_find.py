@@ -15,7 +15,7 @@ from ..engine.device import amp_dtype, pick_device, seed_everything
 from ..engine.losses import create_loss
 from ..engine.lr_find import range_test, suggest
 from ..engine.optim import create_optimizer
-from ..models.build import auto_settings, build_model
+from ..models.build import auto_settings, build_model, input_size_errors
 
 KINDS = ("valley", "steepest", "minimum/10")
 
@@ -46,16 +46,17 @@ def find_lr(
     curves = []
     for r in range(repeats):
         shuffled = dataclasses.replace(data, cfg=cfg.model_copy(update={"seed": cfg.seed + r}))
-        curve = range_test(
-            model,
-            shuffled.train,
-            optimizer,
-            loss_fn,
-            start_lr=start_lr,
-            end_lr=end_lr,
-            iters=iters,
-            amp_dtype=amp_dtype(cfg.train.amp, device),
-        )
+        with input_size_errors(cfg, data.dataset):
+            curve = range_test(
+                model,
+                shuffled.train,
+                optimizer,
+                loss_fn,
+                start_lr=start_lr,
+                end_lr=end_lr,
+                iters=iters,
+                amp_dtype=amp_dtype(cfg.train.amp, device),
+            )
         curves.append(curve | {"suggestions": suggest(curve["lrs"], curve["losses"])})
         if say:
             say(

@@ -59,8 +59,17 @@ def settings_tree(settings: dict) -> dict:
 def config_tree(settings: dict) -> dict:
     """A Python caller's keywords as one config tree: the CLI's options by name (`data`,
     `epochs`, `lr`, ... TRAIN_OPTIONS), any other keyword a config setting."""
-    from ..config import deep_merge
+    from ..config import RunConfig, config_keys, deep_merge
+    from ..errors import VisionbenchError, did_you_mean
 
+    for key in settings:  # the nearest option or key, as the CLI says for --epoch
+        if key not in TRAIN_OPTIONS and key.split(".")[0] not in RunConfig.model_fields:
+            raise VisionbenchError(
+                f"unknown setting '{key}'.{did_you_mean(key, [*TRAIN_OPTIONS, *config_keys()])}",
+                fix=f"give an option ({', '.join(TRAIN_OPTIONS)}) or a config key, dotted "
+                "(**{'optim.lr': 0.05}) or as a section (optim={'lr': 0.05}); "
+                "`visionbench train --help-config` lists every key",
+            )
     given = {k: v for k, v in settings.items() if k in TRAIN_OPTIONS and not isinstance(v, dict)}
     rest = {k: v for k, v in settings.items() if k not in given}
     return deep_merge(train_options(given), settings_tree(rest))

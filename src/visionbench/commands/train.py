@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -38,7 +39,7 @@ from ..errors import VisionbenchError
 from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model
 from ..models.torchvision_zoo import RESNETS
-from ..models.weights import describe, load_state, read_state_file
+from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
 from ..runs.trackers import Tracker, require_tracker, start_tracker
 
@@ -81,6 +82,8 @@ def train(
     )  # or an error
     weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
+    if not resumed and (warning := state.freezing.unreached()):
+        console.print(escape(warning), style="yellow")
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
     run = claim_folder(cfg, ranks, root, resumed)
     per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
@@ -159,8 +162,29 @@ def initial_weights(model: nn.Module, cfg: RunConfig, root: Path, data: Prepared
         model.init_from_data(torch.cat([x for x, _ in data.loader("train", data.keep[:5000]).epoch(0)]))
     if not ref:
         return getattr(model, "weights_report", None)
-    state = Run.open(ref[4:], root).load_weights("last") if ref.startswith("run:") else read_state_file(ref)
-    return load_state(model, state, reset=head_name(model) if cfg.model.reset_head else None)
+    if ref.startswith("run:"):
+        source = Run.open(ref[4:], root)
+        state, where, fix = source.load_weights("last"), str(source.path), same_model(source.config())
+    else:
+        state, where = read_state_file(ref), ref
+        fix = "train the model the file was saved from: --model NAME (`visionbench models` lists them)"
+    report = load_state(model, state, reset=head_name(model) if cfg.model.reset_head else None)
+    check_fit(
+        model, cfg.model.name, report, state, where, fix + "; or leave out --weights to train from scratch"
+    )
+    return report
+
+
+def same_model(cfg: RunConfig) -> str:
+    """The options that rebuild run `cfg`'s model, said as a fix."""
+    options = [f"--model {cfg.model.name}"]
+    if cfg.model.kwargs:
+        options.append(
+            f"'model.kwargs={yaml.safe_dump(cfg.model.kwargs, default_flow_style=True, width=1000).strip()}'"
+        )
+    if cfg.model.input_size:
+        options.append(f"model.input_size={cfg.model.input_size}")
+    return f"train the run's model: {' '.join(options)}"
 
 
 def frozen_features(

@@ -79,6 +79,7 @@ class StagedFreezing:
                 )
             end = epochs if s.epochs is None else end + s.epochs
             self.ends.append(end)
+        self.epochs = epochs
         self.head = head_name(model)
         self.fixed = {n for n, p in model.named_parameters() if not p.requires_grad}  # by the model itself
         self.frozen = [frozen_params(model, s.freeze, self.head) for s in self.stages]  # bad specs fail here
@@ -87,6 +88,24 @@ class StagedFreezing:
             split_head_groups(optimizer, model, self.head)
         self.stage: int | None = None
         self.hooks: list = []
+
+    def unreached(self) -> str | None:
+        """A warning naming the stages that start after the run's last epoch, or None when
+        every stage gets at least one epoch."""
+        starts = [0, *self.ends[:-1]]
+        never = [i for i, start in enumerate(starts) if start >= self.epochs]
+        if not never:
+            return None
+        n = len(self.stages)
+        names = ", ".join(
+            f"{i + 1}/{n} (freeze {self.stages[i].freeze}, from epoch {starts[i] + 1})" for i in never
+        )
+        plural = len(never) > 1
+        return (
+            f"warning: finetune stage{'s' if plural else ''} {names} never run{'' if plural else 's'} "
+            f"within train.epochs={self.epochs}; set train.epochs={starts[-1] + 1} or more, "
+            "or shorten the epochs in finetune.stages"
+        )
 
     def stage_at(self, epoch: int) -> int:
         return next((i for i, end in enumerate(self.ends) if epoch < end), len(self.stages) - 1)

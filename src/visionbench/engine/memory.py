@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..data.cache import memory_available, size_text
 from ..data.prepare import Prepared
 from ..errors import VisionbenchError
-from ..models.build import auto_settings
+from ..models.build import auto_settings, input_size_errors
 from .device import amp_dtype
 from .distributed import Ranks
 
@@ -122,10 +122,13 @@ def batch_memory(model: nn.Module, data: Prepared, ranks: Ranks, amp=None):
     free memory is not known. Processes on one CPU machine share its memory: each counts on its
     share."""
     device, world = ranks.device, ranks.world
+    with input_size_errors(data.cfg, data.dataset):  # the run's first forward pass: too small inputs said
+        per_image = saved_bytes_per_image(
+            model, data.dataset.shape, device, amp, data.cfg.train.channels_last
+        )
     free = ranks.least(device_free(device) or -1)  # -1: not known (on some rank: none checks)
     if free < 0:
         return None
-    per_image = saved_bytes_per_image(model, data.dataset.shape, device, amp, data.cfg.train.channels_last)
     arrays = sum(s.images.nbytes for s in data.dataset.splits.values() if isinstance(s.images, np.ndarray))
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     shared = world if device.type == "cpu" else 1

@@ -4,13 +4,21 @@ unset in the config, chosen from the data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
 import torch
 import torch.nn as nn
 
 from ..config import BASE_LR, RunConfig, default_lr
+from ..errors import VisionbenchError
 from .registry import builder_options, create_model, get_builder, resize_inputs
 
 DEFAULT_BATCH = 128
+# PyTorch's words for a pooling or convolution window larger than the map it slides over: the
+# input is too small for the network (small_cnn at 2 px), not a bug to show as a traceback
+TOO_SMALL = ("Output size is too small", "Kernel size can't be greater", "Padding size should be less than")
 MIN_STEPS = 8  # fewer optimizer steps an epoch learn little: one step at lr 0.1 diverged on 196 photos
 MIN_BATCH = 2  # BatchNorm normalises over the batch: one image has no spread to normalise by
 SMALL_STEM_MAX = 64  # a stride-1 stem keeps small inputs' resolution; above this it costs too much
@@ -36,6 +44,7 @@ def auto_settings(
         batch = DEFAULT_BATCH
         while batch > MIN_BATCH and n_train // batch < MIN_STEPS:
             batch //= 2
+        batch = max(1, min(batch, n_train))  # fewer than 8 images: the one batch they make
         if batch != DEFAULT_BATCH:
             fewer = (
                 f", fewer than {MIN_STEPS} even at the smallest batch" if n_train // batch < MIN_STEPS else ""
@@ -44,6 +53,12 @@ def auto_settings(
                 f"train.batch_size={batch}: {n_train:,} training images make {n_train // batch} steps an epoch "
                 f"({n_train // DEFAULT_BATCH} at {DEFAULT_BATCH}{fewer}); set train.batch_size=N to choose"
             )
+    elif batch > n_train:  # one partial batch an epoch: the batch, and the lr scaled by it, is n_train
+        notes.append(
+            f"warning: train.batch_size={n_train}, not {batch}: the {n_train:,} training images make one "
+            f"batch (one optimizer step an epoch); set train.batch_size=N below {n_train} to choose"
+        )
+        batch = n_train
     elif n_train // batch < MIN_STEPS // 2:
         notes.append(
             f"warning: train.batch_size={batch} makes {max(1, n_train // batch)} optimizer step(s) an epoch "
@@ -93,3 +108,62 @@ def build_model(cfg: RunConfig, ds, device: torch.device, init_weights: bool = T
     if cfg.train.channels_last:  # measured 1.5x faster on 2 CPU cores for small_cnn, and on GPUs
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+@contextmanager
+def input_size_errors(cfg: RunConfig, ds) -> Iterator[None]:
+    """A forward pass inside that fails because the inputs are smaller than the network's
+    pooling and kernels span becomes an error naming the smallest size that runs and the key
+    that sets it; every other error passes as it is."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not any(words in str(e) for words in TOO_SMALL):
+            raise
+        side = cfg.model.input_size or ds.shape[1]
+        smallest = smallest_input(cfg, ds)
+        if smallest is None:
+            fix = "choose another model (`visionbench models` lists them)"
+        elif cfg.model.input_size or not cfg.data.name.startswith(("folder:", "csv:")):
+            fix = f"set model.input_size={smallest} or more (inputs are resized on the device)"
+        else:
+            fix = f"set data.img_size={smallest} or more, or model.input_size={smallest} (resized on the device)"
+        need = f"at least {smallest} px" if smallest else "larger inputs"
+        raise VisionbenchError(
+            f"{cfg.model.name} needs {need}, got {side}x{side} ({str(e).splitlines()[0]})", fix=fix
+        ) from None
+
+
+def smallest_input(cfg: RunConfig, ds, limit: int = 1024) -> int | None:
+    """The smallest square side `cfg`'s model runs a training forward pass on (a fresh model on
+    the CPU per size tried: doubling, then halving the gap), or None up to `limit` px."""
+    c = ds.shape[0]
+    model_cfg = cfg.model.model_copy(update={"input_size": None, "pretrained": False, "weights": None})
+    trial = cfg.model_copy(
+        update={"model": model_cfg, "train": cfg.train.model_copy(update={"channels_last": False})}
+    )
+
+    def runs(side: int) -> bool:
+        try:
+            shape = SimpleNamespace(classes=ds.classes, shape=(c, side, side))
+            model = build_model(trial, shape, torch.device("cpu"), init_weights=False).train()
+            with torch.no_grad():
+                model(torch.rand(2, c, side, side))
+        except VisionbenchError:  # the model's own size check
+            return False
+        except RuntimeError as e:
+            if any(words in str(e) for words in TOO_SMALL):
+                return False
+            raise
+        return True
+
+    high = 1
+    while not runs(high):
+        if high >= limit:
+            return None
+        high *= 2
+    low = high // 2  # fails (or 0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if runs(mid) else (mid, high)
+    return high

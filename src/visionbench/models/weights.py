@@ -1,6 +1,7 @@
 """Weights into a model, safely and tolerantly: safetensors or torch.load(weights_only=True);
 tensors of another shape are skipped, RGB stems summed for grey input, and every tensor is
-accounted for (loaded, adapted, skipped, missing, unused, reset)."""
+accounted for (loaded, adapted, skipped, missing, unused, reset); weights that barely fit
+(another architecture) are an error listing the mismatched tensors."""
 
 from __future__ import annotations
 
@@ -55,6 +56,16 @@ def adapt_channels(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
     return src.sum(1, keepdim=True).repeat(1, c, 1, 1) / c
 
 
+# Below this share of the parameters outside the head set from the file, a run would train
+# mostly from scratch while its user believes it fine-tunes (RELIABILITY #16): simple_cnn's
+# weights gave small_cnn 0 of 20 tensors, silently.
+MIN_SHARE = 0.5
+
+
+def under(key: str, module: str | None) -> bool:
+    return bool(module) and (key == module or key.startswith(module + "."))
+
+
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], reset: str | None = None) -> dict:
     """Load what fits of `state` into `model`; tensors under the module `reset` (the head) are
     left as initialised. Returns the report: names per outcome."""
@@ -64,7 +75,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], reset: str | No
     for key, value in state.items():
         if key not in own:
             report["unused"].append(key)
-        elif reset and (key == reset or key.startswith(reset + ".")):
+        elif under(key, reset):
             report["reset"].append(key)
         elif value.shape == own[key].shape:
             take[key] = value
@@ -77,6 +88,40 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], reset: str | No
     report["missing"] = [k for k in own if k not in take and k not in report["reset"]]
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in take.items()}, strict=False)
     return report
+
+
+def check_fit(model: nn.Module, name: str, report: dict, state: dict, where: str, fix: str) -> None:
+    """An error when load_state's `report` set less than MIN_SHARE of `model`'s parameters
+    outside its head (a new head of another shape is fine-tuning, not a mismatch), naming a
+    few mismatched tensors of each kind: name, shape in the file, shape in the model."""
+    from .registry import head_name
+
+    head, own = head_name(model), model.state_dict()
+    body = {k: v.numel() for k, v in own.items() if v.is_floating_point() and not under(k, head)}
+    fitted = [k for k in report["loaded"] + report["adapted"] if k in body]
+    total = sum(body.values())
+    if not total or sum(body[k] for k in fitted) / total >= MIN_SHARE:
+        return
+    size = lambda t: "x".join(map(str, t.shape)) or "scalar"
+    kinds = [
+        [
+            f"{k} {size(state[k])} in the file, {size(own[k])} in the model"
+            for k in body
+            if k in state and k not in fitted
+        ],
+        [f"{k} {size(own[k])} in the model, not in the file" for k in body if k not in state],
+        [f"{k} {size(state[k])} in the file, not in the model" for k in report["unused"]],
+    ]
+    shown = [line for kind in kinds for line in kind[:2]]
+    more = sum(map(len, kinds)) - len(shown)
+    raise VisionbenchError(
+        f"the weights set {sum(body[k] for k in fitted) / total:.0%} of {name}'s parameters outside its head "
+        f"({len(fitted)} of {len(body)} tensors): they come from another architecture. Mismatched: "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more else ""),
+        where=where,
+        fix=fix,
+    )
 
 
 def describe(report: dict) -> str:
