@@ -279,5 +279,5 @@ def test_a_batch_larger_than_the_training_set_is_clamped_and_the_lr_scaled_by_wh
         notes[0].startswith("warning: train.batch_size=1295, not 100000") and "train.batch_size=N" in notes[0]
     )
     assert notes[1] == "optim.lr=1.01: 0.1 scaled to batch 1295; set optim.lr=X to choose"
-    cfg, notes = auto_settings(resolve_config([], []), 5, (1, 8, 8))  # fewer images than batch 8
-    assert cfg.train.batch_size == 5 and cfg.optim.lr == pytest.approx(0.1 * 5 / 128)
+    cfg, notes = auto_settings(resolve_config([], []), 5, (1, 8, 8))  # 5 images: halved to the floor of 2
+    assert cfg.train.batch_size == 2 and cfg.optim.lr == pytest.approx(0.1 * 2 / 128)
