@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -55,10 +56,17 @@ def main_options(
     ] = False,
 ):
     STATE["debug"] = debug
+    warnings.showwarning = say_warning
     if offline:
         from .models import set_offline
 
         set_offline(True)
+
+
+def say_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a damaged checkpoint, a run left out) as the CLI's own one line,
+    not a source path and a line of our code."""
+    err.print(f"[yellow]warning:[/] {escape(str(message))}")
 
 
 RunsDir = Annotated[

@@ -63,7 +63,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None) -> list[RunRecord]:
     """The named runs, or every finished run under the runs root; a named unfinished run is an
-    error, and a named damaged one; of every run, a damaged one is left out, with a warning."""
+    error, and a named damaged one; of every run, a damaged one is left out, with a warning.
+    Saved ensembles are not runs: they are skipped here (a report shows them on their own)."""
     root = runs_root(runs_dir)
     if refs:
         runs = [Run.open(r, root) for r in refs]
@@ -76,6 +77,8 @@ def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None)
         return [RunRecord.read(r) for r in runs]
     records = []
     for p in sorted(root.glob("*/summary.json")):
+        if (p.parent / "ensemble.json").is_file():
+            continue
         try:
             record = RunRecord.read(Run(p.parent))
             if not isinstance(record.summary.get("test_acc"), (int, float)):
