@@ -107,3 +107,15 @@ def test_weights_that_do_not_fit_the_recorded_model_are_a_clear_error(tmp_path, 
     (run.path / "config.yaml").write_text(config)
     with pytest.raises(VisionbenchError, match="do not fit the model"):
         open_run(run.path, device="cpu")
+
+
+@pytest.mark.parametrize("command, done", [("explain", "explained"), ("export", "exported")])
+def test_a_saved_ensemble_given_for_one_run_is_named_with_its_members(tmp_path, command, done):
+    trio = tmp_path / "runs" / "trio"
+    trio.mkdir(parents=True)
+    members = [{"id": i, "path": str(tmp_path / "runs" / i)} for i in ("p1", "p2")]
+    (trio / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": members}))
+    res = runner.invoke(app, [command, "trio", "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2
+    assert f"'trio' is a saved ensemble, not a run: an ensemble cannot be {done}" in res.output
+    assert "pass one of its member runs instead: p1, p2" in res.output

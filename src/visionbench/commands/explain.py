@@ -92,7 +92,7 @@ def explain_run(
     require_captum()
     if target not in ("pred", "true"):
         raise VisionbenchError(f"unknown target '{target}'", fix="use --target pred or --target true")
-    loaded = open_run(ref, runs_dir, weights, device)
+    loaded = open_run(ref, runs_dir, weights, device, done="explained")
     layer_name, layer_module = pick_layer(loaded.model, layer)
     test = loaded.data.dataset.splits["test"]
     logits, targets = predict(loaded.model, loaded.data.test)

@@ -128,11 +128,19 @@ class Run:
         )
 
     @classmethod
-    def open(cls, ref: str | Path, root: Path | None = None) -> Run:
-        """A run by folder path or by id under the runs root."""
+    def open(cls, ref: str | Path, root: Path | None = None, done: str = "used here") -> Run:
+        """A run by folder path or by id under the runs root. A saved ensemble's name is said
+        to be one (what cannot be `done` to it) with its member runs offered instead."""
         path = Path(ref)
         if not (path / "config.yaml").is_file():
             path = runs_root(root) / str(ref)
+        for folder in (Path(ref), path):
+            if (folder / "ensemble.json").is_file() and not (folder / "config.yaml").is_file():
+                raise VisionbenchError(
+                    f"'{ref}' is a saved ensemble, not a run: an ensemble cannot be {done}",
+                    where=str(folder / "ensemble.json"),
+                    fix=f"pass one of its member runs instead: {', '.join(member_ids(Run(folder)))}",
+                )
         if not (path / "config.yaml").is_file():
             empty = path.is_dir() and not any(path.iterdir())
             raise VisionbenchError(
@@ -392,6 +400,17 @@ def list_runs(root: Path) -> list[dict]:
 def number(value) -> float | None:
     """A number read from a run's files, or None (a damaged file may hold anything)."""
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def member_ids(folder: Run) -> list[str]:
+    """The run ids of a saved ensemble's members, as far as its ensemble.json can be read."""
+    try:
+        members = folder.read_json("ensemble.json").get("members")
+    except VisionbenchError:
+        members = None
+    if not isinstance(members, list):
+        return ["? (its ensemble.json is damaged: `visionbench runs` lists the runs)"]
+    return [str(m.get("id", "?")) if isinstance(m, dict) else "?" for m in members]
 
 
 def ensemble_row(folder: Run) -> dict:
