@@ -4,6 +4,7 @@ hides a run (or every run) from `visionbench runs`."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -119,3 +120,19 @@ def test_a_saved_ensemble_given_for_one_run_is_named_with_its_members(tmp_path, 
     assert res.exit_code == 2
     assert f"'trio' is a saved ensemble, not a run: an ensemble cannot be {done}" in res.output
     assert "pass one of its member runs instead: p1, p2" in res.output
+
+
+def test_a_cut_short_config_yaml_is_named_by_every_command_not_filled_with_defaults(tmp_path, tiny_run):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "cut")
+    (runs / "cut" / "config.yaml").write_text("name: null\nrecipe: n\n")
+    said = "run 'cut': config.yaml is damaged"
+    assert [r["status"] for r in list_runs(runs)] == ["damaged: config.yaml changed"]
+    for args in (["eval", "cut"], ["compare", "cut"]):
+        res = runner.invoke(app, [*args, "--runs-dir", str(runs)])
+        assert res.exit_code == 2 and said in res.output, res.output
+    res = runner.invoke(app, ["compare", "--runs-dir", str(runs)])  # every run: left out, said
+    assert res.exit_code == 2 and f"warning: run cut left out: {said}" in res.output
+    (runs / "cut" / "summary.json").unlink()  # unfinished: a resume reads the config too
+    res = runner.invoke(app, ["train", "--resume", "cut", "--runs-dir", str(runs)])
+    assert res.exit_code == 2 and said in res.output, res.output

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import load_yaml
 from ..errors import VisionbenchError, unknown_name
 from ..runs import Run, runs_root
 
@@ -33,7 +32,7 @@ class RunRecord:
 
     @classmethod
     def read(cls, run: Run) -> RunRecord:
-        config = load_yaml(run.path / "config.yaml")  # damaged: an error naming the file
+        config = run.config_tree()  # damaged: an error naming the file
         return cls(
             run.id,
             run.path,

@@ -61,9 +61,11 @@ class Run:
         """The run's folder, made here with `files` ({name: text}, e.g. its config.yaml) already
         in it: built as a hidden temp folder, then renamed into place. A rename claims a name
         atomically, so concurrent runs never share a folder, and a folder never exists without
-        its config. An existing folder is taken over only when empty - what a run stopped in
-        its first seconds by an older version left - so such a name is never stuck; `unique`
-        picks the next free -2, -3, ... instead of failing."""
+        its config. Each file comes with its sha256 (NAME.sha256): a config.yaml cut short or
+        changed later is found when read, not filled in with defaults. An existing folder is
+        taken over only when empty - what a run stopped in its first seconds by an older
+        version left - so such a name is never stuck; `unique` picks the next free -2, -3, ...
+        instead of failing."""
         from ..config import check_run_name
 
         check_run_name(run_id)
@@ -81,6 +83,7 @@ class Run:
         try:
             for name, text in (files or {}).items():
                 atomic_write_bytes(tmp / name, text.encode())
+                atomic_write_bytes(tmp / f"{name}.sha256", hashlib.sha256(text.encode()).hexdigest().encode())
             for n in range(2, 10_000):
                 if run.claim(tmp, take_empty=not unique):
                     return run
@@ -234,6 +237,8 @@ class Run:
         summary, meta = files["summary.json"], files["run.json"]
         if not (self.path / "config.yaml").is_file():
             damaged.insert(0, "config.yaml missing")
+        elif self.config_changed():
+            damaged.insert(0, "config.yaml changed")
         if damaged:
             return f"damaged: {', '.join(damaged)}", summary, meta
         return ("finished" if summary else str(meta.get("status", absent))), summary, meta
@@ -255,10 +260,33 @@ class Run:
 
     def config(self):
         """The run's resolved config, as saved in config.yaml."""
-        from ..config import build_config, load_yaml
+        from ..config import build_config
+
+        return build_config(self.config_tree(), str(self.path / "config.yaml"))
+
+    def config_tree(self) -> dict:
+        """config.yaml as saved, checked against the sha256 written with it (runs made before
+        the digest are read unchecked): a file cut short would otherwise fill in defaults."""
+        from ..config import load_yaml
 
         path = self.path / "config.yaml"
-        return build_config(load_yaml(path), str(path))
+        if self.config_changed():
+            raise VisionbenchError(
+                f"run '{self.id}': config.yaml is damaged (its sha256 differs from the one written "
+                "with it: cut short or edited)",
+                where=str(path),
+                fix="restore the file from a copy; to train with other settings, start a new run "
+                "from an edited copy (`visionbench train --config FILE`)",
+            )
+        return load_yaml(path)
+
+    def config_changed(self) -> bool:
+        digest = self.path / "config.yaml.sha256"
+        try:
+            data = (self.path / "config.yaml").read_bytes()
+            return digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip()
+        except OSError:  # missing or unreadable: load_yaml says which
+            return False
 
     def load_weights(self, which: str = "last") -> dict[str, torch.Tensor]:
         """The run's last or best weights, checked against the sha256 written with them."""
