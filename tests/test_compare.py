@@ -183,3 +183,12 @@ def test_without_names_a_saved_ensemble_is_not_a_run_left_out_and_warnings_are_o
     assert "trio" not in res.stderr
     said = [line for line in res.stderr.splitlines() if line.strip()]
     assert said == ["warning: run bad left out: run 'bad': summary.json is damaged (not a JSON object)"]
+
+
+@pytest.mark.parametrize("meta", [{}, {"data_report": None}, {"data_report": {"splits": {}, "shape": None}}])
+def test_references_beside_runs_whose_run_json_lacks_the_data_report(tmp_path, meta):
+    fake_run(tmp_path, "r", "resnet18", "baseline", 0, 0.5)
+    (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
+    res = runner.invoke(app, ["compare", "r", "--reference", "rsb-resnet50", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "cifar10" in res.output

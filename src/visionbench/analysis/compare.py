@@ -229,11 +229,11 @@ def our_setting(runs: list[RunRecord]) -> dict:
     """Data, epochs and resolution of our runs, in the words the references use."""
     data, epochs, res = set(), set(), set()
     for r in runs:
-        report = r.meta.get("data_report", {})
-        splits = report.get("splits", {})
+        report = dict_or_empty(r.meta.get("data_report"))  # run.json may lack it, or be damaged
+        train = dict_or_empty(report.get("splits")).get("train")
         data.add(
-            f"{r.config.get('data.name')} ({splits.get('train', '?'):,} train images)"
-            if splits
+            f"{r.config.get('data.name')} ({train:,} train images)"
+            if isinstance(train, int)
             else str(r.config.get("data.name"))
         )
         epochs.add(str(r.summary.get("epochs", r.config.get("train.epochs"))))
@@ -247,6 +247,10 @@ def our_setting(runs: list[RunRecord]) -> dict:
         "epochs": ", ".join(sorted(epochs, key=natural)),
         "resolution": ", ".join(sorted(res, key=natural)),
     }
+
+
+def dict_or_empty(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def reference_block(name: str, runs: list[RunRecord]) -> dict:
