@@ -241,7 +241,8 @@ class Run:
             damaged.insert(0, "config.yaml changed")
         if damaged:
             return f"damaged: {', '.join(damaged)}", summary, meta
-        return ("finished" if summary else str(meta.get("status", absent))), summary, meta
+        status = "finished" if summary else str(meta.get("status", absent))
+        return (running_status(meta) if status == "running" else status), summary, meta
 
     def metrics(self) -> list[dict]:
         p = self.path / "metrics.jsonl"
@@ -307,6 +308,22 @@ class Run:
                 fix=f"evaluate its {other} weights (--weights {other}), or train the run again",
             )
         return read_state_file(p, data)
+
+
+def running_status(meta: dict) -> str:
+    """ "running" as run.json says, checked against the process that wrote it: a run killed
+    where it could not say so (kill -9, a power cut) shows as stopped, not running for ever.
+    A process on another host (a shared runs folder) cannot be checked from here."""
+    pid, host = meta.get("pid"), meta.get("host")
+    if not isinstance(pid, int) or host != platform.node():
+        return f"running? (on {host})" if isinstance(host, str) else "running?"
+    try:
+        os.kill(pid, 0)  # signal 0: is it alive? nothing is sent
+    except ProcessLookupError:
+        return "stopped (process gone)"
+    except OSError:  # alive, as another user (EPERM); or not checkable here
+        pass
+    return "running"
 
 
 def writable(folder: Path, prefix: str = ".probe-") -> Path:
