@@ -133,7 +133,7 @@ def train(
     cli = train_options(locals())  # the options named in TRAIN_OPTIONS
     from .commands.train import train as fit
 
-    if resume:
+    if resume is not None:  # an empty one too: refused, never the default run started instead
         if ctx.args or cli or config or recipe:
             raise VisionbenchError(
                 "--resume continues a run with its saved config; other settings conflict",

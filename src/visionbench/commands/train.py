@@ -71,7 +71,7 @@ def train(
     each epoch's metrics row (a search uses it to prune); under torchrun, ranks share the work."""
     console = make_console(quiet=quiet or not distributed.is_main_process())
     root = runs_root(runs_dir)
-    resumed = Run.open(resume, root) if resume else None
+    resumed = resumable(resume, root) if resume is not None else None
     cfg = resumed.config() if resumed else cfg
     check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
     require_tracker(cfg.train.track)
@@ -154,6 +154,25 @@ def train(
                 )
     if ranks.is_main:
         tracker.finish(run)
+    return run
+
+
+def resumable(ref: str, root: Path) -> Run:
+    """The run `ref` names, when it can be resumed: said before any data is read. An empty
+    ref (an unset shell variable) is refused, never the default run started instead."""
+    if not str(ref).strip():
+        raise VisionbenchError(
+            "--resume needs a run id or folder; it was given an empty one",
+            fix="pass the run to continue (`visionbench runs` lists them), or leave out --resume",
+        )
+    run = Run.open(ref, root, done="resumed")
+    if run.finished:
+        raise VisionbenchError(
+            f"run '{run.id}' already finished: there is nothing to resume",
+            where=str(run.path),
+            fix=f"evaluate it (visionbench eval {run.path}), or train a new run with its settings "
+            f"(visionbench train --config {run.path / 'config.yaml'})",
+        )
     return run
 
 
