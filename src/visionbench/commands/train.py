@@ -168,7 +168,7 @@ def resumable(ref: str, root: Path) -> Run:
     run = Run.open(ref, root, done="resumed")
     if run.finished:
         raise VisionbenchError(
-            f"run '{run.id}' already finished: there is nothing to resume",
+            f"run '{run.id}' already finished: there is nothing to resume (a finished run is never overwritten)",
             where=str(run.path),
             fix=f"evaluate it (visionbench eval {run.path}), or train a new run with its settings "
             f"(visionbench train --config {run.path / 'config.yaml'})",
