@@ -150,3 +150,19 @@ def test_report_shows_published_references_beside_ours(tiny_run, tmp_path):
     assert "Published references" not in md.read_text()  # none asked for, none shown
     bad = runner.invoke(app, [*args[:-1], "rsb", "--markdown", str(md)])
     assert bad.exit_code == 2 and "unknown reference 'rsb'" in bad.output
+
+
+@pytest.mark.parametrize("text", ["[", '{"members": 5}'])
+def test_a_damaged_saved_ensemble_is_left_out_with_a_warning_or_named_as_damaged(tiny_run, tmp_path, text):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "tiny")
+    (runs / "ens_bad").mkdir()
+    (runs / "ens_bad" / "ensemble.json").write_text(text)
+    md = tmp_path / "report.md"
+    res = runner.invoke(app, ["report", "--runs-dir", str(runs), "--markdown", str(md)])
+    assert res.exit_code == 0, res.output
+    assert "## tiny" in md.read_text() and "Ensemble" not in md.read_text()
+    assert res.stderr.startswith("warning: ensemble ens_bad left out: saved ensemble 'ens_bad' is damaged")
+    res = runner.invoke(app, ["report", "ens_bad", "--runs-dir", str(runs), "--markdown", str(md)])
+    assert res.exit_code == 2 and "saved ensemble 'ens_bad' is damaged" in res.output
+    assert "Traceback" not in res.output

@@ -170,3 +170,25 @@ def test_a_damaged_run_is_left_out_and_said_never_hiding_the_others(grid):
     assert odd.startswith("run odd left out: cannot parse YAML")
     res = runner.invoke(app, ["compare", "odd", "--runs-dir", str(grid)])
     assert res.exit_code == 2 and "cannot parse YAML" in res.output and "Traceback" not in res.output
+
+
+def test_without_names_a_saved_ensemble_is_not_a_run_left_out_and_warnings_are_one_line(grid):
+    fake_run(grid, "bad", "resnet18", "baseline", 2, 0.9)
+    (grid / "bad" / "summary.json").write_text("garbage{")
+    (grid / "trio").mkdir()  # a saved ensemble: ensemble.json and summary.json, no config.yaml
+    (grid / "trio" / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": []}))
+    (grid / "trio" / "summary.json").write_text(json.dumps({"top1": 0.5}))
+    res = runner.invoke(app, ["compare", "--runs-dir", str(grid)])
+    assert res.exit_code == 0, res.output
+    assert "trio" not in res.stderr
+    said = [line for line in res.stderr.splitlines() if line.strip()]
+    assert said == ["warning: run bad left out: run 'bad': summary.json is damaged (not a JSON object)"]
+
+
+@pytest.mark.parametrize("meta", [{}, {"data_report": None}, {"data_report": {"splits": {}, "shape": None}}])
+def test_references_beside_runs_whose_run_json_lacks_the_data_report(tmp_path, meta):
+    fake_run(tmp_path, "r", "resnet18", "baseline", 0, 0.5)
+    (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
+    res = runner.invoke(app, ["compare", "r", "--reference", "rsb-resnet50", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "cifar10" in res.output

@@ -172,3 +172,38 @@ def test_a_full_disk_stops_training_with_a_clear_error_and_resume_finishes(small
     filled[0].unlink()
     run = train(None, root, resume="full", quiet=True)
     assert run.finished and [r["epoch"] for r in run.metrics()] == [1, 2]
+
+
+def test_a_signal_during_the_test_pass_marks_the_run_interrupted_and_resume_equals_uninterrupted(
+    monkeypatch, tiny_overrides
+):
+    cfg = resolve_config([], tiny_overrides)
+    full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
+    real = train_module.predict
+
+    def signal_then_predict(*args, **kwargs):  # SIGINT (Ctrl-C) arrives while testing
+        signal.raise_signal(signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict", signal_then_predict)
+    res = CliRunner().invoke(app, ["train", "--quiet", *tiny_overrides, "name=cut"])
+    assert res.exit_code == 130, res.output
+    assert "continue with: visionbench train --resume cut" in res.output
+    assert Run.open("cut").read_json("run.json")["status"] == "interrupted"
+    monkeypatch.setattr(train_module, "predict", real)
+    resumed = train(None, resume="cut", quiet=True)
+    a, b = full.load_weights("last"), resumed.load_weights("last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.read_json("summary.json")["test_acc"] == full.read_json("summary.json")["test_acc"]
+
+
+def test_output_closed_by_head_marks_the_run_interrupted_and_resume_finishes(tmp_path, tiny_overrides):
+    cmd = CLI + ["train", *tiny_overrides, "train.threads=1", "train.epochs=3", "name=piped"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()  # the run's header line, then the reader goes, as `| head -1` does
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 128 + signal.SIGPIPE
+    assert "its output was closed" in proc.stderr.read().decode()
+    run = Run.open("piped")
+    assert run.read_json("run.json")["status"] == "interrupted"
+    assert train(None, resume="piped", quiet=True).finished

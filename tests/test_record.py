@@ -4,6 +4,10 @@ hides a run (or every run) from `visionbench runs`."""
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shutil
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -105,5 +109,46 @@ def test_weights_that_do_not_fit_the_recorded_model_are_a_clear_error(tmp_path, 
     run = copy_run(tiny_run, tmp_path)
     config = (run.path / "config.yaml").read_text().replace("width: 8", "width: 16")
     (run.path / "config.yaml").write_text(config)
+    (run.path / "config.yaml.sha256").unlink()  # a run made before config digests: no other check
     with pytest.raises(VisionbenchError, match="do not fit the model"):
         open_run(run.path, device="cpu")
+
+
+@pytest.mark.parametrize("command, done", [("explain", "explained"), ("export", "exported")])
+def test_a_saved_ensemble_given_for_one_run_is_named_with_its_members(tmp_path, command, done):
+    trio = tmp_path / "runs" / "trio"
+    trio.mkdir(parents=True)
+    members = [{"id": i, "path": str(tmp_path / "runs" / i)} for i in ("p1", "p2")]
+    (trio / "ensemble.json").write_text(json.dumps({"kind": "ensemble", "members": members}))
+    res = runner.invoke(app, [command, "trio", "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2
+    assert f"'trio' is a saved ensemble, not a run: an ensemble cannot be {done}" in res.output
+    assert "pass one of its member runs instead: p1, p2" in res.output
+
+
+def test_a_cut_short_config_yaml_is_named_by_every_command_not_filled_with_defaults(tmp_path, tiny_run):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "cut")
+    (runs / "cut" / "config.yaml").write_text("name: null\nrecipe: n\n")
+    said = "run 'cut': config.yaml is damaged"
+    assert [r["status"] for r in list_runs(runs)] == ["damaged: config.yaml changed"]
+    for args in (["eval", "cut"], ["compare", "cut"]):
+        res = runner.invoke(app, [*args, "--runs-dir", str(runs)])
+        assert res.exit_code == 2 and said in res.output, res.output
+    res = runner.invoke(app, ["compare", "--runs-dir", str(runs)])  # every run: left out, said
+    assert res.exit_code == 2 and f"warning: run cut left out: {said}" in res.output
+    (runs / "cut" / "summary.json").unlink()  # unfinished: a resume reads the config too
+    res = runner.invoke(app, ["train", "--resume", "cut", "--runs-dir", str(runs)])
+    assert res.exit_code == 2 and said in res.output, res.output
+
+
+def test_runs_tells_a_running_run_whose_process_is_gone(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid is free now: the process that wrote "running" died without a word
+    here = platform.node()
+    for name, pid, host in [("dead", gone.pid, here), ("alive", os.getpid(), here), ("far", 1, "other")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("seed: 0\n")
+        (tmp_path / name / "run.json").write_text(json.dumps({"status": "running", "pid": pid, "host": host}))
+    status = {r["id"]: r["status"] for r in list_runs(tmp_path)}
+    assert status == {"dead": "stopped (process gone)", "alive": "running", "far": "running? (on other)"}

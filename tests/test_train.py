@@ -303,3 +303,30 @@ def test_compile_without_a_compiler_is_a_clear_error_before_any_folder(tmp_path,
         train(cfg, quiet=True)
     assert "train.compile=false" in exc.value.fix
     assert not (tmp_path / "runs" / "nocc").exists()
+
+
+def test_resume_refuses_an_empty_run_and_a_finished_one_before_reading_data(tiny_run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from visionbench.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--resume", ""])  # an unset shell variable
+    assert res.exit_code == 2 and "--resume needs a run id or folder" in res.output
+    monkeypatch.setattr(train_module, "load_data", lambda *a: pytest.fail("the data was read"))
+    res = CliRunner().invoke(app, ["train", "--resume", "tiny", "--runs-dir", str(tiny_run.parent)])
+    assert res.exit_code == 2 and "run 'tiny' already finished: there is nothing to resume" in res.output
+
+
+def test_a_resume_with_another_batch_size_names_both_and_the_fix_works(monkeypatch, tiny_overrides):
+    with monkeypatch.context() as mp, pytest.raises(Interrupted):
+        interrupt_at(mp, 3)
+        train(resolve_config([], tiny_overrides + ["name=cut"]), quiet=True)
+    config = Run.open("cut").path / "config.yaml"
+    config.with_name("config.yaml.sha256").unlink()  # a run from before config digests, edited
+    config.write_text(config.read_text().replace("batch_size: 64", "batch_size: 32"))
+    with pytest.raises(VisionbenchError) as e:
+        train(None, resume="cut", quiet=True)
+    assert "made with train.batch_size=64; its config now gives 32" in str(e.value)
+    assert e.value.fix.startswith("set train.batch_size: 64 back in that config.yaml, then resume")
+    config.write_text(config.read_text().replace("batch_size: 32", "batch_size: 64"))  # the fix
+    assert train(None, resume="cut", quiet=True).finished

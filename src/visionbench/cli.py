@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -55,10 +56,17 @@ def main_options(
     ] = False,
 ):
     STATE["debug"] = debug
+    warnings.showwarning = say_warning
     if offline:
         from .models import set_offline
 
         set_offline(True)
+
+
+def say_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a damaged checkpoint, a run left out) as the CLI's own one line,
+    not a source path and a line of our code."""
+    err.print(f"[yellow]warning:[/] {escape(str(message))}")
 
 
 RunsDir = Annotated[
@@ -125,7 +133,7 @@ def train(
     cli = train_options(locals())  # the options named in TRAIN_OPTIONS
     from .commands.train import train as fit
 
-    if resume:
+    if resume is not None:  # an empty one too: refused, never the default run started instead
         if ctx.args or cli or config or recipe:
             raise VisionbenchError(
                 "--resume continues a run with its saved config; other settings conflict",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,11 +12,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+class PipedConsole(Console):
+    """A console whose reader going away (`visionbench train | head -3`) is a BrokenPipeError
+    the caller can record (a run says it stopped), where rich would exit the process."""
+
+    def on_broken_pipe(self) -> None:
+        stream = sys.stderr if self.stderr else sys.stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # what follows goes nowhere, as rich does it
+        raise BrokenPipeError(errno.EPIPE, "the output was closed")
+
+
 def make_console(quiet: bool = False, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     # off a terminal rich assumes 80 columns and wraps run ids and epoch lines; logs want whole lines
     width = None if stream.isatty() else 200
-    return Console(quiet=quiet, stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
+    return PipedConsole(quiet=quiet, stderr=stderr, highlight=False, width=width, soft_wrap=width is not None)
 
 
 def bars_off(console: Console) -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import load_yaml
 from ..errors import VisionbenchError, unknown_name
 from ..runs import Run, runs_root
 
@@ -33,7 +32,7 @@ class RunRecord:
 
     @classmethod
     def read(cls, run: Run) -> RunRecord:
-        config = load_yaml(run.path / "config.yaml")  # damaged: an error naming the file
+        config = run.config_tree()  # damaged: an error naming the file
         return cls(
             run.id,
             run.path,
@@ -63,7 +62,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None) -> list[RunRecord]:
     """The named runs, or every finished run under the runs root; a named unfinished run is an
-    error, and a named damaged one; of every run, a damaged one is left out, with a warning."""
+    error, and a named damaged one; of every run, a damaged one is left out, with a warning.
+    Saved ensembles are not runs: they are skipped here (a report shows them on their own)."""
     root = runs_root(runs_dir)
     if refs:
         runs = [Run.open(r, root) for r in refs]
@@ -76,6 +76,8 @@ def read_runs(refs: list[str] | None = None, runs_dir: str | Path | None = None)
         return [RunRecord.read(r) for r in runs]
     records = []
     for p in sorted(root.glob("*/summary.json")):
+        if (p.parent / "ensemble.json").is_file():
+            continue
         try:
             record = RunRecord.read(Run(p.parent))
             if not isinstance(record.summary.get("test_acc"), (int, float)):
@@ -227,11 +229,11 @@ def our_setting(runs: list[RunRecord]) -> dict:
     """Data, epochs and resolution of our runs, in the words the references use."""
     data, epochs, res = set(), set(), set()
     for r in runs:
-        report = r.meta.get("data_report", {})
-        splits = report.get("splits", {})
+        report = dict_or_empty(r.meta.get("data_report"))  # run.json may lack it, or be damaged
+        train = dict_or_empty(report.get("splits")).get("train")
         data.add(
-            f"{r.config.get('data.name')} ({splits.get('train', '?'):,} train images)"
-            if splits
+            f"{r.config.get('data.name')} ({train:,} train images)"
+            if isinstance(train, int)
             else str(r.config.get("data.name"))
         )
         epochs.add(str(r.summary.get("epochs", r.config.get("train.epochs"))))
@@ -245,6 +247,10 @@ def our_setting(runs: list[RunRecord]) -> dict:
         "epochs": ", ".join(sorted(epochs, key=natural)),
         "resolution": ", ".join(sorted(res, key=natural)),
     }
+
+
+def dict_or_empty(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def reference_block(name: str, runs: list[RunRecord]) -> dict:

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from jinja2 import Environment, StrictUndefined
 
 from .. import __version__
+from ..errors import VisionbenchError
 from ..runs import runs_root
 from .compare import (
     RunRecord,
@@ -111,37 +113,75 @@ def run_section(record: RunRecord) -> RunSection:
 
 def ensemble_section(folder: Path) -> dict:
     """A saved ensemble (`visionbench ensemble --save`): vote, accuracy beside its members',
-    the members' agreement, and the figures of its evaluation bundles."""
-    meta = json.loads((folder / "ensemble.json").read_text())
-    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
-    pct = lambda v: f"{100 * v:.2f}" if v is not None else "-"
-    members = summary.get("members", [{"id": m["id"]} for m in meta.get("members", [])])
-    ids = [m["id"] for m in members]
-    agreement = summary.get("agreement")
-    return {
-        "id": folder.name,
-        "vote": meta.get("vote", "?"),
-        "accuracy": (
-            ["model", "test top-1 %"],
-            [[f"ensemble ({meta.get('vote', '?')} vote)", pct(summary.get("top1"))]]
-            + [[m["id"], pct(m.get("top1"))] for m in members],
-        ),
-        "agreement": (
-            ["agreement", *ids],
-            [[a, *(f"{v:.3f}" for v in row)] for a, row in zip(ids, agreement)],
-        )
-        if agreement
-        else None,
-        "figures": figures_in(folder),
-    }
+    the members' agreement, and the figures of its evaluation bundles. A damaged ensemble.json
+    or summary.json (not JSON, or fields of other types) is a clear error naming the folder."""
+    try:
+        meta, summary = read_ensemble(folder)
+        pct = lambda v: f"{100 * v:.2f}" if v is not None else "-"
+        members = summary.get("members", [{"id": m["id"]} for m in meta["members"]])
+        ids = [m["id"] for m in members]
+        agreement = summary.get("agreement")
+        return {
+            "id": folder.name,
+            "vote": meta.get("vote", "?"),
+            "accuracy": (
+                ["model", "test top-1 %"],
+                [[f"ensemble ({meta.get('vote', '?')} vote)", pct(summary.get("top1"))]]
+                + [[m["id"], pct(m.get("top1"))] for m in members],
+            ),
+            "agreement": (
+                ["agreement", *ids],
+                [[a, *(f"{v:.3f}" for v in row)] for a, row in zip(ids, agreement)],
+            )
+            if agreement
+            else None,
+            "figures": figures_in(folder),
+        }
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise damaged_ensemble(folder, f"{type(e).__name__}: {e}") from None
+
+
+def read_ensemble(folder: Path) -> tuple[dict, dict]:
+    """A saved ensemble's ensemble.json (with its list of members) and summary.json ({} when
+    absent); a damaged one is a clear error."""
+    files = {}
+    for name in ("ensemble.json", "summary.json"):
+        try:
+            files[name] = json.loads((folder / name).read_text()) if (folder / name).is_file() else {}
+        except (ValueError, OSError) as e:
+            raise damaged_ensemble(folder, f"{name} is not JSON: {e}") from None
+        if not isinstance(files[name], dict):
+            raise damaged_ensemble(folder, f"{name} is not a JSON object")
+    meta = files["ensemble.json"]
+    members = meta.get("members")
+    if not isinstance(members, list) or not all(isinstance(m, dict) and "id" in m for m in members):
+        raise damaged_ensemble(folder, "ensemble.json has no list of members")
+    return meta, files["summary.json"]
+
+
+def damaged_ensemble(folder: Path, why: str) -> VisionbenchError:
+    return VisionbenchError(
+        f"saved ensemble '{folder.name}' is damaged ({why})",
+        where=str(folder),
+        fix=f"save it again (`visionbench ensemble RUN RUN ... --save {folder.name}`), or remove that folder",
+    )
 
 
 def split_refs(refs: list[str] | None, runs_dir) -> tuple[list[str] | None, list[Path]]:
     """Run refs and saved-ensemble folders (an ensemble goes wherever a run does); with no refs,
-    every ensemble folder under the runs root."""
+    every ensemble folder under the runs root but a damaged one, left out with a warning (as a
+    damaged run is)."""
     root = runs_root(runs_dir)
     if not refs:
-        return None, sorted(p.parent for p in root.glob("*/ensemble.json"))
+        ensembles = []
+        for folder in sorted(p.parent for p in root.glob("*/ensemble.json")):
+            try:
+                ensemble_section(folder)
+            except VisionbenchError as e:  # never the reason nothing is reported
+                warnings.warn(f"ensemble {folder.name} left out: {e.what}", stacklevel=2)
+            else:
+                ensembles.append(folder)
+        return None, ensembles
     runs, ensembles = [], []
     for ref in refs:
         found = next((f for f in (Path(ref), root / ref) if (f / "ensemble.json").is_file()), None)
@@ -227,9 +267,7 @@ def write_report(
     published `references` (analysis/references.yaml) beside ours."""
     run_refs, ensembles = split_refs(refs, runs_dir)
     if refs and not run_refs:  # only ensembles: report their members
-        run_refs = [
-            m["path"] for e in ensembles for m in json.loads((e / "ensemble.json").read_text())["members"]
-        ]
+        run_refs = [m.get("path", m["id"]) for e in ensembles for m in read_ensemble(e)[0]["members"]]
     records = read_runs(run_refs, runs_dir)
     written = []
     if markdown:  # its figures must outlive this call: the overlay goes beside the markdown file

@@ -134,7 +134,7 @@ def explain_run(
     indices = index_list(indices)
     if target not in ("pred", "true"):
         raise VisionbenchError(f"unknown target '{target}'", fix="use --target pred or --target true")
-    loaded = open_run(ref, runs_dir, weights, device)
+    loaded = open_run(ref, runs_dir, weights, device, done="explained")
     test = loaded.data.dataset.splits["test"]
     layer_name, layer_module = pick_layer(loaded.model, layer, batch_of(loaded, [0]) if layer else None)
     logits, targets = predict(loaded.model, loaded.data.test)

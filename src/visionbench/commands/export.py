@@ -97,7 +97,9 @@ def export_run(
     """Write the model in `fmt`, then compare its logits with PyTorch's on up to `n` test images."""
     if fmt not in FORMATS:
         raise VisionbenchError(f"unknown format '{fmt}'", fix="use --format onnx or --format torchscript")
-    loaded = open_run(ref, runs_dir, weights, device="cpu")  # exported for and checked on the CPU
+    loaded = open_run(
+        ref, runs_dir, weights, device="cpu", done="exported"
+    )  # exported for and checked on the CPU
     data = loaded.data
     model = Normalized(loaded.model.to(memory_format=torch.contiguous_format), data.mean, data.std).eval()
     test = data.dataset.splits["test"]

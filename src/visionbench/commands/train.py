@@ -4,9 +4,13 @@ each step is one of the small functions below it."""
 
 from __future__ import annotations
 
+import os
+import platform
+import signal
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,12 +49,13 @@ from ..runs.trackers import Tracker, require_tracker, start_tracker
 
 
 class Interrupted(VisionbenchError):
-    """Training stopped by a signal after saving a checkpoint; exit code 128 + signal."""
+    """Training stopped by a signal (after saving a checkpoint, unless `what` says otherwise);
+    exit code 128 + signal."""
 
-    def __init__(self, run: Run, signum: int):
+    def __init__(self, run: Run, signum: int, what: str | None = None):
         self.exit_code = 128 + signum
         super().__init__(
-            f"stopped by signal {signum}; checkpoint saved",
+            what or f"stopped by signal {signum}; checkpoint saved",
             where=str(run.path),
             fix=f"continue with: visionbench train --resume {run.id} --runs-dir {run.path.parent}",
         )
@@ -67,7 +72,7 @@ def train(
     each epoch's metrics row (a search uses it to prune); under torchrun, ranks share the work."""
     console = make_console(quiet=quiet or not distributed.is_main_process())
     root = runs_root(runs_dir)
-    resumed = Run.open(resume, root) if resume else None
+    resumed = resumable(resume, root) if resume is not None else None
     cfg = resumed.config() if resumed else cfg
     check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
     require_tracker(cfg.train.track)
@@ -86,25 +91,78 @@ def train(
         console.print(escape(warning), style="yellow")
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
     run = claim_folder(cfg, ranks, root, resumed)
-    per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
-    trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=per_epoch)
-    if cfg.train.compile:  # the training step only: evaluation and saving use `model`, whose keys are clean
-        trained = torch.compile(trained)
-    scored = state.ema.module if state.ema else model  # the weights evaluated and saved
-    if resumed and any(run.path.glob("checkpoint.pt*")):  # restore judges what is intact
-        state.restore(run.checkpoint)
-        run.truncate_metrics(state.epoch)
-        console.print(f"resuming [bold]{run.id}[/] at epoch {state.epoch + 1}, batch {state.batch}")
-    else:
-        start_record(run, cfg, ranks.device, weights_report, console, restarted=bool(resumed))
-    announce(run, cfg, data, model, ranks.device, console)
-    tracker = start_tracking(cfg, run, state.epoch, console) if ranks.is_main else Tracker()
+    with recorded_failure(run) as record:  # from here on, a run that stops says so in run.json
+        per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
+        trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=per_epoch)
+        if cfg.train.compile:  # the training step only: evaluating and saving use `model`, with clean keys
+            trained = torch.compile(trained)
+        scored = state.ema.module if state.ema else model  # the weights evaluated and saved
+        if resumed and any(run.path.glob("checkpoint.pt*")):  # restore judges what is intact
+            state.restore(run.checkpoint)
+            run.truncate_metrics(state.epoch)
+            console.print(f"resuming [bold]{run.id}[/] at epoch {state.epoch + 1}, batch {state.batch}")
+        else:
+            start_record(run, cfg, ranks.device, weights_report, console, restarted=bool(resumed))
+        announce(run, cfg, data, model, ranks.device, console)
+        record.tracker = tracker = (
+            start_tracking(cfg, run, state.epoch, console) if ranks.is_main else Tracker()
+        )
+        amp = amp_dtype(cfg.train.amp, ranks.device)
+        t_start = time.perf_counter()
+        train_epochs(run, cfg, data, state, features, trained, scored, tracker, ranks, console, on_epoch)
+        # the last epoch's checkpoint is on disk: a signal now stops at once, and a resume
+        # starts here, at the test pass
+        if ranks.is_main:  # rank 0 tests the model and writes the summary
+            with stop_on_signals(at_once=True):
+                tested = features.test(scored, tta=bool(tta_views(cfg.train.tta)))  # cached features, or all
+                finish(
+                    run, cfg, data, scored, tested, amp, state.best, time.perf_counter() - t_start, console
+                )
+    if ranks.is_main:
+        tracker.finish(run)
+    return run
+
+
+def resumable(ref: str, root: Path) -> Run:
+    """The run `ref` names, when it can be resumed: said before any data is read. An empty
+    ref (an unset shell variable) is refused, never the default run started instead."""
+    if not str(ref).strip():
+        raise VisionbenchError(
+            "--resume needs a run id or folder; it was given an empty one",
+            fix="pass the run to continue (`visionbench runs` lists them), or leave out --resume",
+        )
+    run = Run.open(ref, root, done="resumed")
+    if run.finished:
+        raise VisionbenchError(
+            f"run '{run.id}' already finished: there is nothing to resume (a finished run is never overwritten)",
+            where=str(run.path),
+            fix=f"evaluate it (visionbench eval {run.path}), or train a new run with its settings "
+            f"(visionbench train --config {run.path / 'config.yaml'})",
+        )
+    return run
+
+
+def train_epochs(
+    run: Run,
+    cfg: RunConfig,
+    data: Prepared,
+    state: TrainingState,
+    features: FrozenFeatures,
+    trained: nn.Module,
+    scored: nn.Module,
+    tracker: Tracker,
+    ranks: distributed.Ranks,
+    console: Console,
+    on_epoch: Callable[[dict], None] | None,
+) -> None:
+    """The epochs left: each trained (`trained`, or the rest on cached frozen features),
+    validated and logged (`scored`), then checkpointed; an early stop ends them, a signal
+    raises Interrupted once the checkpoint is saved."""
     checkpoint = (lambda: state.save(run.checkpoint)) if ranks.is_main else (lambda: None)
     amp = amp_dtype(cfg.train.amp, ranks.device)
     step = {"label_smoothing": cfg.train.label_smoothing, "grad_clip": cfg.train.grad_clip, "amp_dtype": amp}
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing)
-    t_start = time.perf_counter()
-    with recorded_failure(run, tracker), stop_on_signals() as stop, EpochBar(console) as bar:
+    with stop_on_signals() as stop, EpochBar(console) as bar:
         pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
         while state.epoch < cfg.train.epochs:
             if message := state.freezing.enter(state.epoch, state.scheduler):
@@ -133,11 +191,6 @@ def train(
             if early_stop_due(rows, cfg.train.early_stop):
                 console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
                 break
-    if ranks.is_main:  # rank 0 tests the model and writes the summary
-        tested = features.test(scored, tta=bool(tta_views(cfg.train.tta)))  # cached features, or all
-        finish(run, cfg, data, scored, tested, amp, state.best, time.perf_counter() - t_start, console)
-        tracker.finish(run)
-    return run
 
 
 def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tuple[RunConfig, Prepared]:
@@ -169,9 +222,8 @@ def initial_weights(model: nn.Module, cfg: RunConfig, root: Path, data: Prepared
         state, where = read_state_file(ref), ref
         fix = "train the model the file was saved from: --model NAME (`visionbench models` lists them)"
     report = load_state(model, state, reset=head_name(model) if cfg.model.reset_head else None)
-    check_fit(
-        model, cfg.model.name, report, state, where, fix + "; or leave out --weights to train from scratch"
-    )
+    fix += "; or leave out --weights to train from scratch"
+    check_fit(model, head_name(model), cfg.model.name, report, state, where, fix)
     return report
 
 
@@ -254,6 +306,8 @@ def announce(run: Run, cfg: RunConfig, data: Prepared, model: nn.Module, device,
         "run.json",
         {
             "status": "running",
+            "pid": os.getpid(),  # with the host: `visionbench runs` tells a run whose process is gone
+            "host": platform.node(),
             "data": cfg.data.name,
             "model": cfg.model.name,
             "epochs": cfg.train.epochs,
@@ -395,24 +449,42 @@ def start_tracking(cfg: RunConfig, run: Run, epoch: int, console: Console) -> Tr
     return start_tracker(cfg.train.track, run, cfg, epoch, say)
 
 
+@dataclass
+class Outcome:
+    """What `recorded_failure` tells of a run that stops early: its tracker, once started."""
+
+    tracker: Tracker = field(default_factory=Tracker)
+
+
 @contextmanager
-def recorded_failure(run: Run, tracker: Tracker):
+def recorded_failure(run: Run):
     """A run that dies says so in run.json (`visionbench runs` shows it), not "running" for
-    ever, and in its tracker."""
+    ever, and in its tracker (set on the yielded Outcome). Stopped at once (a second signal, a
+    signal during the test pass) or by its output closing (`| head`): "interrupted", with
+    the line that continues it."""
+    outcome = Outcome()
     try:
-        yield
+        yield outcome
     except Interrupted:
-        tracker.close("KILLED")
+        outcome.tracker.close("KILLED")
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError) as e:
         with suppress(VisionbenchError):  # a full disk: the error raised says it already
             run.set_status("interrupted")
-        tracker.close("KILLED")
-        raise
+        outcome.tracker.close("KILLED")
+        if isinstance(e, BrokenPipeError):
+            why, signum = (
+                "stopped: its output was closed (a pipe such as `| head`)",
+                getattr(signal, "SIGPIPE", 13),
+            )
+        else:
+            signum = getattr(e, "signum", signal.SIGINT)
+            why = f"stopped at once by signal {signum}"
+        raise Interrupted(run, signum, f"{why}; its last checkpoint is kept") from None
     except Exception:
         with suppress(VisionbenchError):
             run.set_status("failed")
-        tracker.close("FAILED")
+        outcome.tracker.close("FAILED")
         raise
 
 

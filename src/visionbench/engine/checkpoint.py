@@ -214,11 +214,21 @@ class TrainingState:
                 where=str(path),
                 fix="start the run again under a new name (its config.yaml: --config)",
             )
-        if ck["fingerprint"] != self.fingerprint or ck["batch_size"] != self.batch_size:
+        config = path.parent / "config.yaml"
+        if ck["fingerprint"] != self.fingerprint:
             raise VisionbenchError(
-                "the checkpoint was made with other data or another batch size",
+                "the checkpoint was made with other data: the data found now has another fingerprint",
                 where=str(path),
-                fix="resume with the run's own data",
+                fix=f"resume with the data the run was trained on (data.name and data.dir in {config}; "
+                "restore its files if they changed), or train a new run on the data as it is now",
+            )
+        if ck["batch_size"] != self.batch_size:  # the epoch position and schedule count its batches
+            raise VisionbenchError(
+                f"the checkpoint was made with train.batch_size={ck['batch_size']}; its config now gives "
+                f"{self.batch_size}",
+                where=str(config),
+                fix=f"set train.batch_size: {ck['batch_size']} back in that config.yaml, then resume; or train "
+                f"a new run with the new batch (visionbench train --config {config})",
             )
         try:
             self.model.load_state_dict(ck["model"])

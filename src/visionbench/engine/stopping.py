@@ -29,18 +29,32 @@ class StopFlag:
         return self.signum is not None
 
 
+class Stopped(KeyboardInterrupt):
+    """A signal that stops at once: a second one, or one where no loop checks the flag."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+# SIGHUP: the terminal or ssh session closed - stopped as by SIGTERM, not killed mid-write
+SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
 @contextmanager
-def stop_on_signals():
-    """SIGINT/SIGTERM set a flag instead of killing: the loop saves a checkpoint and stops."""
+def stop_on_signals(at_once: bool = False):
+    """SIGINT/SIGTERM/SIGHUP set a flag instead of killing: the loop saves a checkpoint and
+    stops. A second signal, or the first one when `at_once` (no loop checks the flag: the
+    final test pass), raises `Stopped` there and then."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.getsignal(s) for s in SIGNALS}
 
     def handler(signum, _):
-        if flag:  # a second signal: the user means it, stop now
-            raise KeyboardInterrupt
+        if flag or at_once:  # a second signal: the user means it, stop now
+            raise Stopped(signum)
         flag.signum = signum
 
     for s in old:

@@ -90,13 +90,13 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], reset: str | No
     return report
 
 
-def check_fit(model: nn.Module, name: str, report: dict, state: dict, where: str, fix: str) -> None:
+def check_fit(
+    model: nn.Module, head: str, name: str, report: dict, state: dict, where: str, fix: str
+) -> None:
     """An error when load_state's `report` set less than MIN_SHARE of `model`'s parameters
-    outside its head (a new head of another shape is fine-tuning, not a mismatch), naming a
+    outside its `head` (a new head of another shape is fine-tuning, not a mismatch), naming a
     few mismatched tensors of each kind: name, shape in the file, shape in the model."""
-    from .registry import head_name
-
-    head, own = head_name(model), model.state_dict()
+    own = model.state_dict()
     body = {k: v.numel() for k, v in own.items() if v.is_floating_point() and not under(k, head)}
     fitted = [k for k in report["loaded"] + report["adapted"] if k in body]
     total = sum(body.values())

@@ -61,9 +61,11 @@ class Run:
         """The run's folder, made here with `files` ({name: text}, e.g. its config.yaml) already
         in it: built as a hidden temp folder, then renamed into place. A rename claims a name
         atomically, so concurrent runs never share a folder, and a folder never exists without
-        its config. An existing folder is taken over only when empty - what a run stopped in
-        its first seconds by an older version left - so such a name is never stuck; `unique`
-        picks the next free -2, -3, ... instead of failing."""
+        its config. Each file comes with its sha256 (NAME.sha256): a config.yaml cut short or
+        changed later is found when read, not filled in with defaults. An existing folder is
+        taken over only when empty - what a run stopped in its first seconds by an older
+        version left - so such a name is never stuck; `unique` picks the next free -2, -3, ...
+        instead of failing."""
         from ..config import check_run_name
 
         check_run_name(run_id)
@@ -81,6 +83,7 @@ class Run:
         try:
             for name, text in (files or {}).items():
                 atomic_write_bytes(tmp / name, text.encode())
+                atomic_write_bytes(tmp / f"{name}.sha256", hashlib.sha256(text.encode()).hexdigest().encode())
             for n in range(2, 10_000):
                 if run.claim(tmp, take_empty=not unique):
                     return run
@@ -128,11 +131,19 @@ class Run:
         )
 
     @classmethod
-    def open(cls, ref: str | Path, root: Path | None = None) -> Run:
-        """A run by folder path or by id under the runs root."""
+    def open(cls, ref: str | Path, root: Path | None = None, done: str = "used here") -> Run:
+        """A run by folder path or by id under the runs root. A saved ensemble's name is said
+        to be one (what cannot be `done` to it) with its member runs offered instead."""
         path = Path(ref)
         if not (path / "config.yaml").is_file():
             path = runs_root(root) / str(ref)
+        for folder in (Path(ref), path):
+            if (folder / "ensemble.json").is_file() and not (folder / "config.yaml").is_file():
+                raise VisionbenchError(
+                    f"'{ref}' is a saved ensemble, not a run: an ensemble cannot be {done}",
+                    where=str(folder / "ensemble.json"),
+                    fix=f"pass one of its member runs instead: {', '.join(member_ids(Run(folder)))}",
+                )
         if not (path / "config.yaml").is_file():
             empty = path.is_dir() and not any(path.iterdir())
             raise VisionbenchError(
@@ -226,9 +237,12 @@ class Run:
         summary, meta = files["summary.json"], files["run.json"]
         if not (self.path / "config.yaml").is_file():
             damaged.insert(0, "config.yaml missing")
+        elif self.config_changed():
+            damaged.insert(0, "config.yaml changed")
         if damaged:
             return f"damaged: {', '.join(damaged)}", summary, meta
-        return ("finished" if summary else str(meta.get("status", absent))), summary, meta
+        status = "finished" if summary else str(meta.get("status", absent))
+        return (running_status(meta) if status == "running" else status), summary, meta
 
     def metrics(self) -> list[dict]:
         p = self.path / "metrics.jsonl"
@@ -247,10 +261,33 @@ class Run:
 
     def config(self):
         """The run's resolved config, as saved in config.yaml."""
-        from ..config import build_config, load_yaml
+        from ..config import build_config
+
+        return build_config(self.config_tree(), str(self.path / "config.yaml"))
+
+    def config_tree(self) -> dict:
+        """config.yaml as saved, checked against the sha256 written with it (runs made before
+        the digest are read unchecked): a file cut short would otherwise fill in defaults."""
+        from ..config import load_yaml
 
         path = self.path / "config.yaml"
-        return build_config(load_yaml(path), str(path))
+        if self.config_changed():
+            raise VisionbenchError(
+                f"run '{self.id}': config.yaml is damaged (its sha256 differs from the one written "
+                "with it: cut short or edited)",
+                where=str(path),
+                fix="restore the file from a copy; to train with other settings, start a new run "
+                "from an edited copy (`visionbench train --config FILE`)",
+            )
+        return load_yaml(path)
+
+    def config_changed(self) -> bool:
+        digest = self.path / "config.yaml.sha256"
+        try:
+            data = (self.path / "config.yaml").read_bytes()
+            return digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip()
+        except OSError:  # missing or unreadable: load_yaml says which
+            return False
 
     def load_weights(self, which: str = "last") -> dict[str, torch.Tensor]:
         """The run's last or best weights, checked against the sha256 written with them."""
@@ -271,6 +308,22 @@ class Run:
                 fix=f"evaluate its {other} weights (--weights {other}), or train the run again",
             )
         return read_state_file(p, data)
+
+
+def running_status(meta: dict) -> str:
+    """ "running" as run.json says, checked against the process that wrote it: a run killed
+    where it could not say so (kill -9, a power cut) shows as stopped, not running for ever.
+    A process on another host (a shared runs folder) cannot be checked from here."""
+    pid, host = meta.get("pid"), meta.get("host")
+    if not isinstance(pid, int) or host != platform.node():
+        return f"running? (on {host})" if isinstance(host, str) else "running?"
+    try:
+        os.kill(pid, 0)  # signal 0: is it alive? nothing is sent
+    except ProcessLookupError:
+        return "stopped (process gone)"
+    except OSError:  # alive, as another user (EPERM); or not checkable here
+        pass
+    return "running"
 
 
 def writable(folder: Path, prefix: str = ".probe-") -> Path:
@@ -392,6 +445,17 @@ def list_runs(root: Path) -> list[dict]:
 def number(value) -> float | None:
     """A number read from a run's files, or None (a damaged file may hold anything)."""
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def member_ids(folder: Run) -> list[str]:
+    """The run ids of a saved ensemble's members, as far as its ensemble.json can be read."""
+    try:
+        members = folder.read_json("ensemble.json").get("members")
+    except VisionbenchError:
+        members = None
+    if not isinstance(members, list):
+        return ["? (its ensemble.json is damaged: `visionbench runs` lists the runs)"]
+    return [str(m.get("id", "?")) if isinstance(m, dict) else "?" for m in members]
 
 
 def ensemble_row(folder: Run) -> dict:

@@ -93,12 +93,13 @@ def open_run(
     weights: str = "last",
     device: str = "auto",
     kind: type[LoadedRun] = LoadedRun,
+    done: str = "used here",
 ) -> LoadedRun:
     """Open a run (id or folder) with its weights; `kind` is the class returned (a subclass
-    adds behaviour, e.g. an ensemble member)."""
+    adds behaviour, e.g. an ensemble member); `done` says what a saved ensemble cannot be."""
     if weights not in WEIGHTS:
         raise VisionbenchError(f"unknown weights '{weights}'", fix="use last or best")
-    run = Run.open(ref, runs_root(runs_dir))
+    run = Run.open(ref, runs_root(runs_dir), done)
     cfg = run.config()
     dev = pick_device(device)
     report = run.read_json("run.json").get("data_report") or {}
