@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import cut_then_resume
 
-from visionbench.commands.train import train
+import visionbench.commands.train as train_module
+from visionbench.commands.train import Interrupted, train
 from visionbench.config import FinetuneConfig, resolve_config
 from visionbench.data.prepare import prepare_data
 from visionbench.engine.checkpoint import load_checkpoint
@@ -64,7 +65,9 @@ def test_a_second_run_reads_the_features_back(one_thread, capsys):
     assert "computed" not in second
 
 
-def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(one_thread, capsys):
+def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(
+    one_thread, capsys, monkeypatch
+):
     head_only = HEAD_THEN_ALL + ["train.epochs=1"]  # the run ends in the head-only stage
     through = trained(head_only + ["name=through", "finetune.cache_features=off"])
     cached = trained(head_only + ["name=cached"], quiet=False)
@@ -72,6 +75,12 @@ def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(
     a, b = (np.load(r.path / "eval-last" / "predictions.npz") for r in (through, cached))
     assert np.allclose(a["probs"], b["probs"], atol=1e-6) and (a["preds"] == b["preds"]).all()
     assert through.read_json("summary.json")["test_acc"] == cached.read_json("summary.json")["test_acc"]
+    with monkeypatch.context() as mp, pytest.raises(Interrupted):  # stopped in the test pass
+        mp.setattr(train_module, "finish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        trained(head_only + ["name=resumed"])
+    resumed = train(None, resume="resumed")
+    assert "frozen layers: the test images' output read from" in capsys.readouterr().out
+    assert resumed.read_json("summary.json")["test_acc"] == cached.read_json("summary.json")["test_acc"]
     tta = trained(head_only + ["name=tta", "train.tta=flip"], quiet=False)  # views of images: all of it runs
     assert (
         "test images' output" not in capsys.readouterr().out

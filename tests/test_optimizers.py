@@ -267,17 +267,17 @@ def test_an_unset_lr_is_each_optimizers_own_scaled_with_the_batch_and_said():
     assert create_optimizer(model, OptimConfig(name="yogi")).param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
-def test_a_batch_larger_than_the_training_set_is_clamped_and_the_lr_scaled_by_what_is_left():
-    """--batch-size 100000 on 1,295 digits gave lr 78.1 (0.1 scaled to 100,000): the batch is
-    the training set, the lr scaled to it, in one line naming the key."""
+def test_a_batch_larger_than_the_training_set_scales_the_lr_by_the_images_it_holds():
+    """--batch-size 100000 on 1,295 digits gave lr 78.1 (0.1 scaled to 100,000): the lr scales
+    with the one batch of 1,295 an epoch serves, said in one line naming the key. The batch
+    asked is kept (saved in config.yaml: a sweep's re-run and a resume compare it)."""
     from visionbench.config import resolve_config
     from visionbench.models.build import auto_settings
 
     cfg, notes = auto_settings(resolve_config([], ["train.batch_size=100000"]), 1295, (1, 8, 8))
-    assert cfg.train.batch_size == 1295 and cfg.optim.lr == pytest.approx(0.1 * 1295 / 128)
-    assert (
-        notes[0].startswith("warning: train.batch_size=1295, not 100000") and "train.batch_size=N" in notes[0]
-    )
+    assert cfg.train.batch_size == 100000 and cfg.optim.lr == pytest.approx(0.1 * 1295 / 128)
+    assert notes[0].startswith("warning: train.batch_size=100000 is more than the 1,295 training images")
+    assert "train.batch_size=N" in notes[0]
     assert notes[1] == "optim.lr=1.01: 0.1 scaled to batch 1295; set optim.lr=X to choose"
     cfg, notes = auto_settings(resolve_config([], []), 5, (1, 8, 8))  # 5 images: halved to the floor of 2
     assert cfg.train.batch_size == 2 and cfg.optim.lr == pytest.approx(0.1 * 2 / 128)

@@ -327,6 +327,35 @@ def test_a_resume_with_another_batch_size_names_both_and_the_fix_works(monkeypat
     with pytest.raises(VisionbenchError) as e:
         train(None, resume="cut", quiet=True)
     assert "made with train.batch_size=64; its config now gives 32" in str(e.value)
-    assert e.value.fix.startswith("set train.batch_size: 64 back in that config.yaml, then resume")
-    config.write_text(config.read_text().replace("batch_size: 32", "batch_size: 64"))  # the fix
-    assert train(None, resume="cut", quiet=True).finished
+    assert e.value.fix.startswith(
+        f"train a new run with these settings (visionbench train --config {config})"
+    )
+    fixed = resolve_config([config], ["name=cut2"])  # the fix: --config
+    assert fixed.train.batch_size == 32 and train(fixed, quiet=True).finished
+
+
+def test_a_resume_after_an_early_stop_trains_no_more_epochs(monkeypatch, tiny_overrides):
+    """Stopped early at epoch k, then interrupted in the test pass: the resume goes straight to
+    the test pass, as the uninterrupted run did, instead of training epoch k + 1."""
+    overrides = tiny_overrides + ["name=early", "train.epochs=6", "train.early_stop=1", "optim.lr=1e-12"]
+    with monkeypatch.context() as mp, pytest.raises(Interrupted):
+        mp.setattr(train_module, "finish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        train(resolve_config([], overrides), quiet=True)
+    stopped = len(Run.open("early").metrics())
+    assert stopped < 6  # the val accuracy never improves at this lr
+    run = train(None, resume="early", quiet=True)
+    assert run.finished and len(run.metrics()) == stopped
+
+
+def test_a_signal_after_the_summary_is_written_leaves_the_run_finished(monkeypatch, tiny_overrides):
+    """Ctrl-C (or a closed pipe) between summary.json and the last printed line: the run is
+    finished, not 'interrupted' with a --resume line that would be refused."""
+    finish = train_module.finish
+
+    def finish_then_signal(*a):
+        finish(*a)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "finish", finish_then_signal)
+    run = train(resolve_config([], tiny_overrides + ["name=done"]), quiet=True)
+    assert run.finished and run.read_json("run.json")["status"] == "finished"

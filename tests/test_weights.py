@@ -11,7 +11,7 @@ from conftest import Malicious
 from safetensors.torch import save_file
 
 from visionbench.errors import VisionbenchError
-from visionbench.models import create_model
+from visionbench.models import create_model, head_name
 from visionbench.models.weights import check_fit, load_state, read_state_file
 
 
@@ -76,10 +76,13 @@ def test_weights_of_another_architecture_are_an_error_listing_tensors(tmp_path, 
 def test_a_file_matching_only_the_head_is_an_error_a_new_head_is_not():
     target = create_model("simple_cnn", num_classes=10, in_chans=1)
     head_only = {k: v for k, v in target.state_dict().items() if k.startswith("classifier.5")}
-    with pytest.raises(VisionbenchError, match="0% of simple_cnn's parameters outside its head"):
-        check_fit(target, "simple_cnn", load_state(target, head_only), head_only, "w.pth", "fix")
+    head = head_name(target)
+    with pytest.raises(VisionbenchError, match="set 0 of the 8 tensors of simple_cnn outside its head"):
+        check_fit(target, head, "simple_cnn", load_state(target, head_only), head_only, "w.pth", "fix")
     other_head = create_model("simple_cnn", num_classes=5, in_chans=3).state_dict()  # fine-tuning
-    check_fit(target, "simple_cnn", load_state(target, other_head), other_head, "w.pth", "fix")
+    check_fit(target, head, "simple_cnn", load_state(target, other_head), other_head, "w.pth", "fix")
+    other_size = create_model("simple_cnn", num_classes=10, in_chans=3, img_size=28).state_dict()
+    check_fit(target, head, "simple_cnn", load_state(target, other_size), other_size, "w.pth", "fix")  # CIFAR
 
 
 def test_run_weights_of_another_model_name_that_model_and_the_fix_works(tiny_overrides):

@@ -6,7 +6,7 @@ functions (commands/ and analysis/), from a notebook or a script.
     >>> run.history               # one row per epoch: a pandas DataFrame, or a list of dicts
     >>> run.plot("confusion")     # figures show inline in Jupyter
     >>> run.predict("photos/")    # a folder, image files, PIL images or arrays
-    >>> vb.compare(run, vb.train(data="digits", model="simple_cnn", epochs=2))
+    >>> vb.compare(run, vb.train(data="digits", model="scratch_cnn", epochs=2))
 
 Settings are given as the CLI's options (`data`, `model`, `epochs`, `lr`, ...), as dotted config
 keys (`**{"optim.lr": 0.05}`, what `optim.lr=0.05` is on the command line) or as whole sections
@@ -209,7 +209,7 @@ def sweep(
     (`search="optuna"`, ranges as "lo..hi[:log]"); other keywords are settings for every run.
     Re-running it skips finished runs and resumes interrupted ones. Returns one row per run.
 
-    >>> vb.sweep({"model.name": ["simple_cnn", "small_cnn"], "seed": [0, 1]}, data="digits", epochs=2)
+    >>> vb.sweep({"model.name": ["scratch_cnn", "small_cnn"], "seed": [0, 1]}, data="digits", epochs=2)
     """
     from ..commands.options import config_tree
     from ..commands.search import check_results, run_sweep

@@ -114,10 +114,10 @@ def train(
         # starts here, at the test pass
         if ranks.is_main:  # rank 0 tests the model and writes the summary
             with stop_on_signals(at_once=True):
-                tested = features.test(scored, tta=bool(tta_views(cfg.train.tta)))  # cached features, or all
-                finish(
-                    run, cfg, data, scored, tested, amp, state.best, time.perf_counter() - t_start, console
-                )
+                tta = bool(tta_views(cfg.train.tta))
+                tested = features.test(scored, tta, state.epoch - 1)  # the rest on cached features, or all
+                wall = time.perf_counter() - t_start
+                finish(run, cfg, data, scored, tested, amp, state.best, wall, console)
     if ranks.is_main:
         tracker.finish(run)
     return run
@@ -162,6 +162,8 @@ def train_epochs(
     amp = amp_dtype(cfg.train.amp, ranks.device)
     step = {"label_smoothing": cfg.train.label_smoothing, "grad_clip": cfg.train.grad_clip, "amp_dtype": amp}
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing)
+    if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left
+        return
     with stop_on_signals() as stop, EpochBar(console) as bar:
         pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
         while state.epoch < cfg.train.epochs:
@@ -469,6 +471,8 @@ def recorded_failure(run: Run):
         outcome.tracker.close("KILLED")
         raise
     except (KeyboardInterrupt, BrokenPipeError) as e:
+        if run.finished:  # summary.json written, its line unprinted: nothing to resume
+            return
         with suppress(VisionbenchError):  # a full disk: the error raised says it already
             run.set_status("interrupted")
         outcome.tracker.close("KILLED")

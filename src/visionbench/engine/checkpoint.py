@@ -227,8 +227,8 @@ class TrainingState:
                 f"the checkpoint was made with train.batch_size={ck['batch_size']}; its config now gives "
                 f"{self.batch_size}",
                 where=str(config),
-                fix=f"set train.batch_size: {ck['batch_size']} back in that config.yaml, then resume; or train "
-                f"a new run with the new batch (visionbench train --config {config})",
+                fix=f"train a new run with these settings (visionbench train --config {config}): a resume "
+                "replays the checkpoint's batches, so it cannot change the batch",
             )
         try:
             self.model.load_state_dict(ck["model"])

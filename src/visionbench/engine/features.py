@@ -166,10 +166,7 @@ class FrozenFeatures:
         val = self.data.val
         images = len(self.data.keep) * self.views + (len(val.labels) if val is not None else 0)
         need = images * sample[0].numel() * sample.element_size()
-        budget = MEMORY_SHARE * (memory_total() or float("inf"))
-        if self.data.device.type == "cuda":
-            budget = min(budget, torch.cuda.mem_get_info(self.data.device)[0] / 2)
-        if need > budget:
+        if need > (budget := self.budget()):
             return f"their output would take {size_text(need)}, more than the {size_text(budget)} it may use"
         return None
 
@@ -206,23 +203,43 @@ class FrozenFeatures:
         )
         return split.rest, FeatureLoader(self.data.train, views), val
 
-    def test(self, scored: nn.Module, tta: bool) -> tuple[nn.Module, TensorLoader | FeatureLoader]:
-        """What the test evaluation runs: when the last epoch trained on cached features, the
-        rest on the test images' frozen-layer output (cached too: a sweep over head settings
-        computes it once), else `scored` on the images. Test-time augmentation transforms
-        images, so under it the whole model runs."""
-        split = self.plans[self.stage] if self.cached is not None else None
+    def test(
+        self, scored: nn.Module, tta: bool, epoch: int
+    ) -> tuple[nn.Module, TensorLoader | FeatureLoader]:
+        """What the test evaluation runs: when epoch `epoch` (the last trained) was in a stage
+        that caches, the rest on the test images' frozen-layer output (cached too: a sweep over
+        head settings computes it once), else `scored` on the images. Test-time augmentation
+        transforms images, so under it the whole model runs."""
+        split = self.plans[self.freezing.stage_at(max(epoch, 0))]
         if not isinstance(split, Split) or tta:
             return scored, self.data.test
         test = self.data.dataset.splits["test"]
-        need = len(test.labels) * self.cached[1].views[0][0].numel() * 4
-        if need > MEMORY_SHARE * (memory_total() or float("inf")):
+        x, _ = next(self.data.loader("test", np.arange(1)).epoch(0))
+        with torch.no_grad(), self.autocast():
+            need = len(test.labels) * capture(self.model.eval(), split.module, x).numel() * 4
+        held = sum(t.numel() * t.element_size() for t in self.held())
+        if need + held > self.budget():
             self.say(f"frozen layers: the test images run through them (their output: {size_text(need)})")
             return scored, self.data.test
         key = self.base_key(split) | {"split": "test", "images": len(test.labels)}
         arrays, done = self.cached_arrays(split, key, lambda: {"test": self.view(split, self.data.test, 0)})
         self.say(f"frozen layers: the test images' output {done}")
         return split.rest, FeatureLoader(self.data.test, [self.tensor(arrays["test"])])
+
+    def held(self) -> list[torch.Tensor]:
+        """The cached features the run holds now (the current stage's)."""
+        if self.cached is None:
+            return []
+        _, train, val = self.cached
+        return train.views + (val.views if val else [])
+
+    def budget(self) -> float:
+        """Bytes the cached features may take: a share of the memory, and on a GPU at most half
+        of what is free on it."""
+        budget = MEMORY_SHARE * (memory_total() or float("inf"))
+        if self.data.device.type == "cuda":
+            budget = min(budget, torch.cuda.mem_get_info(self.data.device)[0] / 2)
+        return budget
 
     def cached_arrays(self, split: Split, key: dict, compute: Callable[[], dict]) -> tuple[dict, str]:
         """The arrays cached under `key`, or `compute()`d and cached now; where from, in words."""

@@ -176,7 +176,7 @@ def fit_train_batch(
     an error naming the largest that does. A resumed run keeps its batch (its steps depend on it)."""
     device, world = ranks.device, ranks.world
     batch = cfg.train.batch_size
-    if batch // world <= mem.largest_batch():
+    if min(batch, len(data.keep)) // world <= mem.largest_batch():  # more than the images: they are a batch
         return cfg
     largest = mem.largest_batch() * world
     why = (

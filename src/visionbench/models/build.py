@@ -53,12 +53,11 @@ def auto_settings(
                 f"train.batch_size={batch}: {n_train:,} training images make {n_train // batch} steps an epoch "
                 f"({n_train // DEFAULT_BATCH} at {DEFAULT_BATCH}{fewer}); set train.batch_size=N to choose"
             )
-    elif batch > n_train:  # one partial batch an epoch: the batch, and the lr scaled by it, is n_train
+    elif batch > n_train:  # one partial batch an epoch, of n_train images: what the lr scales with
         notes.append(
-            f"warning: train.batch_size={n_train}, not {batch}: the {n_train:,} training images make one "
-            f"batch (one optimizer step an epoch); set train.batch_size=N below {n_train} to choose"
+            f"warning: train.batch_size={batch} is more than the {n_train:,} training images: one batch "
+            f"of {n_train:,} (one optimizer step) an epoch; set train.batch_size=N below {n_train} to choose"
         )
-        batch = n_train
     elif n_train // batch < MIN_STEPS // 2:
         notes.append(
             f"warning: train.batch_size={batch} makes {max(1, n_train // batch)} optimizer step(s) an epoch "
@@ -66,7 +65,7 @@ def auto_settings(
         )
     lr = cfg.optim.lr
     if lr is None:
-        lr, how = default_lr(cfg.optim.name, batch, DEFAULT_BATCH)
+        lr, how = default_lr(cfg.optim.name, min(batch, n_train), DEFAULT_BATCH)  # the batch there is
         if batch != DEFAULT_BATCH or lr != BASE_LR:
             notes.append(f"optim.lr={lr:.3g}: {how}; set optim.lr=X to choose")
     small_stem = cfg.model.small_stem
