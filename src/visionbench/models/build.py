@@ -117,7 +117,7 @@ def input_size_errors(cfg: RunConfig, ds) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        if not any(words in str(e) for words in TOO_SMALL):
+        if not too_small(e):
             raise
         side = cfg.model.input_size or ds.shape[1]
         smallest = smallest_input(cfg, ds)
@@ -131,6 +131,11 @@ def input_size_errors(cfg: RunConfig, ds) -> Iterator[None]:
         raise VisionbenchError(
             f"{cfg.model.name} needs {need}, got {side}x{side} ({str(e).splitlines()[0]})", fix=fix
         ) from None
+
+
+def too_small(e: RuntimeError) -> bool:
+    """Whether PyTorch's error says a window was larger than the map it slides over."""
+    return any(words in str(e) for words in TOO_SMALL)
 
 
 def smallest_input(cfg: RunConfig, ds, limit: int = 1024) -> int | None:
@@ -151,7 +156,7 @@ def smallest_input(cfg: RunConfig, ds, limit: int = 1024) -> int | None:
         except VisionbenchError:  # the model's own size check
             return False
         except RuntimeError as e:
-            if any(words in str(e) for words in TOO_SMALL):
+            if too_small(e):
                 return False
             raise
         return True

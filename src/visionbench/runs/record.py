@@ -282,10 +282,9 @@ class Run:
         return load_yaml(path)
 
     def config_changed(self) -> bool:
-        digest = self.path / "config.yaml.sha256"
+        path = self.path / "config.yaml"
         try:
-            data = (self.path / "config.yaml").read_bytes()
-            return digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip()
+            return digest_differs(path, path.read_bytes())
         except OSError:  # missing or unreadable: load_yaml says which
             return False
 
@@ -298,9 +297,8 @@ class Run:
                 where=str(p),
                 fix="was the run finished? `visionbench runs` shows its status",
             )
-        digest = p.with_name(p.name + ".sha256")
         data = p.read_bytes()
-        if digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip():
+        if digest_differs(p, data):
             other = "best" if which == "last" else "last"
             raise VisionbenchError(
                 f"run '{self.id}': {p.name} is damaged (its sha256 differs from the one written with it)",
@@ -308,6 +306,13 @@ class Run:
                 fix=f"evaluate its {other} weights (--weights {other}), or train the run again",
             )
         return read_state_file(p, data)
+
+
+def digest_differs(path: Path, data: bytes) -> bool:
+    """Whether `data` (the file at `path`) differs from the sha256 written beside it (PATH.sha256);
+    a file written without one is taken as it is."""
+    digest = path.with_name(path.name + ".sha256")
+    return digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip()
 
 
 def running_status(meta: dict) -> str:
