@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# fp32 on every CPU, for session fixtures too (they are made before any function fixture): the
+# suite's numbers do not depend on whether CI's CPU has native bf16. The tests of the bf16 path
+# set VISIONBENCH_CPU_BF16=1 themselves (native here or emulated: tiny cases).
+os.environ["VISIONBENCH_CPU_BF16"] = "0"
+
 SHARED_DATA = Path(
     os.environ.get("VISIONBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
@@ -78,9 +83,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("VISIONBENCH_DATA", raising=False)
     monkeypatch.setenv("VISIONBENCH_OFFLINE", "1")  # nothing downloads unless a test says so (test_hub)
-    # fp32 on every CPU: the suite's numbers do not depend on whether CI's CPU has native bf16
-    # (test_fastnet runs the bf16 autocast path on purpose)
-    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "0")
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", "0")  # as at the top: a test that sets it gets it back
     # empty weight caches: a test of "weights not on this machine" passes on a machine that has them
     hub = tmp_path / "weights"
     monkeypatch.setenv("TORCH_HOME", str(hub / "torch"))
@@ -161,14 +164,12 @@ def cut_then_resume(monkeypatch, tmp_path, cfg, global_step: int, on_cut=None):
     from visionbench.commands.train import Interrupted, train
     from visionbench.runs import Run
 
-    interrupt_at(monkeypatch, global_step)
-    with pytest.raises(Interrupted):
-        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
+    with pytest.MonkeyPatch.context() as mp:  # undone alone: the test's own settings stay
+        interrupt_at(mp, global_step)
+        with pytest.raises(Interrupted):
+            train(cfg.model_copy(update={"name": "cut"}), quiet=True)
     if on_cut is not None:
         on_cut(Run.open("cut"))
-    monkeypatch.undo()
-    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
     return train(None, resume="cut", quiet=True)
 
 

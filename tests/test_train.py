@@ -38,26 +38,26 @@ AUGMENTED = [
 
 
 @pytest.mark.parametrize(
-    "stop_step, extra",
-    [(20, []), (26, []), (26, AUGMENTED)],
-    ids=["end-of-epoch-1", "mid-epoch-2", "mid-epoch-2-augmented-ema"],
+    "stop_step, extra, bf16",
+    [(20, [], "0"), (26, [], "0"), (26, AUGMENTED, "0"), (20, [], "1")],
+    ids=["end-of-epoch-1", "mid-epoch-2", "mid-epoch-2-augmented-ema", "end-of-epoch-1-bf16-autocast"],
 )
-def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step, extra):
-    # dropout: RNG state matters too
+def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step, extra, bf16):
+    # dropout: RNG state matters too; bf16: the CPU autocast path (native here, or emulated)
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", bf16)
     cfg = resolve_config([], tiny_overrides + ["model.dropout=0.2"] + extra)
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
+    assert full.config().train.amp == ("bf16" if bf16 == "1" else False)  # the autocast it ran under
     steps_per_epoch = len(train_module.prepare_data(cfg, torch.device("cpu")).train)
     assert steps_per_epoch == 20  # 1,295 train images // 64: the step numbers above rely on it
 
-    interrupt_at(monkeypatch, stop_step)
-    with pytest.raises(Interrupted) as exc:
-        train(cfg.model_copy(update={"name": "cut"}), quiet=True)
+    with pytest.MonkeyPatch.context() as mp:
+        interrupt_at(mp, stop_step)
+        with pytest.raises(Interrupted) as exc:
+            train(cfg.model_copy(update={"name": "cut"}), quiet=True)
     assert exc.value.exit_code == 128 + signal.SIGTERM
     cut = Run.open("cut")
     assert not cut.finished and cut.checkpoint.exists()
-    monkeypatch.undo()
-    monkeypatch.setenv("VISIONBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("VISIONBENCH_RUNS", str(tmp_path / "runs"))
     resumed = train(None, resume="cut", quiet=True)
 
     a, b = weights_of(full), weights_of(resumed)
@@ -110,9 +110,11 @@ def test_run_record_has_everything(tiny_overrides):
     assert report["splits"]["train"] + report["splits"]["val"] == 1438
     assert report["splits"]["test"] == 359
     # the saved config reproduces the run: fed back, it trains a new run to the same weights;
-    # what was left unset is saved as chosen (small_cnn takes no stem option: off at 8 px? on: 8 <= 64)
+    # what was left unset is saved as chosen (small_cnn takes no stem option: off at 8 px? on: 8 <= 64;
+    # train.amp=true: the autocast chosen for this device, fp32 in the suite)
     again = resolve_config([run.path / "config.yaml"])
-    assert again.model_dump() == resolve_config([], [*tiny_overrides, "model.small_stem=true"]).model_dump()
+    chosen = [*tiny_overrides, "model.small_stem=true", "train.amp=false"]
+    assert again.model_dump() == resolve_config([], chosen).model_dump()
     rerun = train(again, quiet=True)
     assert rerun.id != run.id
     a, b = weights_of(run), weights_of(rerun)

@@ -202,9 +202,11 @@ class TrainConfig(Section):
     early_stop: NonNegative = 0  # stop after this many epochs without a better val accuracy (0: off)
     grad_clip: Positive | None = None  # max global grad norm
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    # bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16 or AMX); never on other
-    # CPUs, where bf16 is emulated: 0.3 GFLOP/s against 117 in fp32 on an AVX2 EPYC
-    amp: bool = True
+    # true: the device's native autocast, recorded as bf16|fp16|false when a run starts (engine/
+    # device.py): bf16 on CUDA from Ampere and on CPUs with native bf16 (AVX512-BF16 or AMX), fp16
+    # + a gradient scaler on older GPUs; never bf16 where it is emulated (0.3 GFLOP/s against 117
+    # in fp32 on an AVX2 EPYC)
+    amp: bool | Literal["bf16", "fp16"] = True
     channels_last: bool = (
         True  # NHWC memory layout, on every device (faster on GPUs and for small CNNs on CPU)
     )

@@ -189,7 +189,8 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     from the data when the run started (models/build.py auto_settings) and match any value.
     data.dir is where the data was found, not what it is (the checkpoint checks its fingerprint):
     --data-dir one time and $VISIONBENCH_DATA the next is the same run; the evaluation batch may
-    have been brought down to fit in memory (engine/memory.py) and changes no result."""
+    have been brought down to fit in memory (engine/memory.py) and changes no result; train.amp=true
+    was recorded as the autocast chosen for the device (engine/device.py resolve_amp)."""
 
     def flat(tree: dict, prefix: str = "") -> dict:
         out = {}
@@ -201,7 +202,7 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     return all(
         have.get(k) == v
         for k, v in want.items()
-        if k not in NO_RESULT_KEYS and not (k in AUTO_KEYS and v is None)
+        if k not in NO_RESULT_KEYS and not (k in AUTO_KEYS and v is None) and not (k == "train.amp" and v is True)
     )
 
 

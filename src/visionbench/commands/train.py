@@ -29,7 +29,7 @@ from ..data.loader import TensorLoader
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
-from ..engine.device import amp_dtype, pick_device, require_compile, seed_everything
+from ..engine.device import amp_dtype, pick_device, require_compile, resolve_amp, seed_everything
 from ..engine.ema import weight_average
 from ..engine.features import FeatureLoader, FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
@@ -81,6 +81,7 @@ def train(
         require_compile(ranks.device)
     seed_everything(cfg.seed, ranks.device, cfg.train.deterministic, cfg.train.threads)
     asked, (cfg, data) = cfg, load_data(cfg, ranks, console)
+    cfg = recorded_amp(cfg, ranks.device, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
     cfg = fit_batch(
         cfg, asked, data, model, ranks, lambda m: console.print(escape(m)), bool(resumed)
@@ -121,6 +122,15 @@ def train(
     if ranks.is_main:
         tracker.finish(run)
     return run
+
+
+def recorded_amp(cfg: RunConfig, device: torch.device, console: Console) -> RunConfig:
+    """The config with train.amp as the run records it: `true` becomes the autocast chosen for
+    this device (said in one line), so a resume or a later `eval` elsewhere computes the same."""
+    amp = resolve_amp(cfg.train.amp, device)
+    if amp is not cfg.train.amp and amp:
+        console.print(f"autocast: {amp} (native on this {device.type}; train.amp=false for fp32)")
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"amp": amp})})
 
 
 def resumable(ref: str, root: Path) -> Run:

@@ -3,6 +3,7 @@ and whether torch.compile can run there."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import random
@@ -58,11 +59,53 @@ def cpu_has_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast when asked, on CUDA and on CPUs with native bf16 (an airbench-shaped
-    network trained 2.3x faster in bf16 + channels_last than in fp32 on such a 2-core EPYC)."""
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
-    return torch.bfloat16 if amp and native else None
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_autocasts(device: torch.device) -> tuple[str, ...]:
+    """The autocast dtypes `device` runs natively, the preferred first: bf16 and fp16 on CUDA
+    GPUs from Ampere (compute capability 8.0) on; fp16 only before it (V100 7.0, T4 7.5), where
+    bf16 is emulated; bf16 on CPUs with native bf16 (an airbench-shaped network trained 2.3x
+    faster in bf16 + channels_last than in fp32 on such a 2-core EPYC); none elsewhere."""
+    if device.type == "cuda":
+        return ("bf16", "fp16") if torch.cuda.get_device_capability(device)[0] >= 8 else ("fp16",)
+    return ("bf16",) if device.type == "cpu" and cpu_has_bf16() else ()
+
+
+def resolve_amp(amp: bool | str, device: torch.device) -> bool | str:
+    """train.amp as a new run records it: true becomes the device's preferred native autocast
+    (or false), so that a resume, `eval`, `predict` and ensembles compute as training did,
+    wherever they run and whatever VISIONBENCH_CPU_BF16 says then."""
+    if amp is True:
+        native = native_autocasts(device)
+        return native[0] if native else False
+    return amp
+
+
+def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for train.amp on `device` (None: fp32). A dtype the device does not
+    run natively falls back to fp32, with a warning: emulated bf16 ran 400x slower than fp32 on
+    an AVX2-only EPYC, so a run recorded under bf16 elsewhere is evaluated in fp32 here, its
+    figures within rounding of the recorded ones (VISIONBENCH_CPU_BF16=1 emulates them)."""
+    wanted = resolve_amp(amp, device)
+    if not wanted:
+        return None
+    if wanted not in native_autocasts(device):
+        warn_emulated(wanted, device)
+        return None
+    return AUTOCAST[wanted]
+
+
+@functools.cache
+def warn_emulated(wanted: str, device: torch.device) -> None:
+    import warnings
+
+    warnings.warn(
+        f"train.amp={wanted} is set for this run but this {device.type} does not run {wanted} natively: "
+        "computing in fp32 instead, so figures may differ from the run's in the last digits ("
+        "VISIONBENCH_CPU_BF16=1 emulates bf16 on a CPU, slowly)",
+        stacklevel=3,
+    )
 
 
 def cxx_compiler() -> str | None:
