@@ -133,3 +133,48 @@ def test_a_run_json_missing_its_shape_is_a_clear_error_not_a_traceback(digit_run
     )
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "data_report is incomplete" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize(
+    "trained, later", [("1", "1"), ("0", "1")], ids=["bf16-autocast", "fp32-then-bf16-cpu"]
+)
+def test_one_image_one_figure_in_every_command(tmp_path, monkeypatch, trained, later):
+    """Training's test pass, `eval`, `predict` and an ensemble compute the same logits for the
+    same image and weights: under the run's recorded autocast (bf16 on this CPU, native or
+    emulated), whatever VISIONBENCH_CPU_BF16 says when the run is reopened, and whichever
+    batch an image falls in (all 359 test images, or 5 of them)."""
+    import visionbench as vb
+    from visionbench.commands.train import train
+    from visionbench.config import resolve_config
+
+    monkeypatch.setenv("VISIONBENCH_CPU_BF16", trained)
+    overrides = ["data.name=digits", "model.name=small_cnn", "model.kwargs={width: 8}", "train.epochs=1"]
+    for seed, name in enumerate("pq"):
+        train(resolve_config([], [*overrides, f"seed={seed}", f"name={name}"]), quiet=True)
+    monkeypatch.setenv(
+        "VISIONBENCH_CPU_BF16", later
+    )  # e.g. a run made on an AVX2 CPU, reopened on a bf16 one
+    runs = tmp_path / "runs"
+    trained_pass = np.load(runs / "p" / "eval-last" / "predictions.npz")
+    summary = json.loads((runs / "p" / "summary.json").read_text())
+    res = invoke("eval", "p", "--runs-dir", str(runs), "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["top1"] == summary["test_acc"]
+    again = np.load(runs / "p" / "eval-last" / "predictions.npz")
+    assert np.array_equal(again["logits"], trained_pass["logits"])
+
+    from visionbench.runs.reopen import open_run
+
+    test = open_run("p").data.dataset.splits["test"].images
+    run = vb.load("p")
+    rows = run.predict(test[:5])
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    confidence = trained_pass["probs"][:5].max(1)
+    assert [r["confidence"] for r in rows] == pytest.approx(confidence, abs=1e-6)
+
+    q = np.load(runs / "q" / "eval-last" / "predictions.npz")
+    soft = json.loads(
+        invoke("ensemble", "p", "q", "--vote", "soft", "--runs-dir", str(runs), "--json").stdout
+    )
+    expected = ((trained_pass["probs"] + q["probs"]) / 2).argmax(1) == trained_pass["targets"]
+    assert soft["top1"] == pytest.approx(expected.mean())

@@ -179,23 +179,74 @@ def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeyp
 
 
 def test_bf16_autocast_runs_on_cpus_with_native_bf16(monkeypatch):
-    """Where the CPU has native bf16 the run autocasts (and says so in environment.json);
-    here VISIONBENCH_CPU_BF16=1 forces the check, so the autocast path itself runs on this CPU."""
+    """Where the CPU has native bf16 the training steps run under bf16 autocast, and the run
+    records it; here VISIONBENCH_CPU_BF16=1 forces the check, so the autocast path itself runs
+    on this CPU (natively or emulated)."""
     cpu = torch.device("cpu")
     assert device_module.amp_dtype(True, cpu) is None  # the suite's default: fp32 (conftest)
     monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
-    assert (
-        device_module.amp_dtype(True, cpu) == torch.bfloat16 and device_module.amp_dtype(False, cpu) is None
-    )
+    assert device_module.amp_dtype(True, cpu) == torch.bfloat16 and device_module.amp_dtype(False, cpu) is None
     monkeypatch.delenv("VISIONBENCH_CPU_BF16")
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert device_module.amp_dtype(True, cpu) == (torch.bfloat16 if native else None)
     monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
+    convs = []  # the dtype each convolution computed in, while gradients are recorded (training)
+
+    def seen(module, args, output):
+        if isinstance(module, torch.nn.Conv2d) and torch.is_grad_enabled():
+            convs.append(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(seen)
+    try:
+        cfg = resolve_config(
+            [], ["data.name=digits", "model.name=small_cnn", "train.epochs=1", "model.input_size=16"]
+        )
+        run = train(cfg, quiet=True)
+    finally:
+        hook.remove()
+    assert convs and set(convs) == {torch.bfloat16}
+    assert run.config().train.amp == "bf16"
+    assert json.loads((run.path / "environment.json").read_text())["autocast"] == "bfloat16"
+    assert Run(run.path).read_json("summary.json")["test_acc"] > 0.3
+
+
+@pytest.mark.parametrize(
+    "capability, chosen", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
+@pytest.mark.filterwarnings("ignore:torch.cuda.amp.GradScaler is enabled, but CUDA is not available")
+def test_cuda_autocast_is_bf16_from_ampere_and_fp16_with_a_scaler_before(monkeypatch, capability, chosen):
+    """V100 (7.0) and T4 (7.5) emulate bf16: they get fp16 autocast and a gradient scaler; A100
+    (8.0) and H100 (9.0) get bf16 and no scaler. An fp16 run reopened on a bf16-only CPU falls
+    back to fp32, with a warning."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    device_module.warn_emulated.cache_clear()
+    cuda = torch.device("cuda")
+    assert device_module.resolve_amp(True, cuda) == chosen
+    assert device_module.amp_dtype(True, cuda) == device_module.AUTOCAST[chosen]
+    if chosen == "fp16":
+        with pytest.warns(UserWarning, match="does not run bf16 natively: computing in fp32"):
+            assert device_module.amp_dtype("bf16", cuda) is None
+    else:
+        assert device_module.amp_dtype("bf16", cuda) == torch.bfloat16
+    assert (device_module.grad_scaler(True, cuda) is not None) == (chosen == "fp16")
+    assert device_module.resolve_amp(False, cuda) is False
+
+
+def test_fp16_steps_go_through_the_gradient_scaler(monkeypatch):
+    """The fp16 path (pre-Ampere GPUs) scales the loss, unscales before clipping, and keeps the
+    scale in the checkpoint; run here on the CPU's fp16 autocast, declared native for the test."""
+    from visionbench.engine.checkpoint import load_checkpoint
+
+    monkeypatch.setattr(device_module, "native_autocasts", lambda device: ("fp16",))
+    scaled = []
+    real = torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", lambda self, x: scaled.append(1) or real(self, x))
     cfg = resolve_config(
-        [], ["data.name=digits", "model.name=small_cnn", "train.epochs=1", "model.input_size=16"]
+        [], ["data.name=digits", "model.name=small_cnn", "train.epochs=1", "train.grad_clip=1.0"]
     )
     run = train(cfg, quiet=True)
-    assert json.loads((run.path / "environment.json").read_text())["autocast"] == "bfloat16"
+    assert run.config().train.amp == "fp16" and scaled
+    assert load_checkpoint(run.checkpoint)["scaler"]["scale"] > 0
     assert Run(run.path).read_json("summary.json")["test_acc"] > 0.3
 
 

@@ -202,7 +202,9 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     return all(
         have.get(k) == v
         for k, v in want.items()
-        if k not in NO_RESULT_KEYS and not (k in AUTO_KEYS and v is None) and not (k == "train.amp" and v is True)
+        if k not in NO_RESULT_KEYS
+        and not (k in AUTO_KEYS and v is None)
+        and not (k == "train.amp" and v is True)
     )
 
 

@@ -29,7 +29,14 @@ from ..data.loader import TensorLoader
 from ..data.prepare import Prepared, prepare_data
 from ..engine import distributed
 from ..engine.checkpoint import CheckpointTimer, TrainingState
-from ..engine.device import amp_dtype, pick_device, require_compile, resolve_amp, seed_everything
+from ..engine.device import (
+    amp_dtype,
+    grad_scaler,
+    pick_device,
+    require_compile,
+    resolve_amp,
+    seed_everything,
+)
 from ..engine.ema import weight_average
 from ..engine.features import FeatureLoader, FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
@@ -286,6 +293,7 @@ def training_state(cfg: RunConfig, model: nn.Module, data: Prepared) -> Training
         scheduler=create_scheduler(optimizer, cfg.sched, len(data.train), cfg.train.epochs),
         freezing=freezing,
         ema=weight_average(model, cfg.train, len(data.train) * cfg.train.epochs),
+        scaler=grad_scaler(cfg.train.amp, data.device),
         fingerprint=data.dataset.fingerprint,
         batch_size=cfg.train.batch_size,
     )

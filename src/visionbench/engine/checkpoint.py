@@ -174,6 +174,7 @@ class TrainingState:
     scheduler: Any
     freezing: Any
     ema: Any = None
+    scaler: Any = None  # fp16's loss scale (engine/loop.py optimizer_step)
     fingerprint: str = ""
     batch_size: int = 0
     epoch: int = 0
@@ -191,6 +192,7 @@ class TrainingState:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng_state(),
             "freezing": self.freezing.state_dict(),
             "fingerprint": self.fingerprint,
@@ -207,7 +209,7 @@ class TrainingState:
     def restore(self, path: Path) -> None:
         """Load the newest intact checkpoint at `path` into the live objects, RNGs included."""
         ck = load_checkpoint(path)
-        missing = set(self.state_dict()) - set(ck) - {"freezing", "ema"}  # older ones lack those two
+        missing = set(self.state_dict()) - set(ck) - {"freezing", "ema", "scaler"}  # older ones lack them
         if missing:
             raise VisionbenchError(
                 f"not a visionbench checkpoint: no {', '.join(sorted(missing))} in it",
@@ -238,6 +240,8 @@ class TrainingState:
             self.freezing.load_state_dict(ck.get("freezing", {}))
             if self.ema is not None:
                 self.ema.load_state_dict(ck["ema"])
+            if self.scaler is not None and ck.get("scaler"):
+                self.scaler.load_state_dict(ck["scaler"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             raise VisionbenchError(
                 f"the checkpoint does not fit this run's model or optimizer ({str(e).splitlines()[0]})",

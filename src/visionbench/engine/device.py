@@ -96,6 +96,12 @@ def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     return AUTOCAST[wanted]
 
 
+def grad_scaler(amp: bool | str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler where training autocasts to fp16 (its 5-bit exponent flushes small
+    gradients to zero; bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(device.type) if amp_dtype(amp, device) == torch.float16 else None
+
+
 @functools.cache
 def warn_emulated(wanted: str, device: torch.device) -> None:
     import warnings

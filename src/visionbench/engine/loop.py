@@ -32,6 +32,7 @@ def train_one_epoch(
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     loss_fn: Loss | None = None,
     ema: ModelEMA | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     """One pass over the loader from `start_batch`. Returns sums (loss, correct, seen), the next
     batch index, and whether a stop was asked for; loss and accuracy stay on the device until
@@ -47,11 +48,7 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
             loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        optimizer_step(loss, optimizer, scaler, grad_clip and (grad_clip, model.parameters()))
         scheduler.step()
         if ema is not None:
             ema.update(model)
@@ -82,6 +79,23 @@ def train_one_epoch(
     }
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None, clip=None) -> None:
+    """Backward and step. Under fp16 autocast (GPUs before Ampere) `scaler` scales the loss so
+    small gradients do not flush to zero in fp16, and skips a step whose gradients overflowed;
+    `clip` = (max norm, parameters) clips the unscaled gradients."""
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if clip:
+        if scaler:
+            scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(clip[1], clip[0])
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 PARTIAL_SUMS = ("loss_sum", "correct", "seen", "seconds")
 
 
@@ -110,6 +124,7 @@ def train_epoch_in_pieces(
                 start_batch=state.batch,
                 stop=pause,
                 ema=state.ema,
+                scaler=state.scaler,
                 **step,
             )
         )

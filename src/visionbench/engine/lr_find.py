@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ..data.loader import TensorLoader
 from .checkpoint import rng_state, set_rng_state
+from .loop import optimizer_step
 from .losses import Loss
 
 
@@ -35,6 +36,7 @@ def range_test(
     steps, 1.7x at 200; benchmarks/RESULTS.md). Weights, buffers, gradients, train/eval modes,
     optimizer state and every RNG (torch, CUDA, numpy, random) are restored afterwards, whatever
     happens: a run trained after the test is the run trained without it."""
+    scaler = torch.amp.GradScaler(loader.device.type) if amp_dtype == torch.float16 else None
     saved = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), rng_state()
     modes = [m.training for m in model.modules()]
     grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
@@ -50,9 +52,7 @@ def range_test(
                 group["lr"] = lr * mult
             with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(loss, optimizer, scaler)
             value = loss.item()  # one sync per step: the test decides on every loss
             avg = beta * avg + (1 - beta) * value
             smoothed = avg / (1 - beta ** (i + 1))
