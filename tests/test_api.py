@@ -99,8 +99,8 @@ def test_run_object_history_figures_and_methods(tiny_run, tmp_path):
         run.plot("confusion", bundle="eval-best")
 
     tta = run.evaluate(tta=True)  # the CLI's eval: a bundle beside the run's files
-    assert tta["tta"] == "flip" and tta["bundle"].endswith("eval-last-tta")
-    assert "confusion matrix (eval-last-tta)" in tta.figures and "top-1" in tta._repr_html_()
+    assert tta["tta"] == "flip" and tta["bundle"].endswith("eval-last-flip")
+    assert "confusion matrix (eval-last-flip)" in tta.figures and "top-1" in tta._repr_html_()
 
     # predict: arrays (either channel order, uint8 or [0, 1] floats), PIL images, files, a folder
     test = load_dataset("digits").splits["test"].images[:6]

@@ -61,8 +61,11 @@ def test_eval_writes_the_bundle(digit_runs):
 
 def test_tta_bundle_is_separate_and_differs(digit_runs):
     plain = json.loads(invoke("eval", "b", "--runs-dir", str(digit_runs), "--json").stdout)
-    tta = json.loads(invoke("eval", "b", "--runs-dir", str(digit_runs), "--tta", "--json").stdout)
-    assert tta["bundle"].endswith("eval-last-tta") and plain["bundle"].endswith("eval-last")
+    tta = json.loads(invoke("eval", "b", "--runs-dir", str(digit_runs), "--tta", "flip", "--json").stdout)
+    assert tta["bundle"].endswith("eval-last-flip") and plain["bundle"].endswith("eval-last")
+    assert (plain["tta"], tta["tta"]) == ("none", "flip")  # each figure says which views made it
+    bad = runner.invoke(app, ["eval", "b", "--runs-dir", str(digit_runs), "--tta", "../../x"])
+    assert bad.exit_code != 0 and "flip-translate" in bad.output  # the views there are, named
     # digits are not mirror-symmetric: averaging in mirrored views changes the logits
     a = np.load(f"{plain['bundle']}/predictions.npz")["logits"]
     b = np.load(f"{tta['bundle']}/predictions.npz")["logits"]

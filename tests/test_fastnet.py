@@ -160,6 +160,8 @@ def test_flip_translate_views_average_to_the_plain_logits_of_an_invariant_model(
 def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeypatch):
     from conftest import cut_then_resume
 
+    from visionbench.commands.evaluate import evaluate
+
     cfg = resolve_config([], FAST_DIGITS + ["train.epochs=4", "data.val_fraction=0.1"], recipe="fast")
     assert (cfg.model.name, cfg.train.lookahead, cfg.train.tta, cfg.aug.flip) == (
         "fastnet",
@@ -172,6 +174,15 @@ def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeyp
     assert (
         summary["tta"] == "flip-translate" and summary["test_acc"] > 0.3
     )  # learns (flipped digits, tiny widths)
+    # the figure says which views made it, and `eval` reproduces it: by default with the run's own
+    # views, into the same bundle; other views go to a bundle of their own
+    assert full.read_json("eval-last/metrics.json")["tta"] == "flip-translate"
+    again = evaluate("full")
+    assert again["tta"] == "flip-translate" and again["bundle"].endswith("eval-last")
+    assert again["top1"] == summary["test_acc"]
+    plain = evaluate("full", tta="none")
+    assert plain["tta"] == "none" and plain["bundle"].endswith("eval-last-none")
+    assert full.read_json("eval-last/metrics.json")["top1"] == summary["test_acc"]  # not overwritten
     # SIGTERM at step 17 of 10 an epoch: mid-epoch 2, inside the whitening bias's epochs
     resumed = cut_then_resume(monkeypatch, tmp_path, cfg, 17)
     a, b = full.load_weights("last"), resumed.load_weights("last")
@@ -185,7 +196,9 @@ def test_bf16_autocast_runs_on_cpus_with_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
     assert device_module.amp_dtype(True, cpu) is None  # the suite's default: fp32 (conftest)
     monkeypatch.setenv("VISIONBENCH_CPU_BF16", "1")
-    assert device_module.amp_dtype(True, cpu) == torch.bfloat16 and device_module.amp_dtype(False, cpu) is None
+    assert (
+        device_module.amp_dtype(True, cpu) == torch.bfloat16 and device_module.amp_dtype(False, cpu) is None
+    )
     monkeypatch.delenv("VISIONBENCH_CPU_BF16")
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert device_module.amp_dtype(True, cpu) == (torch.bfloat16 if native else None)

@@ -77,6 +77,10 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Data root [default: $VISIONBENCH_DATA or ~/.cache/visionbench/data]."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+TTA_HELP = (
+    "Test-time views averaged: none, flip or flip-translate [default: each run's own, train.tta, "
+    "as its test pass used]."
+)
 FinishedRuns = Annotated[
     Optional[list[str]], typer.Argument(help="Run ids or folders [default: every finished run].")
 ]
@@ -255,7 +259,7 @@ def print_sweep_comparison(rows: list[dict], grid_keys: list[str], runs_dir: Pat
 def eval_cmd(
     run: Annotated[str, typer.Argument(help="Run id or folder, or a saved ensemble.")],
     weights: Annotated[Optional[str], typer.Option(help="Runs: last or best [default: last].")] = None,
-    tta: Annotated[bool, typer.Option(help="Average over the image and its mirror image.")] = False,
+    tta: Annotated[Optional[str], typer.Option(help=TTA_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
@@ -264,12 +268,12 @@ def eval_cmd(
     matrices, reliability diagram, worst mistakes, predictions.npz) into a folder of the run."""
     from .commands.evaluate import evaluate
 
-    rep = evaluate(run, runs_dir, weights, device, "flip" if tta else None)
+    rep = evaluate(run, runs_dir, weights, device, tta)
     if as_json:
         print(json.dumps(rep))
         return
     out.print(
-        f"[bold]{escape(rep['run'])}[/] on {rep['n']:,} test images{' (TTA: flip)' if tta else ''}: "
+        f"[bold]{escape(rep['run'])}[/] on {rep['n']:,} test images (TTA: {escape(rep['tta'])}): "
         f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}"
         + (f"  loss {rep['loss']:.4f}" if rep["loss"] is not None else "")
         + f"  ECE {rep['ece']:.2%} ({rep['ece_bins']} bins)"
@@ -309,7 +313,7 @@ def ensemble(
     save: Annotated[
         Optional[str], typer.Option(help="Save as an ensemble folder NAME in the runs folder.")
     ] = None,
-    tta: Annotated[bool, typer.Option(help="Members average over the image and its mirror image.")] = False,
+    tta: Annotated[Optional[str], typer.Option(help=TTA_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
@@ -319,7 +323,7 @@ def ensemble(
     from .commands.ensemble import build_ensemble, evaluate_ensemble
 
     ens = build_ensemble(runs, runs_dir, vote, tie_break, weights, run_weights, device)
-    rep = evaluate_ensemble(ens, "flip" if tta else None, runs_dir, save)
+    rep = evaluate_ensemble(ens, tta, runs_dir, save)
     if as_json:
         print(json.dumps(rep))
         return
@@ -342,7 +346,7 @@ def predict_cmd(
     out_csv: Annotated[Path, typer.Option("--out", help="CSV file to write.")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option(min=1, help="Classes listed per image.")] = 5,
     weights: Annotated[Optional[str], typer.Option(help="Runs: last or best [default: last].")] = None,
-    tta: Annotated[bool, typer.Option(help="Average over the image and its mirror image.")] = False,
+    tta: Annotated[Optional[str], typer.Option(help=TTA_HELP)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     runs_dir: RunsDir = None,
     as_json: AsJson = False,
@@ -353,7 +357,7 @@ def predict_cmd(
     from .commands.predict import predict_folder
 
     predictor = open_predictor(run, runs_dir, weights, device)
-    res = predict_folder(predictor, images, out_csv, top_k, "flip" if tta else None)
+    res = predict_folder(predictor, images, out_csv, top_k, tta)
     if as_json:
         print(json.dumps(res))
         return

@@ -1,9 +1,10 @@
 """The evaluation bundle: every table and figure about a run's (or ensemble's) test predictions.
 
 Training ends by writing it into RUN/eval-last/; `visionbench eval` writes it into
-RUN/eval-<weights>[-tta]/ (a saved ensemble: ENSEMBLE/eval[-tta]/):
+RUN/eval-<weights>/ under the run's own test-time views (train.tta: the figure training
+recorded), RUN/eval-<weights>-<views>/ under others (a saved ensemble: ENSEMBLE/eval[-<views>]/):
 
-    metrics.json              {"run", "weights", "tta", "n", "top1", "top5", "loss" (mean NLL; none
+    metrics.json              {"run", "weights", "tta" (the views' name: none, flip, ...), "n", "top1", "top5", "loss" (mean NLL; none
                                for a hard vote), "ece", "ece_bins", "per_class": {class: {"precision",
                                "recall", "f1", "support"}}, "confusion" (rows true, columns predicted),
                                "calibration": {"bins", "count", "accuracy", "confidence"} per bin,
@@ -146,9 +147,13 @@ def write_bundle(
     np.savez_compressed(folder / "predictions.npz", **arrays)
 
 
-def bundle_name(predictor: Predictor, tta: str | None) -> str:
+def bundle_name(predictor: Predictor, tta: str | bool | None) -> str:
+    """eval-<weights> (an ensemble: eval) under the views the run's test pass used (train.tta),
+    which therefore reproduces training's eval-last; other views add their name: eval-last-flip,
+    eval-last-none."""
     base = "eval" if isinstance(predictor, Ensemble) else f"eval-{predictor.weights}"
-    return base + ("-tta" if tta else "")
+    views = predictor.views(tta)
+    return base if views == predictor.views(None) else f"{base}-{views}"
 
 
 def evaluation(
@@ -178,7 +183,9 @@ def evaluation(
     return rep
 
 
-def evaluate_predictor(predictor: Predictor, tta: str | None = None, folder: Path | None = None) -> dict:
+def evaluate_predictor(
+    predictor: Predictor, tta: str | bool | None = None, folder: Path | None = None
+) -> dict:
     """Predict the test split of a run or an ensemble and evaluate it (see `evaluation`)."""
     images, targets = load_test_split(predictor)
     ensemble = predictor if isinstance(predictor, Ensemble) else None
@@ -189,7 +196,7 @@ def evaluate_predictor(predictor: Predictor, tta: str | None = None, folder: Pat
         predictor.classes,
         run_id=predictor.id,
         weights=None if ensemble else predictor.weights,
-        tta=tta,
+        tta=predictor.views(tta),
         folder=folder,
         ensemble=ensemble,
     )

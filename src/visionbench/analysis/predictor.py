@@ -74,7 +74,7 @@ class Member(LoadedRun):
     def members(self) -> list[Member]:
         return [self]
 
-    def outputs(self, images: np.ndarray, tta: str | None = None) -> Outputs:
+    def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
         return Outputs.from_logits(self.logits(images, tta))
 
 
@@ -136,8 +136,17 @@ class Ensemble:
         )
         return Outputs(shares, preds, np.log(np.clip(shares, 1e-12, None)), member_logits, second=mean)
 
-    def outputs(self, images: np.ndarray, tta: str | None = None) -> Outputs:
+    def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
         return self.combine(np.stack([m.logits(images, tta) for m in self.members]))
+
+    def views(self, tta: str | bool | None = None) -> str:
+        """The members' views (engine/tta.py): one name, or each member's when they differ."""
+        names = [m.views(tta) for m in self.members]
+        return (
+            names[0]
+            if len(set(names)) == 1
+            else ", ".join(f"{m.id}: {n}" for m, n in zip(self.members, names))
+        )
 
     def to_json(self) -> dict:
         return {

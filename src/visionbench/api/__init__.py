@@ -153,7 +153,7 @@ def ensemble(
     tie_break=None,
     weights: list[float] | None = None,
     run_weights: str = "last",
-    tta: bool = False,
+    tta: bool | str | None = None,
     save: str | None = None,
     device: str = "auto",
     runs_dir: str | Path | None = None,

@@ -93,7 +93,7 @@ def evaluation(rep: dict, bundle: str | Path | None = None) -> Result:
     """An evaluation (metrics.json's schema) with its bundle's figures and a one-line headline."""
     shown = {"top1": "top-1 {:.2%}", "top5": "top-5 {:.2%}", "loss": "loss {:.4f}", "ece": "ECE {:.2%}"}
     numbers = ", ".join(f.format(rep[k]) for k, f in shown.items() if rep.get(k) is not None)
-    tta = " (TTA: flip)" if rep.get("tta") else ""
+    tta = f" (TTA: {rep['tta']})" if rep.get("tta") else ""
     headline = f"{rep.get('run', '')} on {rep.get('n', 0):,} test images{tta}: {numbers}"
     bundle = bundle or rep.get("bundle")
     return Result(rep, bundle_figures(bundle) if bundle else {}, headline)
@@ -104,8 +104,14 @@ def ref_of(x) -> str:
     return str(x.path) if isinstance(x, (Run, Ensemble)) and x.path else str(x)
 
 
-def tta_mode(tta: bool) -> str | None:
-    return "flip" if tta else None
+def tta_mode(tta: bool | str | None) -> str | bool | None:
+    """The API's `tta`: unset, each run's own views (train.tta); true: flip; false: none; or a
+    name (engine/tta.py)."""
+    if tta is not None and not isinstance(tta, (bool, str)):
+        raise VisionbenchError(
+            f"tta={tta!r} is not a choice", fix="pass tta=True, False, 'flip' or 'flip-translate'"
+        )
+    return tta
 
 
 class Predicts:
@@ -114,7 +120,14 @@ class Predicts:
     def predictor(self, weights: str | None = None, device: str = "auto"):
         raise NotImplementedError
 
-    def predict(self, images, top_k: int = 5, tta: bool = False, out: str | Path | None = None, **open_args):
+    def predict(
+        self,
+        images,
+        top_k: int = 5,
+        tta: bool | str | None = None,
+        out: str | Path | None = None,
+        **open_args,
+    ):
         """Labels for `images`: a folder or .zip/.tar of image files (as `visionbench predict`),
         image files, PIL images, or an array / tensor (one image or a batch; channels first or
         last; uint8 or floats in [0, 1]). One row per image: file (or index), label, confidence,
@@ -182,7 +195,7 @@ class Run(Predicts):
 
     def plot(self, kind: str = "curves", bundle: str = "eval-last") -> Figure:
         """One figure, shown inline in Jupyter: curves, confusion, confusion_normalized,
-        reliability, mistakes (from the evaluation `bundle`, e.g. eval-best-tta) or explain.
+        reliability, mistakes (from the evaluation `bundle`, e.g. eval-best-flip) or explain.
 
         >>> run.plot("confusion_normalized")
         """
@@ -205,7 +218,7 @@ class Run(Predicts):
 
         return open_predictor(self.path, None, weights, device)
 
-    def evaluate(self, weights: str = "last", tta: bool = False, device: str = "auto") -> Result:
+    def evaluate(self, weights: str = "last", tta: bool | str | None = None, device: str = "auto") -> Result:
         """`visionbench eval`: the test evaluation, its bundle written to RUN/eval-<weights>[-tta]/;
         a dict of metrics.json's schema (top1, top5, loss, ece, per_class, confusion, ...) with
         the bundle's figures.
@@ -303,7 +316,7 @@ class Ensemble(Predicts):
     def predictor(self, weights: str | None = None, device: str = "auto"):
         return self.voter
 
-    def evaluate(self, tta: bool = False) -> Result:
+    def evaluate(self, tta: bool | str | None = None) -> Result:
         """The test evaluation again (with TTA: each member averages the image and its mirror);
         a saved ensemble writes its bundle into ENSEMBLE/eval[-tta]/.
 

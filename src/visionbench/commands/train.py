@@ -433,7 +433,7 @@ def finish(
     test = data.dataset.splits["test"]
     rep = evaluation(
         out, targets.numpy(), test.images, data.dataset.classes,
-        run_id=run.id, weights="last", folder=run.path / "eval-last",
+        run_id=run.id, weights="last", tta=cfg.train.tta, folder=run.path / "eval-last",
     )  # fmt: skip
     rows = run.metrics()
     if rows:

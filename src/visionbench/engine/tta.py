@@ -46,6 +46,8 @@ TTA_VIEWS: dict[str, tuple[tuple[float, View], ...]] = {
 def tta_views(name: str | None) -> tuple[tuple[float, View], ...]:
     if name is None:
         return ()
+    if isinstance(name, bool):  # the API's tta=True / False
+        name = "flip" if name else "none"
     if name not in TTA_VIEWS:
         raise unknown_name("test-time augmentation", name, TTA_VIEWS)
     return TTA_VIEWS[name]

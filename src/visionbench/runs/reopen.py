@@ -60,8 +60,16 @@ class LoadedRun:
         """The run's own data, refused if it changed since the run was trained and tested on it."""
         return verified_data(self.run, self.cfg, self.device)
 
-    def logits(self, images: np.ndarray, tta: str | None = None) -> np.ndarray:
-        """(N, C) logits for uint8 NCHW images, normalised as the run's loader did."""
+    def views(self, tta: str | bool | None = None) -> str:
+        """The test-time augmentation `tta` names: unset, the run's own (train.tta), as its test
+        pass used; true is flip, false none (engine/tta.py)."""
+        name = self.cfg.train.tta if tta is None else {True: "flip", False: "none"}.get(tta, tta)
+        tta_views(name)  # an unknown name: the error naming the views there are
+        return name
+
+    def logits(self, images: np.ndarray, tta: str | bool | None = None) -> np.ndarray:
+        """(N, C) logits for uint8 NCHW images, normalised as the run's loader did, averaged
+        over the views `tta` names (unset: the run's own)."""
         loader = TensorLoader(
             images,
             np.zeros(len(images), dtype=np.int64),
@@ -71,7 +79,8 @@ class LoadedRun:
             std=self.std,
             channels_last=self.cfg.train.channels_last,
         )
-        logits, _ = predict(self.model, loader, amp_dtype(self.cfg.train.amp, self.device), tta_views(tta))
+        views = tta_views(self.views(tta))
+        logits, _ = predict(self.model, loader, amp_dtype(self.cfg.train.amp, self.device), views)
         return logits.numpy()
 
 
