@@ -1,5 +1,5 @@
-"""The activation-memory guard: a batch that cannot fit is brought down when it was chosen, and
-refused with the batch that fits when it was set - before any run folder is made."""
+"""The activation-memory guard: a batch that cannot fit is brought down when it was chosen, run
+as accumulated micro-batches when it was set, and refused with the batch that fits on a resume."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+import visionbench.commands.train as train_module
 import visionbench.engine.memory as memory
 from visionbench.commands.train import train
+from visionbench.engine.distributed import Ranks
 from visionbench.config import resolve_config
 from visionbench.errors import VisionbenchError
 from visionbench.runs import runs_root
@@ -54,12 +56,30 @@ def test_a_chosen_batch_too_large_is_brought_down_and_said(tiny_overrides, small
     assert choices[0].startswith("train.batch_size=16")
 
 
-def test_a_set_batch_too_large_is_an_error_naming_the_batch_that_fits(tiny_overrides, small_machine):
+def test_a_set_batch_too_large_runs_as_micro_batches_and_is_said(tiny_overrides, small_machine, capsys):
+    """At most 25 images fit: the set batch of 64 stays (and the lr with it) as 3 micro-batches
+    of at most 22, their gradients accumulated into one step - instead of a refusal."""
+    run = train(resolve_config([], tiny_overrides + QUICK + ["name=explicit"]))  # batch 64, lr 0.1
+    cfg = run.config()
+    assert (cfg.train.batch_size, cfg.train.accumulate, cfg.optim.lr) == (64, 3, 0.1)
+    said = capsys.readouterr().out
+    assert "train.accumulate=3: a batch of 64 needs about" in said and "set train.accumulate=N" in said
+    assert "3 micro-batches of at most 22" in said
+    assert any(
+        c.startswith("train.accumulate=3") for c in json.loads((run.path / "run.json").read_text())["choices"]
+    )
+
+
+def test_a_resumed_batch_too_large_is_an_error_naming_the_batch_that_fits(tiny_overrides, monkeypatch):
+    from visionbench.engine.memory import fit_train_batch
+
+    cfg = resolve_config([], tiny_overrides)
+    data = train_module.prepare_data(cfg, torch.device("cpu"))
+    mem = memory.BatchMemory(per_image=MiB, fixed=0, free=40 * MiB)
     with pytest.raises(VisionbenchError) as exc:
-        train(resolve_config([], tiny_overrides + ["name=explicit"]), quiet=True)  # batch 64, lr 0.1
+        fit_train_batch(cfg, cfg, data, mem, Ranks(torch.device("cpu")), print, resumed=True)
     assert "a batch of 64 needs about" in str(exc.value)
     assert "train.batch_size=16 and optim.lr=0.025" in exc.value.fix  # at most 25 fit
-    assert not (runs_root() / "explicit").exists()
 
 
 def test_a_batch_that_fits_is_left_alone(tiny_overrides, monkeypatch):

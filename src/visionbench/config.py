@@ -194,6 +194,10 @@ class TrainConfig(Section):
     epochs: Count = 10
     batch_size: Count | None = None  # None: 128, or less when the train split is small (>= 8 steps an epoch)
     eval_batch_size: Count = 1024
+    # micro-batches per optimizer step: each batch is split in N, their gradients summed, then one
+    # step (engine/loop.py): the update equals the whole batch's except in BatchNorm's statistics.
+    # Chosen when a set batch does not fit in memory (engine/memory.py)
+    accumulate: Count = 1
     label_smoothing: Fraction = 0.0
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
     ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)

@@ -177,7 +177,12 @@ def train_epochs(
     raises Interrupted once the checkpoint is saved."""
     checkpoint = (lambda: state.save(run.checkpoint)) if ranks.is_main else (lambda: None)
     amp = amp_dtype(cfg.train.amp, ranks.device)
-    step = {"label_smoothing": cfg.train.label_smoothing, "grad_clip": cfg.train.grad_clip, "amp_dtype": amp}
+    step = {
+        "label_smoothing": cfg.train.label_smoothing,
+        "grad_clip": cfg.train.grad_clip,
+        "amp_dtype": amp,
+        "accumulate": cfg.train.accumulate,
+    }
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing)
     if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left
         return

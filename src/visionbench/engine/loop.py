@@ -33,6 +33,7 @@ def train_one_epoch(
     loss_fn: Loss | None = None,
     ema: ModelEMA | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    accumulate: int = 1,
 ) -> dict:
     """One pass over the loader from `start_batch`. Returns sums (loss, correct, seen), the next
     batch index, and whether a stop was asked for; loss and accuracy stay on the device until
@@ -45,10 +46,9 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, batch, t0 = 0, start_batch, time.perf_counter()
     for batch, (x, y) in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer_step(loss, optimizer, scaler, grad_clip and (grad_clip, model.parameters()))
+        optimizer.zero_grad(set_to_none=True)
+        logits, loss = forward_backward(model, x, y, loss_fn, amp_dtype, scaler, accumulate)
+        optimizer_step(optimizer, scaler, grad_clip and (grad_clip, model.parameters()))
         scheduler.step()
         if ema is not None:
             ema.update(model)
@@ -79,12 +79,26 @@ def train_one_epoch(
     }
 
 
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None, clip=None) -> None:
-    """Backward and step. Under fp16 autocast (GPUs before Ampere) `scaler` scales the loss so
-    small gradients do not flush to zero in fp16, and skips a step whose gradients overflowed;
-    `clip` = (max norm, parameters) clips the unscaled gradients."""
-    optimizer.zero_grad(set_to_none=True)
-    (scaler.scale(loss) if scaler else loss).backward()
+def forward_backward(model, x, y, loss_fn, amp_dtype=None, scaler=None, parts: int = 1):
+    """The batch's logits and mean loss, its gradients left in the parameters. With `parts` > 1
+    (train.accumulate) the batch runs as that many micro-batches, each loss weighted by its
+    share of the batch: the summed gradients are the whole batch's (BatchNorm aside), in the
+    memory of one micro-batch. Under fp16 autocast `scaler` scales the loss (engine/device.py)."""
+    outs, total = [], torch.zeros((), device=x.device)
+    for xs, ys in zip(x.chunk(parts), y.chunk(parts)) if parts > 1 else ((x, y),):
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(xs)
+            loss = loss_fn(out, ys) if parts == 1 else loss_fn(out, ys) * (len(ys) / len(y))
+        (scaler.scale(loss) if scaler else loss).backward()
+        outs.append(out.detach())
+        total = total + loss.detach()
+    return (outs[0] if parts == 1 else torch.cat(outs)), total
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler=None, clip=None) -> None:
+    """The step on the gradients backward left. Under fp16 autocast (GPUs before Ampere) the
+    loss was scaled by `scaler` so small gradients do not flush to zero in fp16: the step is
+    skipped when they overflowed; `clip` = (max norm, parameters) clips the unscaled gradients."""
     if clip:
         if scaler:
             scaler.unscale_(optimizer)

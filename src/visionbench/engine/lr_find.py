@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ..data.loader import TensorLoader
 from .checkpoint import rng_state, set_rng_state
-from .loop import optimizer_step
+from .loop import forward_backward, optimizer_step
 from .losses import Loss
 
 
@@ -50,9 +50,9 @@ def range_test(
             lr = start_lr * (end_lr / start_lr) ** (i / max(1, iters - 1))
             for group, mult in zip(optimizer.param_groups, mults):
                 group["lr"] = lr * mult
-            with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(model(x), y)
-            optimizer_step(loss, optimizer, scaler)
+            optimizer.zero_grad(set_to_none=True)
+            _, loss = forward_backward(model, x, y, loss_fn, amp_dtype, scaler)
+            optimizer_step(optimizer, scaler)
             value = loss.item()  # one sync per step: the test decides on every loss
             avg = beta * avg + (1 - beta) * value
             smoothed = avg / (1 - beta ** (i + 1))

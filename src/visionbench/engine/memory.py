@@ -172,44 +172,49 @@ def fit_train_batch(
     cfg: RunConfig, asked: RunConfig, data: Prepared, mem: BatchMemory, ranks: Ranks, say, resumed: bool
 ) -> RunConfig:
     """A batch chosen from the data (`asked` left it unset) is halved until it fits, in one line
-    said (the lr scaled with it when it was chosen too); an explicit batch that does not fit is
-    an error naming the largest that does. A resumed run keeps its batch (its steps depend on it)."""
+    said (the lr scaled with it when it was chosen too); a set batch that does not fit runs as
+    micro-batches that do, their gradients accumulated into one step (train.accumulate), also
+    said. A resumed run keeps its batch and micro-batches (its steps depend on them)."""
     device, world = ranks.device, ranks.world
-    batch = cfg.train.batch_size
-    if min(batch, len(data.keep)) // world <= mem.largest_batch():  # more than the images: they are a batch
+    batch, parts = cfg.train.batch_size, cfg.train.accumulate
+    micro = -(-min(batch, len(data.keep)) // (world * parts))  # more than the images: they are a batch
+    if micro <= mem.largest_batch():
         return cfg
     largest = mem.largest_batch() * world
     why = (
-        f"a batch of {batch:,} needs about {size_text(mem.need(batch // world))} of memory in training "
-        f"({size_text(mem.per_image)} an image for {cfg.model.name}'s activations at "
-        f"{input_text(cfg, data)} px), more than {SHARE:.0%} of the "
-        f"{size_text(mem.free)} free on {device}"
+        f"a batch of {batch:,} needs about {size_text(mem.need(-(-batch // (world * parts))))} of memory "
+        f"in training ({size_text(mem.per_image)} an image for {cfg.model.name}'s activations at "
+        f"{input_text(cfg, data)} px), more than {SHARE:.0%} of the {size_text(mem.free)} free on {device}"
     )
-    if asked.train.batch_size is None and largest >= world and not resumed:
+    if largest < world:
+        raise VisionbenchError(why, fix=smaller_input(cfg))
+    if asked.train.batch_size is None and not resumed:
         while batch > largest:
             batch //= 2
         smaller = asked.model_copy(update={"train": asked.train.model_copy(update={"batch_size": batch})})
         cfg, notes = auto_settings(smaller, len(data.keep), data.dataset.shape, data.dataset.originals)
         notes = [f"train.batch_size={batch}: {why}; set train.batch_size=N to choose", *notes]
-        for note in notes:
-            if note not in data.choices:  # the image size and stem were said already
-                say(note)
-        data.cfg, data.choices = cfg, notes
-        return cfg
-    if largest < world:
-        raise VisionbenchError(why, fix=smaller_input(cfg))
-    fits = (1 << ((largest // world).bit_length() - 1)) * world  # a power of two a rank
-    if resumed:
+    elif not resumed:
+        parts = -(-batch // largest)  # the fewest micro-batches a rank can hold
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"accumulate": parts})})
+        notes = [
+            *data.choices,
+            f"train.accumulate={parts}: {why}; it runs as {parts} micro-batches of at most "
+            f"{-(-batch // (world * parts)):,} a step, their gradients summed into the batch's "
+            "(BatchNorm sees the micro-batches); set train.accumulate=N to choose",
+        ]
+    else:
+        fits = (1 << ((largest // world).bit_length() - 1)) * world  # a power of two a rank
         raise VisionbenchError(
             why,
             fix=f"resume where more memory is free, or train it again under another name with "
             f"train.batch_size={fits} and optim.lr={cfg.optim.lr * fits / batch:.3g}",
         )
-    raise VisionbenchError(
-        why,
-        fix=f"set train.batch_size={fits} and optim.lr={cfg.optim.lr * fits / batch:.3g} "
-        f"(the lr scaled with the batch; at most {largest:,} fits)",
-    )
+    for note in notes:
+        if note not in data.choices:  # the image size and stem were said already
+            say(note)
+    data.cfg, data.choices = cfg, notes
+    return cfg
 
 
 def fit_eval_batch(cfg: RunConfig, data: Prepared, model, mem: BatchMemory, amp, device, say) -> RunConfig:
