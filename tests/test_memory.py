@@ -12,8 +12,8 @@ import torch.nn as nn
 import visionbench.commands.train as train_module
 import visionbench.engine.memory as memory
 from visionbench.commands.train import train
-from visionbench.engine.distributed import Ranks
 from visionbench.config import resolve_config
+from visionbench.engine.distributed import Ranks
 from visionbench.errors import VisionbenchError
 from visionbench.runs import runs_root
 
