@@ -21,7 +21,8 @@ from visionbench.models import torchvision_zoo as tv
 
 class Handler(BaseHTTPRequestHandler):
     """Serves server.files by path; server.cut sends only the first `cut` bytes of a body with
-    the full Content-Length, then closes; server.stall sends nothing until the test ends."""
+    the full Content-Length, then closes; server.stall sends nothing until the test ends;
+    server.drip sends the body a byte every 50 ms (a per-read timeout never fires)."""
 
     def do_HEAD(self):
         self.reply(body=False)
@@ -43,7 +44,13 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in self.server.headers.get(self.path, {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if body:
+        if body and self.server.drip:
+            for i in range(len(data)):
+                if self.server.done.wait(0.05):
+                    return
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+        elif body:
             self.wfile.write(data[: self.server.cut])
 
     def handle(self):
@@ -60,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.files, srv.headers, srv.requests = {}, {}, []
-    srv.cut, srv.stall, srv.done = None, False, threading.Event()
+    srv.cut, srv.stall, srv.drip, srv.done = None, False, False, threading.Event()
     srv.url = f"http://127.0.0.1:{srv.server_port}"
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -142,27 +149,36 @@ def test_a_file_that_fails_its_sha256_prefix_is_refused_and_not_kept(caches, ser
     assert checkpoints(caches) == []
 
 
-@pytest.mark.parametrize("failure", ["cut", "stall", "refused"])
+@pytest.mark.parametrize("failure", ["cut", "stall", "drip", "refused"])
 def test_an_interrupted_download_leaves_nothing_and_says_how_to_fix(
     caches, server, monkeypatch, squeezenet, failure
 ):
+    """Within its stall limit (no byte for 0.5 s here) and its deadline (1.5 s here, for the
+    whole download: a server that drips a byte every 50 ms never trips a per-read timeout)."""
     url = publish(server, monkeypatch, squeezenet[1])
     server.cut = len(squeezenet[1]) // 2 if failure == "cut" else None  # fewer bytes than Content-Length
-    server.stall = failure == "stall"
-    monkeypatch.setattr(hub, "TIMEOUT_S", 0.5)
+    server.stall, server.drip = failure == "stall", failure == "drip"
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_STALL", "0.5")
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_DEADLINE", "1.5")
     if failure == "refused":  # nothing listens there any more
         server.shutdown()
         server.server_close()
     start = time.perf_counter()
     with pytest.raises(VisionbenchError) as e:
         create_model("squeezenet1_0", num_classes=10, pretrained=True)
-    assert time.perf_counter() - start < 5  # a stalled server times out (after 0.5 s here)
+    assert time.perf_counter() - start < 3
     message = str(e.value)
     assert url in message and "model.pretrained=false" in message
-    if failure == "cut":
-        assert "fail their checksum" in message  # the sha256 of a half file cannot match
-    else:
-        assert "cannot download" in message and str(tv.weight_file("squeezenet1_0")[0]) in message
+    assert str(tv.weight_file("squeezenet1_0")[0]) in message  # where to place it by hand
+    expected = {
+        "cut": "cut short: 2",
+        "stall": "timed out: no bytes for 0.5 s",
+        "drip": "timed out: not complete after 1.5 s",
+        "refused": "cannot download the pretrained weights for squeezenet1_0",
+    }
+    assert expected[failure] in message
+    if failure in ("stall", "drip"):  # the fix names the limit to raise
+        assert "VISIONBENCH_DOWNLOAD_" + ("STALL" if failure == "stall" else "DEADLINE") in e.value.fix
     assert checkpoints(caches) == []
 
 
@@ -179,10 +195,13 @@ def test_offline_a_missing_file_is_the_usual_error_and_nothing_is_fetched(
     with pytest.raises(VisionbenchError) as e:
         create_model("squeezenet1_0", num_classes=10, pretrained=True)
     path = caches / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    var = "HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "VISIONBENCH_OFFLINE"
+    allow = "unset HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "drop --offline / unset VISIONBENCH_OFFLINE"
     assert (e.value.what, e.value.where, e.value.fix) == (
-        "pretrained weights for squeezenet1_0 are not on this machine",
+        f"pretrained weights for squeezenet1_0 are not on this machine and downloads are off ({var}=1)",
         str(path),
-        f"download {url} and place it at that path (or set TORCH_HOME), or use model.pretrained=false",
+        f"download {url} and place it at that path (or set TORCH_HOME), or use model.pretrained=false; "
+        f"or allow downloads ({allow})",
     )
     assert server.requests == []
     set_offline(False)  # allows downloads again, but not against the user's HF_HUB_OFFLINE
