@@ -196,7 +196,9 @@ def test_offline_a_missing_file_is_the_usual_error_and_nothing_is_fetched(
         create_model("squeezenet1_0", num_classes=10, pretrained=True)
     path = caches / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
     var = "HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "VISIONBENCH_OFFLINE"
-    allow = "unset HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "drop --offline / unset VISIONBENCH_OFFLINE"
+    allow = (
+        "unset HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "drop --offline / unset VISIONBENCH_OFFLINE"
+    )
     assert (e.value.what, e.value.where, e.value.fix) == (
         f"pretrained weights for squeezenet1_0 are not on this machine and downloads are off ({var}=1)",
         str(path),
