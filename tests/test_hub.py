@@ -330,3 +330,82 @@ def test_timm_vits_are_built_for_the_runs_input_size_and_resample_pretrained_pos
         with pytest.raises(VisionbenchError, match="cannot be built for 8 px") as e:
             create_model("timm:test_vit", num_classes=10, img_size=8, pretrained=pretrained)
         assert "model.input_size=160" in e.value.fix
+
+
+def assert_damaged(e, name: str, path: Path) -> None:
+    """The one message for a damaged weight file, with a fix that works (the tests follow it)."""
+    assert isinstance(e, hub.DamagedWeights)
+    assert e.what.startswith(f"the pretrained weights for {name} on disk are damaged (")
+    assert e.where == str(path) and e.fix.startswith(f"delete {path} (it is damaged")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_torchvision_file_in_the_cache_says_delete_it_and_that_works(
+    caches, server, monkeypatch, squeezenet, damage
+):
+    url = publish(server, monkeypatch, squeezenet[1])
+    path = tv.weight_file("squeezenet1_0")[0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"<html>not weights</html>" if damage == "garbage" else squeezenet[1][:100_000])
+    with pytest.raises(VisionbenchError) as e:
+        create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "squeezenet1_0", path)
+    assert "sha256" in e.value.what and server.requests == []
+    path.unlink()  # the fix
+    create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert server.requests == [f"GET /models/{url.rsplit('/', 1)[1]}"]
+
+
+def test_timm_weights_at_a_url_are_checked_against_their_download(caches, server, monkeypatch, test_resnet):
+    """timm's URLs carry no sha256: the file must keep the digest it had when downloaded."""
+    import dataclasses
+
+    from visionbench.models import timm_zoo
+
+    server.files["/w/test_resnet-0.pth"] = test_resnet[1]
+    cfg = dataclasses.replace(
+        timm_zoo.pretrained_cfg("test_resnet"), hf_hub_id=None, url=f"{server.url}/w/test_resnet-0.pth"
+    )
+    monkeypatch.setattr(timm_zoo, "pretrained_cfg", lambda name: cfg)
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    path = caches / "torch" / "hub" / "checkpoints" / "test_resnet-0.pth"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "timm:test_resnet", path)
+    path.unlink()
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    path.write_bytes(b"garbage never downloaded here")  # a file put there by hand: timm cannot read it
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "timm:test_resnet", path)
+    assert "weights_only" not in str(e.value)
+
+
+def test_a_damaged_hugging_face_blob_says_delete_it_and_that_works(caches, hf_server):
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    (blob,) = [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and p.parent.name == "blobs"]
+    blob.write_bytes(b"cut")
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "timm:test_resnet", blob)
+    blob.unlink()
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert blob.is_file()
+
+
+def test_a_study_substitutes_only_for_weights_that_cannot_be_had(caches, server, monkeypatch, squeezenet):
+    """Offline and missing: our pretraining stands in. Damaged on disk: the error says so."""
+    from visionbench.commands.study import pretrained_available
+    from visionbench.config import resolve_config
+
+    publish(server, monkeypatch, squeezenet[1])
+    cfg = resolve_config([], ["model.name=squeezenet1_0", "model.pretrained=true"])
+    set_offline(True)
+    assert pretrained_available(cfg) is False
+    path = tv.weight_file("squeezenet1_0")[0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(squeezenet[1][:1000])
+    with pytest.raises(hub.DamagedWeights):
+        pretrained_available(cfg)
