@@ -409,3 +409,29 @@ def test_a_study_substitutes_only_for_weights_that_cannot_be_had(caches, server,
     path.write_bytes(squeezenet[1][:1000])
     with pytest.raises(hub.DamagedWeights):
         pretrained_available(cfg)
+
+
+@pytest.mark.parametrize("failure", ["stall", "drip", "cut"])
+def test_a_hugging_face_endpoint_that_stalls_drips_or_cuts_is_one_clear_error_in_time(
+    caches, hf_server, monkeypatch, failure
+):
+    """A hub that never answers (stall limit), drips (deadline) or cuts the body short (httpx's
+    RemoteProtocolError, after huggingface_hub's own retries): one error, nothing left behind."""
+    hf_server.stall, hf_server.drip = failure == "stall", failure == "drip"
+    hf_server.cut = 1000 if failure == "cut" else None
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_STALL", "0.5")
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_DEADLINE", "1.5")
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's pauses between its retries
+    start = time.perf_counter()
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert time.perf_counter() - start < 4
+    assert e.value.what.startswith(
+        "the download of the pretrained weights for timm:test_resnet timed out"
+        if failure != "cut"
+        else "cannot download the pretrained weights for timm:test_resnet: RemoteProtocolError"
+    )
+    assert hf_server.url in e.value.where and "model.pretrained=false" in e.value.fix
+    if failure != "cut":
+        assert "VISIONBENCH_DOWNLOAD_" in e.value.fix
+    assert not [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and "blobs" in p.parts]
