@@ -2,6 +2,7 @@
 before any connection, bounded by a deadline and a stall limit, and never leaving a
 `*.partial` file, not even when the process is stopped by SIGTERM."""
 
+# ruff: noqa: F811  (the `server` fixture, imported from test_hub, is taken as an argument)
 from __future__ import annotations
 
 import hashlib
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from visionbench.cli import app
 from visionbench.data import SOURCES
 from visionbench.data.download import Remote, TimedOut, Unavailable, download, file_problem
+from visionbench.errors import VisionbenchError
 
 runner = CliRunner()
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -32,7 +34,7 @@ def online(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
-def serve(server, data: bytes = b"x" * 4000) -> Remote:  # noqa: F811
+def serve(server, data: bytes = b"x" * 4000) -> Remote:
     server.files["/f/thing.bin"] = data
     return Remote(f"{server.url}/f/thing.bin", "thing.bin", hashlib.md5(data).hexdigest())
 
@@ -43,7 +45,7 @@ def test_offline_flags_stop_a_dataset_download_before_any_connection(
     server,
     online,
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     for r in SOURCES["mnist"].remotes:
         server.files[f"/{r.filename}"] = b"never served"
@@ -69,7 +71,7 @@ def test_a_slow_server_ends_at_the_stall_limit_or_the_deadline(
     server,
     online,
     tmp_path,
-    monkeypatch,  # noqa: F811
+    monkeypatch,
 ):
     remote = serve(server)
     server.stall, server.drip = failure == "stall", failure == "drip"
@@ -88,7 +90,7 @@ def test_a_slow_server_ends_at_the_stall_limit_or_the_deadline(
     assert list((tmp_path / "dest").iterdir()) == []
 
 
-def test_a_refused_connection_is_unavailable(server, online, tmp_path):  # noqa: F811
+def test_a_refused_connection_is_unavailable(server, online, tmp_path):
     remote = serve(server)
     server.shutdown()
     server.server_close()
@@ -96,7 +98,7 @@ def test_a_refused_connection_is_unavailable(server, online, tmp_path):  # noqa:
         download(remote, tmp_path / "dest")
 
 
-def test_sigterm_during_a_download_leaves_no_partial_file(server, tmp_path):  # noqa: F811
+def test_sigterm_during_a_download_leaves_no_partial_file(server, tmp_path):
     """The process still dies of SIGTERM (exit -15), as without a download running."""
     remote = serve(server, b"y" * 100_000)
     server.drip = True  # a byte every 50 ms: the download is mid-way for minutes
@@ -140,3 +142,11 @@ def test_a_files_digest_is_remembered_until_it_changes(tmp_path, monkeypatch):
     # no published hash (timm's URLs): the one remembered from the download is what it must match
     assert "expected" in file_problem(path, "sha256", None)
     assert len(calls) == 3
+
+
+def test_a_full_disk_during_a_download_says_so_and_leaves_nothing(server, online, small_disk):
+    remote = serve(server, b"w" * 6_000_000)  # more than the 4 MiB disk holds
+    with pytest.raises(VisionbenchError, match="cannot write thing.bin: No space left") as e:
+        download(remote, small_disk.path / "dest")
+    assert e.value.fix.startswith("free disk space")
+    assert list((small_disk.path / "dest").iterdir()) == []

@@ -4,6 +4,7 @@ download` and by the weight caches (models/hub.py)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import VisionbenchError
+from ..errors import VisionbenchError, write_error
 
 OFFLINE_VARS = ("VISIONBENCH_OFFLINE", "HF_HUB_OFFLINE")
 TRUE = ("1", "ON", "YES", "TRUE")  # what huggingface_hub reads as true in HF_HUB_OFFLINE
@@ -29,6 +30,7 @@ TRUE = ("1", "ON", "YES", "TRUE")  # what huggingface_hub reads as true in HF_HU
 # fires while bytes trickle in). Both are raised on a slow link by these variables.
 DEADLINE_VAR, STALL_VAR = "VISIONBENCH_DOWNLOAD_DEADLINE", "VISIONBENCH_DOWNLOAD_STALL"
 DEADLINE_S, STALL_S = 3600.0, 60.0
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # said by write_error
 
 
 @dataclass(frozen=True)
@@ -265,9 +267,12 @@ def fetch(
     when whole and accepted (`accept` gets its `algo` digest and returns the error to raise, or
     None); within limits(). Failures say `name` and offer `by_hand`. Returns the digest."""
     deadline, stall = limits()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     with signals_raised(deadline):  # outside the try: a signal unwinds through its finally
-        fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".partial", dir=dest.parent)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".partial", dir=dest.parent)
+        except OSError as e:
+            raise write_error(e, name, dest.parent, "run again") from None
         tmp, digest, start = Path(tmp_name), hashlib.new(algo), time.monotonic()
         try:
             with os.fdopen(fd, "wb") as out:
@@ -283,6 +288,8 @@ def fetch(
                 raise timed_out(name, url, f"no bytes for {stall:g} s", STALL_VAR, stall, by_hand) from None
             raise Unavailable(f"cannot download {name}: {reason(e)}", where=url, fix=by_hand) from None
         except (OSError, ValueError, http.client.HTTPException) as e:  # cut short, bad URL, disk
+            if getattr(e, "errno", None) in DISK_ERRORS:
+                raise write_error(e, name, dest.parent, "run again") from None
             raise VisionbenchError(f"cannot download {name}: {reason(e)}", where=url, fix=by_hand) from None
         finally:
             tmp.unlink(missing_ok=True)
