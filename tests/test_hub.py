@@ -435,3 +435,38 @@ def test_a_hugging_face_endpoint_that_stalls_drips_or_cuts_is_one_clear_error_in
     if failure != "cut":
         assert "VISIONBENCH_DOWNLOAD_" in e.value.fix
     assert not [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and "blobs" in p.parts]
+
+
+@pytest.mark.slow  # a child process that imports torch and huggingface_hub: ~5 s, more on busy cores
+def test_sigterm_during_a_hugging_face_download_leaves_no_partial_file(caches, hf_server):
+    """huggingface_hub removes its *.incomplete file in a `finally`, which SIGTERM's default
+    action never reaches: during a download SIGTERM unwinds, then the process dies of it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    hf_server.drip = True
+    code = (
+        "from visionbench.models.hub import hf_file; "
+        "hf_file('timm:test_resnet', 'timm/test_resnet.r160_in1k', ('model.safetensors',))"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    hf = {
+        "HF_ENDPOINT": hf_server.url,
+        "HF_HOME": str(caches / "hf"),
+        "HF_HUB_CACHE": str(caches / "hf" / "hub"),
+    }
+    env = {**os.environ, "PYTHONPATH": src, **hf}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    partial = lambda: list((caches / "hf").rglob("*.incomplete"))
+    try:
+        deadline = time.monotonic() + 120  # the child imports torch and timm: slow on busy cores
+        while not partial() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert partial(), f"the download never started (exit {proc.poll()})"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+    assert partial() == []
