@@ -601,7 +601,14 @@ def md5(blob: bytes) -> str:
     return hashlib.md5(blob).hexdigest()
 
 
-def test_download_file_url_checksum_ok(tmp_path):
+@pytest.fixture
+def online(monkeypatch):
+    """Downloads allowed: conftest forbids them (VISIONBENCH_OFFLINE=1), and so may the user's HF_HUB_OFFLINE."""
+    monkeypatch.setenv("VISIONBENCH_OFFLINE", "0")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+def test_download_file_url_checksum_ok(tmp_path, online):
     src = tmp_path / "src" / "thing.bin"
     src.parent.mkdir()
     src.write_bytes(b"official bytes" * 1000)
@@ -615,7 +622,7 @@ def test_download_file_url_checksum_ok(tmp_path):
     assert download(Remote(src.as_uri(), "thing.bin", md5(path.read_bytes())), dest) == path
 
 
-def test_download_wrong_md5_leaves_nothing(tmp_path):
+def test_download_wrong_md5_leaves_nothing(tmp_path, online):
     src = tmp_path / "thing.bin"
     src.write_bytes(b"tampered bytes")
     dest = tmp_path / "dest"
@@ -624,15 +631,15 @@ def test_download_wrong_md5_leaves_nothing(tmp_path):
     assert list(dest.iterdir()) == []
 
 
-def test_download_missing_url_leaves_nothing(tmp_path):
+def test_download_missing_url_leaves_nothing(tmp_path, online):
     dest = tmp_path / "dest"
-    with pytest.raises(VisionbenchError, match="download failed") as err:
+    with pytest.raises(VisionbenchError, match="cannot download") as err:
         download(Remote((tmp_path / "nope.bin").as_uri(), "nope.bin", md5(b"")), dest)
     assert str(dest / "nope.bin") in str(err.value)  # tells where to put it by hand
     assert list(dest.iterdir()) == []
 
 
-def test_download_replaces_corrupt_existing_file(tmp_path):
+def test_download_replaces_corrupt_existing_file(tmp_path, online):
     src = tmp_path / "thing.bin"
     src.write_bytes(b"good")
     dest = tmp_path / "dest"
@@ -642,7 +649,7 @@ def test_download_replaces_corrupt_existing_file(tmp_path):
     assert (dest / "thing.bin").read_bytes() == b"good"
 
 
-def test_download_dataset_from_local_mirror(tmp_path, monkeypatch):
+def test_download_dataset_from_local_mirror(tmp_path, monkeypatch, online):
     mirror = tmp_path / "mirror"
     written = write_mnist(mirror, seed=5)  # four small, valid .gz IDX files
     source = SOURCES["mnist"]
@@ -666,7 +673,7 @@ def test_download_dataset_from_local_mirror(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ds.splits["train"].labels, written["train"][1])
 
 
-def test_download_dataset_bad_mirror_file(tmp_path, monkeypatch):
+def test_download_dataset_bad_mirror_file(tmp_path, monkeypatch, online):
     mirror = tmp_path / "mirror"
     write_mnist(mirror)
     source = SOURCES["mnist"]
@@ -691,8 +698,8 @@ def test_cifar10_extracted_missing_first_batch_names_it(tmp_path):
         load_dataset("cifar10", tmp_path)
 
 
-def test_download_bad_url_is_a_clear_error_and_leaves_nothing(tmp_path):
+def test_download_bad_url_is_a_clear_error_and_leaves_nothing(tmp_path, online):
     remote = Remote("not-a-url/x.gz", "x.gz", "0" * 32)
-    with pytest.raises(VisionbenchError, match="download failed"):
+    with pytest.raises(VisionbenchError, match="cannot download"):
         download(remote, tmp_path / "dest")
     assert list((tmp_path / "dest").iterdir()) == []

@@ -21,7 +21,8 @@ from visionbench.models import torchvision_zoo as tv
 
 class Handler(BaseHTTPRequestHandler):
     """Serves server.files by path; server.cut sends only the first `cut` bytes of a body with
-    the full Content-Length, then closes; server.stall sends nothing until the test ends."""
+    the full Content-Length, then closes; server.stall sends nothing until the test ends;
+    server.drip sends the body a byte every 50 ms (a per-read timeout never fires)."""
 
     def do_HEAD(self):
         self.reply(body=False)
@@ -43,7 +44,13 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in self.server.headers.get(self.path, {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if body:
+        if body and self.server.drip:
+            for i in range(len(data)):
+                if self.server.done.wait(0.05):
+                    return
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+        elif body:
             self.wfile.write(data[: self.server.cut])
 
     def handle(self):
@@ -60,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.files, srv.headers, srv.requests = {}, {}, []
-    srv.cut, srv.stall, srv.done = None, False, threading.Event()
+    srv.cut, srv.stall, srv.drip, srv.done = None, False, False, threading.Event()
     srv.url = f"http://127.0.0.1:{srv.server_port}"
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -142,27 +149,36 @@ def test_a_file_that_fails_its_sha256_prefix_is_refused_and_not_kept(caches, ser
     assert checkpoints(caches) == []
 
 
-@pytest.mark.parametrize("failure", ["cut", "stall", "refused"])
+@pytest.mark.parametrize("failure", ["cut", "stall", "drip", "refused"])
 def test_an_interrupted_download_leaves_nothing_and_says_how_to_fix(
     caches, server, monkeypatch, squeezenet, failure
 ):
+    """Within its stall limit (no byte for 0.5 s here) and its deadline (1.5 s here, for the
+    whole download: a server that drips a byte every 50 ms never trips a per-read timeout)."""
     url = publish(server, monkeypatch, squeezenet[1])
     server.cut = len(squeezenet[1]) // 2 if failure == "cut" else None  # fewer bytes than Content-Length
-    server.stall = failure == "stall"
-    monkeypatch.setattr(hub, "TIMEOUT_S", 0.5)
+    server.stall, server.drip = failure == "stall", failure == "drip"
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_STALL", "0.5")
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_DEADLINE", "1.5")
     if failure == "refused":  # nothing listens there any more
         server.shutdown()
         server.server_close()
     start = time.perf_counter()
     with pytest.raises(VisionbenchError) as e:
         create_model("squeezenet1_0", num_classes=10, pretrained=True)
-    assert time.perf_counter() - start < 5  # a stalled server times out (after 0.5 s here)
+    assert time.perf_counter() - start < 3
     message = str(e.value)
     assert url in message and "model.pretrained=false" in message
-    if failure == "cut":
-        assert "fail their checksum" in message  # the sha256 of a half file cannot match
-    else:
-        assert "cannot download" in message and str(tv.weight_file("squeezenet1_0")[0]) in message
+    assert str(tv.weight_file("squeezenet1_0")[0]) in message  # where to place it by hand
+    expected = {
+        "cut": "cut short: 2",
+        "stall": "timed out: no bytes for 0.5 s",
+        "drip": "timed out: not complete after 1.5 s",
+        "refused": "cannot download the pretrained weights for squeezenet1_0",
+    }
+    assert expected[failure] in message
+    if failure in ("stall", "drip"):  # the fix names the limit to raise
+        assert "VISIONBENCH_DOWNLOAD_" + ("STALL" if failure == "stall" else "DEADLINE") in e.value.fix
     assert checkpoints(caches) == []
 
 
@@ -179,10 +195,15 @@ def test_offline_a_missing_file_is_the_usual_error_and_nothing_is_fetched(
     with pytest.raises(VisionbenchError) as e:
         create_model("squeezenet1_0", num_classes=10, pretrained=True)
     path = caches / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    var = "HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "VISIONBENCH_OFFLINE"
+    allow = (
+        "unset HF_HUB_OFFLINE" if flag == "HF_HUB_OFFLINE" else "drop --offline / unset VISIONBENCH_OFFLINE"
+    )
     assert (e.value.what, e.value.where, e.value.fix) == (
-        "pretrained weights for squeezenet1_0 are not on this machine",
+        f"pretrained weights for squeezenet1_0 are not on this machine and downloads are off ({var}=1)",
         str(path),
-        f"download {url} and place it at that path (or set TORCH_HOME), or use model.pretrained=false",
+        f"download {url} and place it at that path (or set TORCH_HOME), or use model.pretrained=false; "
+        f"or allow downloads ({allow})",
     )
     assert server.requests == []
     set_offline(False)  # allows downloads again, but not against the user's HF_HUB_OFFLINE
@@ -309,3 +330,143 @@ def test_timm_vits_are_built_for_the_runs_input_size_and_resample_pretrained_pos
         with pytest.raises(VisionbenchError, match="cannot be built for 8 px") as e:
             create_model("timm:test_vit", num_classes=10, img_size=8, pretrained=pretrained)
         assert "model.input_size=160" in e.value.fix
+
+
+def assert_damaged(e, name: str, path: Path) -> None:
+    """The one message for a damaged weight file, with a fix that works (the tests follow it)."""
+    assert isinstance(e, hub.DamagedWeights)
+    assert e.what.startswith(f"the pretrained weights for {name} on disk are damaged (")
+    assert e.where == str(path) and e.fix.startswith(f"delete {path} (it is damaged")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_torchvision_file_in_the_cache_says_delete_it_and_that_works(
+    caches, server, monkeypatch, squeezenet, damage
+):
+    url = publish(server, monkeypatch, squeezenet[1])
+    path = tv.weight_file("squeezenet1_0")[0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"<html>not weights</html>" if damage == "garbage" else squeezenet[1][:100_000])
+    with pytest.raises(VisionbenchError) as e:
+        create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "squeezenet1_0", path)
+    assert "sha256" in e.value.what and server.requests == []
+    path.unlink()  # the fix
+    create_model("squeezenet1_0", num_classes=10, pretrained=True)
+    assert server.requests == [f"GET /models/{url.rsplit('/', 1)[1]}"]
+
+
+def test_timm_weights_at_a_url_are_checked_against_their_download(caches, server, monkeypatch, test_resnet):
+    """timm's URLs carry no sha256: the file must keep the digest it had when downloaded."""
+    import dataclasses
+
+    from visionbench.models import timm_zoo
+
+    server.files["/w/test_resnet-0.pth"] = test_resnet[1]
+    cfg = dataclasses.replace(
+        timm_zoo.pretrained_cfg("test_resnet"), hf_hub_id=None, url=f"{server.url}/w/test_resnet-0.pth"
+    )
+    monkeypatch.setattr(timm_zoo, "pretrained_cfg", lambda name: cfg)
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    path = caches / "torch" / "hub" / "checkpoints" / "test_resnet-0.pth"
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "timm:test_resnet", path)
+    path.unlink()
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    path.write_bytes(b"garbage never downloaded here")  # a file put there by hand: timm cannot read it
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "timm:test_resnet", path)
+    assert "weights_only" not in str(e.value)
+
+
+def test_a_damaged_hugging_face_blob_says_delete_it_and_that_works(caches, hf_server):
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    (blob,) = [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and p.parent.name == "blobs"]
+    blob.write_bytes(b"cut")
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert_damaged(e.value, "timm:test_resnet", blob)
+    blob.unlink()
+    create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert blob.is_file()
+
+
+def test_a_study_substitutes_only_for_weights_that_cannot_be_had(caches, server, monkeypatch, squeezenet):
+    """Offline and missing: our pretraining stands in. Damaged on disk: the error says so."""
+    from visionbench.commands.study import pretrained_available
+    from visionbench.config import resolve_config
+
+    publish(server, monkeypatch, squeezenet[1])
+    cfg = resolve_config([], ["model.name=squeezenet1_0", "model.pretrained=true"])
+    set_offline(True)
+    assert pretrained_available(cfg) is False
+    path = tv.weight_file("squeezenet1_0")[0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(squeezenet[1][:1000])
+    with pytest.raises(hub.DamagedWeights):
+        pretrained_available(cfg)
+
+
+@pytest.mark.parametrize("failure", ["stall", "drip", "cut"])
+def test_a_hugging_face_endpoint_that_stalls_drips_or_cuts_is_one_clear_error_in_time(
+    caches, hf_server, monkeypatch, failure
+):
+    """A hub that never answers (stall limit), drips (deadline) or cuts the body short (httpx's
+    RemoteProtocolError, after huggingface_hub's own retries): one error, nothing left behind."""
+    hf_server.stall, hf_server.drip = failure == "stall", failure == "drip"
+    hf_server.cut = 1000 if failure == "cut" else None
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_STALL", "0.5")
+    monkeypatch.setenv("VISIONBENCH_DOWNLOAD_DEADLINE", "1.5")
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's pauses between its retries
+    start = time.perf_counter()
+    with pytest.raises(VisionbenchError) as e:
+        create_model("timm:test_resnet", num_classes=10, pretrained=True)
+    assert time.perf_counter() - start < 4
+    assert e.value.what.startswith(
+        "the download of the pretrained weights for timm:test_resnet timed out"
+        if failure != "cut"
+        else "cannot download the pretrained weights for timm:test_resnet: RemoteProtocolError"
+    )
+    assert hf_server.url in e.value.where and "model.pretrained=false" in e.value.fix
+    if failure != "cut":
+        assert "VISIONBENCH_DOWNLOAD_" in e.value.fix
+    assert not [p for p in (caches / "hf" / "hub").rglob("*") if p.is_file() and "blobs" in p.parts]
+
+
+@pytest.mark.slow  # a child process that imports torch and huggingface_hub: ~5 s, more on busy cores
+def test_sigterm_during_a_hugging_face_download_leaves_no_partial_file(caches, hf_server):
+    """huggingface_hub removes its *.incomplete file in a `finally`, which SIGTERM's default
+    action never reaches: during a download SIGTERM unwinds, then the process dies of it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    hf_server.drip = True
+    code = (
+        "from visionbench.models.hub import hf_file; "
+        "hf_file('timm:test_resnet', 'timm/test_resnet.r160_in1k', ('model.safetensors',))"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    hf = {
+        "HF_ENDPOINT": hf_server.url,
+        "HF_HOME": str(caches / "hf"),
+        "HF_HUB_CACHE": str(caches / "hf" / "hub"),
+    }
+    env = {**os.environ, "PYTHONPATH": src, **hf}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    partial = lambda: list((caches / "hf").rglob("*.incomplete"))
+    try:
+        deadline = time.monotonic() + 120  # the child imports torch and timm: slow on busy cores
+        while not partial() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert partial(), f"the download never started (exit {proc.poll()})"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+    assert partial() == []

@@ -98,13 +98,23 @@ def test_missing_pretrained_weights_name_the_file(monkeypatch, tmp_path):  # TOR
     assert str(tmp_path) in str(e.value) and "resnet18-" in str(e.value)
 
 
-def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head():
+def test_pretrained_grey_stem_sums_rgb_filters_and_replaces_the_head(monkeypatch, tmp_path):
+    import hashlib
+
     import torchvision
 
+    from visionbench.models import torchvision_zoo
+
+    imagenet = torchvision.models.mobilenet_v2().state_dict()  # a stand-in with ImageNet's shapes
+    torch.save(imagenet, tmp_path / "w.pth")
+    # named as torchvision names its files, by their sha256: a cached file is checked against it
+    sha = hashlib.sha256((tmp_path / "w.pth").read_bytes()).hexdigest()
+    monkeypatch.setattr(
+        torchvision_zoo, "weights_url", lambda arch: f"https://x.invalid/{arch}-{sha[:8]}.pth"
+    )
     path, _ = weight_file("mobilenet_v2")
     path.parent.mkdir(parents=True)
-    imagenet = torchvision.models.mobilenet_v2().state_dict()  # a stand-in with ImageNet's shapes
-    torch.save(imagenet, path)
+    (tmp_path / "w.pth").rename(path)
     model = create_model("mobilenet_v2", num_classes=10, in_chans=1, pretrained=True)
     stem = imagenet["features.0.0.weight"]
     assert torch.allclose(model.features[0][0].weight, stem.sum(1, keepdim=True))

@@ -4,7 +4,12 @@ metrics.jsonl, and a tracker that fails or is missing never costs the run."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ import pytest
 from visionbench.commands.train import train
 from visionbench.config import resolve_config
 from visionbench.errors import VisionbenchError
+from visionbench.runs import trackers
 
 
 def metrics_rows(run) -> list[dict]:
@@ -117,3 +123,122 @@ def test_tracking_is_off_by_default(tiny_run):
     assert resolve_config([]).train.track == "none"
     assert "track: none" in (tiny_run / "config.yaml").read_text()
     assert not (tiny_run / "tensorboard").exists() and not (tiny_run / "tracking.json").exists()
+
+
+# --- an MLflow store that cannot be reached is found in seconds, not MLflow's minutes ------------
+class HealthOnly(BaseHTTPRequestHandler):
+    """Answers /health, then never answers MLflow's API calls (until the test ends)."""
+
+    def do_GET(self):
+        if self.path.endswith("/health"):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+        else:
+            self.server.done.wait(30)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def health_only():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), HealthOnly)
+    srv.done = threading.Event()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.done.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections (the kernel's backlog does) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def timed(monkeypatch, cls, method: str) -> list[float]:
+    """The seconds each call of cls.method takes (the tracker alone: the machine may be busy)."""
+    spent, real = [], getattr(cls, method)
+
+    def wrapper(*args):
+        start = time.perf_counter()
+        try:
+            return real(*args)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    monkeypatch.setattr(cls, method, wrapper)
+    return spent
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_an_mlflow_server_that_refuses_or_never_answers_is_found_in_seconds(kind, silent_port, monkeypatch):
+    monkeypatch.setattr(trackers, "REACH_TIMEOUT_S", 0.5)
+    uri = f"http://127.0.0.1:{closed_port() if kind == 'refused' else silent_port}"
+    start = time.perf_counter()
+    with pytest.raises(VisionbenchError, match="did not answer within 0.5 s") as e:
+        trackers.check_store(uri)
+    assert time.perf_counter() - start < 2 and e.value.where == uri
+
+
+def test_a_read_only_sqlite_store_is_found_at_once(small_disk):
+    import sqlite3
+
+    sqlite3.connect(small_disk.path / "mlflow.db").close()
+    small_disk.read_only()
+    for name in ("mlflow.db", "new.db"):  # an existing file, and one the folder cannot take
+        with pytest.raises(VisionbenchError, match="the MLflow store cannot be written"):
+            trackers.check_store(f"sqlite:///{small_disk.path / name}")
+
+
+@pytest.mark.slow  # MLflow's import and a training run: ~15 s on 2 busy cores
+def test_an_unreachable_mlflow_server_is_one_quick_warning_and_the_run_trains_on(
+    tiny_overrides, tmp_path, monkeypatch, capsys, silent_port
+):
+    pytest.importorskip("mlflow")
+    monkeypatch.setattr(trackers, "REACH_TIMEOUT_S", 0.5)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{silent_port}")
+    spent = timed(monkeypatch, trackers.MLflow, "start")
+    run = train(resolve_config([], tiny_overrides + ["train.track=mlflow"]), tmp_path / "runs")
+    assert spent == [pytest.approx(0.5, abs=2)]  # MLflow's own retries: minutes
+    out = capsys.readouterr().out
+    assert out.count("mlflow tracking failed") == 1 and "did not answer within 0.5 s" in out
+    assert run.finished and "did not answer" in json.loads((run.path / "tracking.json").read_text())["error"]
+
+
+@pytest.mark.slow  # MLflow's import and a training run: ~15 s on 2 busy cores
+def test_mlflow_calls_are_bounded_past_the_first_contact(
+    tiny_overrides, tmp_path, monkeypatch, capsys, health_only
+):
+    """A server that answers /health and then hangs: MLflow's calls end at the bounded timeout
+    and retries (1 s and none here) instead of MLflow's 120 s and 7 retries."""
+    pytest.importorskip("mlflow")
+    monkeypatch.setattr(
+        trackers,
+        "MLFLOW_LIMITS",
+        {
+            **trackers.MLFLOW_LIMITS,
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "1",
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        },
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", health_only)
+    spent = timed(monkeypatch, trackers.MLflow, "start")
+    run = train(resolve_config([], tiny_overrides + ["train.track=mlflow"]), tmp_path / "runs")
+    assert len(spent) == 1 and spent[0] < 5
+    assert capsys.readouterr().out.count("mlflow tracking failed") == 1 and run.finished
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ  # set for MLflow's calls only

@@ -209,15 +209,18 @@ def run_study(
 
 
 def pretrained_available(cfg: RunConfig) -> bool:
-    """Whether model.pretrained can be honoured here: the weights are on disk or download."""
+    """Whether model.pretrained can be honoured here: the weights are on disk or download.
+    Only weights that cannot be had (offline, no network, no such file) are False; a damaged
+    file or a download that timed out is an error saying so and how to fix it."""
     import torch
 
+    from ..data.download import Unavailable
     from ..models import create_model
 
     try:  # on the meta device: no memory, no init; the weights still download or are refused
         with torch.device("meta"):
             create_model(cfg.model.name, num_classes=2, pretrained=True)
-    except VisionbenchError:
+    except Unavailable:
         return False
     return True
 

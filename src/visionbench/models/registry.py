@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.download import Unavailable
 from ..errors import VisionbenchError, unknown_name
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -71,7 +72,7 @@ def create_model(
             fix=f"its options: {', '.join(options) or 'none'} (set them with model.kwargs={{...}})",
         )
     if pretrained and "pretrained" not in options:
-        raise VisionbenchError(
+        raise Unavailable(
             f"model '{name}' has no pretrained weights",
             fix="use model.pretrained=false, or start from a file or a run with model.weights",
         )

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..data.download import Unavailable
 from ..errors import VisionbenchError, did_you_mean
-from .hub import hf_cached, hf_file, hub_file, hub_path
+from .hub import damaged, hf_cached, hf_file, hub_file, hub_path
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order: safetensors first
 
@@ -60,7 +61,7 @@ def weights_file(name: str) -> Path:
         return hf_file(f"timm:{name}", cfg.hf_hub_id, hf_files(cfg))
     if cfg is not None and cfg.url:
         return hub_file(f"timm:{name}", cfg.url, check_hash=False)
-    raise VisionbenchError(
+    raise Unavailable(
         f"timm has no pretrained weights for {name}",
         fix="use model.pretrained=false, or a tagged name with weights (`visionbench models timm:PATTERN`)",
     )
@@ -150,11 +151,7 @@ def timm_builder(name: str) -> Callable[..., nn.Module]:
                 name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
             )
         except Exception as e:  # a file torch or safetensors cannot read, or of another model
-            raise VisionbenchError(
-                f"cannot load the pretrained weights for timm:{name}: {str(e).splitlines()[0] if str(e) else e!r}",
-                where=str(path),
-                fix="delete the file to download it again, or use model.pretrained=false",
-            ) from e
+            raise damaged(f"timm:{name}", path, str(e).splitlines()[0] if str(e) else repr(e)) from e
         model.weights_report = timm_report(model, in_chans, num_classes)
         return model
 

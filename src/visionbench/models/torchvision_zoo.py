@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .hub import hub_file, hub_path
+from ..errors import VisionbenchError
+from .hub import damaged, hub_file, hub_path
 from .weights import load_state, read_state_file
 
 RESNETS = ("resnet", "resnext", "wide_resnet")
@@ -39,7 +40,11 @@ def weight_file(arch: str) -> tuple[Path, str]:
 def pretrained_state(arch: str) -> dict:
     """torchvision's weights from torch hub's cache, downloaded there once (checked against the
     sha256 prefix in their name) unless offline."""
-    return read_state_file(hub_file(arch, weights_url(arch), check_hash=True))
+    path = hub_file(arch, weights_url(arch), check_hash=True)
+    try:
+        return read_state_file(path)
+    except VisionbenchError as e:  # it passed its checksum yet does not read: damaged all the same
+        raise damaged(arch, path, e.what) from None
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

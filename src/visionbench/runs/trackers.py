@@ -13,12 +13,20 @@ line in the run's tracking.json), never a lost run. Neither is on by default.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import importlib
 import json
 import os
+import sqlite3
+import tempfile
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from functools import reduce
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from ..errors import VisionbenchError
 from .record import Run
@@ -33,6 +41,79 @@ ARTIFACTS = (
     "eval-last/*.png",
     "eval-last/*.json",
 )
+
+
+# MLflow's own defaults retry a server that is down for minutes (7 retries, backoff factor 2,
+# 120 s a request): a 7 s run waited 254 s before its warning. A tracker is a sink, not the
+# record: these bound each call (a user's own settings of these variables win).
+MLFLOW_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+REACH_TIMEOUT_S = 3.0  # the first contact with a tracking server, before MLflow's retries
+
+
+@contextlib.contextmanager
+def environment(defaults: dict[str, str]) -> Iterator[None]:
+    """`defaults` set in os.environ where unset (MLflow reads them at each call), then removed."""
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def check_store(uri: str, timeout: float | None = None) -> None:
+    """An error, within about `timeout` seconds, when the MLflow store at `uri` cannot be used:
+    an HTTP server that refuses or does not answer, a SQLite file or folder that cannot be
+    written (MLflow would retry its engine for 100 s). Other stores are left to MLflow."""
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        reach_server(uri, REACH_TIMEOUT_S if timeout is None else timeout)
+    elif scheme == "sqlite" and uri.startswith("sqlite:///"):  # SQLAlchemy's: then a relative path, or /abs
+        path = unquote(uri[len("sqlite:///") :].split("?")[0])
+        if path and path != ":memory:":
+            writable_sqlite(Path(path))
+
+
+def reach_server(uri: str, timeout: float) -> None:
+    """Any HTTP answer will do (MLflow's server answers /health; a proxy may say 404)."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return
+    except (OSError, http.client.HTTPException) as e:
+        why = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise VisionbenchError(
+            f"the MLflow server did not answer within {timeout:g} s ({why or type(e).__name__})",
+            where=uri,
+            fix="start the server or set MLFLOW_TRACKING_URI to one that runs (or leave train.track at none)",
+        ) from None
+
+
+def writable_sqlite(path: Path) -> None:
+    """The SQLite store can be written: an existing file opened for a write transaction, or a
+    file created in its folder (MLflow creates the file and its folders)."""
+    try:
+        if path.is_file():
+            # a write rolled back: SQLite opens a write-protected file read-only without a word
+            with contextlib.closing(sqlite3.connect(path, timeout=2, isolation_level=None)) as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE visionbench_probe (x)")
+                db.execute("ROLLBACK")
+        else:
+            folder = next(p for p in path.parents if p.exists())
+            tempfile.TemporaryFile(dir=folder).close()
+    except (OSError, sqlite3.Error) as e:
+        raise VisionbenchError(
+            f"the MLflow store cannot be written ({e})",
+            where=str(path),
+            fix="make it writable, or set MLFLOW_TRACKING_URI to another store (or leave train.track at none)",
+        ) from None
 
 
 def require_tracker(kind: str) -> None:
@@ -70,6 +151,10 @@ class Tracker:
     """No tracking: what `train.track=none` (and every distributed rank but 0) gets."""
 
     kind = "none"
+
+    def bounded(self) -> contextlib.AbstractContextManager:
+        """What bounds each call in time (MLflow's retries), if anything."""
+        return contextlib.nullcontext()
 
     def start(self, run: Run, cfg, epoch: int) -> None:
         """Open the sink for `run`, which resumes after `epoch` epochs (0 for a new run)."""
@@ -117,11 +202,15 @@ class TensorBoard(Tracker):
 class MLflow(Tracker):
     kind = "mlflow"
 
+    def bounded(self) -> contextlib.AbstractContextManager:
+        return environment(MLFLOW_LIMITS)
+
     def start(self, run: Run, cfg, epoch: int) -> None:
         import mlflow
         from mlflow.entities import Param
 
         uri = mlflow.get_tracking_uri()
+        check_store(uri)
         self.client = mlflow.MlflowClient(uri)
         previous = run.read_json("tracking.json").get("run_id") if epoch else None
         if previous:  # a resumed run goes on in its MLflow run
@@ -181,10 +270,11 @@ class Guarded(Tracker):
         if self.failed:
             return
         try:
-            getattr(self.tracker, method)(*args)
+            with self.tracker.bounded():
+                getattr(self.tracker, method)(*args)
         except Exception as e:  # noqa: BLE001 - any failure of a sink must not stop the run
             self.failed = True
-            message = f"{type(e).__name__}: {e}".strip()
+            message = str(e) if isinstance(e, VisionbenchError) else f"{type(e).__name__}: {e}".strip()
             self.say(
                 f"warning: {self.kind} tracking failed and is off for this run ({message}); "
                 "the run goes on, its folder is the record"
