@@ -137,8 +137,10 @@ class Predicts:
         >>> run.predict("unlabelled/", out="predictions.csv")
         >>> run.predict(images_uint8_nchw)["label"]
         """
-        from ..commands.predict import predict_rows, write_predictions
+        from ..commands.predict import check_out, predict_rows, write_predictions
 
+        if out:
+            check_out(Path(out))
         rows = predict_rows(self.predictor(**open_args), images, top_k, tta_mode(tta))
         if out:
             write_predictions(rows, Path(out))
