@@ -3,6 +3,9 @@ Archive caps and refused members: test_archive.py."""
 
 from __future__ import annotations
 
+import os
+import threading
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -493,3 +496,29 @@ def test_class_names_that_differ_only_by_leading_zeros_are_one_warning_naming_bo
         "classes '01' and '1' differ only by leading zeros: they are 2 classes; if they are one, give them one name",
         "classes 'img_07' and 'img_7' differ only by leading zeros: they are 2 classes; if they are one, give them one name",
     ]
+
+
+@contextmanager
+def writer_after(fifo: Path, seconds: float = 10):
+    """Opening a FIFO to read waits for a writer: one comes every `seconds` and closes at once
+    (the reader gets an empty file), so code that waits fails its test instead of hanging it."""
+    done = threading.Event()
+
+    def write():
+        while not done.wait(seconds):
+            with suppress(OSError):  # no reader yet
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=write, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def test_a_fifo_a_label_csv_lists_is_skipped_with_the_reason_never_waited_on(tmp_path):
+    path = write_csv(tmp_path, tree_rows() + ["images/pipe.png,cat,train"])
+    os.mkfifo(tmp_path / "images" / "pipe.png")
+    with writer_after(tmp_path / "images" / "pipe.png"):
+        ds = load_dataset(f"csv:{path}", None)
+    assert ds.skipped == [{"file": "images/pipe.png", "reason": "not a regular file (a FIFO): not read"}]
