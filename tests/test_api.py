@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from test_data_inputs import writer_after
 from typer.testing import CliRunner
 
 import visionbench as vb
@@ -120,6 +121,8 @@ def test_run_object_history_figures_and_methods(tiny_run, tmp_path):
     (folder / "notes.txt").write_text("not an image")
     rows = rows_of(run.predict(folder, out=tmp_path / "p.csv"))
     assert [r["label"] for r in rows if not r["error"]] == labels and rows[-1]["file"] == "notes.txt"
+    shown = lambda rows: [(r["file"], r["label"], r["top_k"], r["error"]) for r in rows]
+    assert shown(rows_of(run.predict(str(folder)))) == shown(rows)  # a str: run.predict("photos/")
     assert (tmp_path / "p.csv").read_text().startswith("file,label,confidence,top_k,error")
     files = [folder / "0.png", folder / "1.png"]
     assert [r["label"] for r in rows_of(run.predict(files))] == labels[:2]
@@ -146,6 +149,12 @@ def test_run_object_history_figures_and_methods(tiny_run, tmp_path):
         (lambda run: run.predict(None), r"cannot read None \(NoneType\) as an image"),
         (lambda run: run.explain(indices="3"), "test indices are whole numbers, not '3'"),
         (lambda run: run.explain(indices=[0, 1.5]), "test indices are whole numbers, not 1.5"),
+        (lambda run: vb.train(data_dir=5), r"data_dir is a path, not 5 \(int\)"),
+        (lambda run: vb.train(runs_dir=5), r"runs_dir is a path, not 5 \(int\)"),
+        (lambda run: vb.train(config=5), r"config is a path, not 5 \(int\)"),
+        (lambda run: vb.train(epochs=True), "epochs is a number, not True"),  # not 1 epoch
+        (lambda run: vb.lr_find(lr=False), "lr is a number, not False"),
+        (lambda run: run.predict(np.zeros((8, 8)), top_k=-1), "top_k .* a whole number from 1, not -1"),
     ],
 )
 def test_wrong_types_are_clear_errors_not_type_errors(tiny_run, call, message):
@@ -253,3 +262,79 @@ def test_quickstart_notebook_runs_top_to_bottom_and_shows_the_figures(tmp_path, 
     finished = list(Path(os.environ["VISIONBENCH_RUNS"]).glob("*/summary.json"))
     assert len(finished) == 2, finished
     assert seconds < 240
+
+
+def labels_of(frame) -> list[str]:
+    return [r["label"] for r in rows_of(frame)]
+
+
+def test_arrays_are_read_in_the_stated_layouts_or_refused(tiny_run):
+    run = vb.load(tiny_run)  # grey 8x8 digits
+    test = load_dataset("digits").splits["test"].images[:3]
+    want = labels_of(run.predict(test))
+    grey = test[0, 0]
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)  # its luma is `grey`, exactly
+    one_image = [grey, rgb, rgb.transpose(2, 0, 1), torch.tensor(rgb.transpose(2, 0, 1)), [rgb]]
+    for image in one_image:  # HW, HWC, CHW (a 3-D array is one image, never 3 grey ones), a list
+        assert labels_of(run.predict(image)) == want[:1]
+    assert len(rows_of(run.predict(np.kron(rgb, np.ones((8, 8, 1), np.uint8))))) == 1  # 64x64x3
+    assert labels_of(run.predict([grey, rgb, test[2]])) == [want[0], want[0], want[2]]
+    assert len(rows_of(run.predict(top_k=99, images=test))[0]["top_k"].split()) == 10  # every class
+    refused = {
+        "no axis holds 1, 3 or 4 channels": np.zeros((6, 8, 8), np.uint8),  # (N, H, W): give C
+        "channels could be first or last": np.zeros((2, 3, 8, 3), np.uint8),
+        "normalised images": (test / 255.0 - 0.5) / 0.25,
+        "pixel values from 0 to 300": np.linspace(0, 300, 64).astype(np.int64).reshape(8, 8),
+    }
+    for message, array in refused.items():
+        with pytest.raises(VisionbenchError, match=message) as e:
+            run.predict(array)
+        assert "(H, W) one grey image; (C, H, W) or (H, W, C) one image" in e.value.fix
+    assert "images[:, None]" in pytest.raises(VisionbenchError, run.predict, np.zeros((6, 8, 8))).value.fix
+    assert len(rows_of(run.predict(torch.zeros(2, 3, 8, 3)))) == 2  # a tensor is channels first
+
+
+def test_uint16_arrays_are_scaled_as_16_bit_files_are(tiny_run, tmp_path):
+    run = vb.load(tiny_run)
+    grey = load_dataset("digits").splits["test"].images[:4, 0]
+    deep = grey.astype(np.uint16) * 257  # the same images in 16 bits: 255 -> 65535
+    files = [tmp_path / f"{i}.png" for i in range(len(deep))]
+    for img, file in zip(deep, files):
+        Image.fromarray(img).save(file)  # a 16-bit PNG
+    shown = lambda frame: [(r["label"], r["top_k"]) for r in rows_of(frame)]
+    assert shown(run.predict(deep[:, None])) == shown(run.predict(files)) == shown(run.predict(grey[:, None]))
+
+
+def test_pil_images_in_float_and_cmyk_modes_are_converted_as_files_are(tiny_run, tmp_path):
+    run = vb.load(tiny_run)
+    grey = load_dataset("digits").splits["test"].images[:2, 0]
+    floats = [Image.fromarray(g.astype(np.float32) / 255) for g in grey]  # mode F, in [0, 1]
+    assert labels_of(run.predict(floats)) == labels_of(run.predict(grey[:, None]))
+    cmyk = [Image.fromarray(np.repeat(g[:, :, None], 3, axis=2)).convert("CMYK") for g in grey]
+    files = [tmp_path / f"{i}.tif" for i in range(len(cmyk))]
+    for img, file in zip(cmyk, files):
+        img.save(file)  # TIFF keeps CMYK
+    assert rows_of(run.predict(cmyk))[0]["error"] == ""
+    assert labels_of(run.predict(cmyk)) == labels_of(run.predict(files))
+
+
+def test_a_fifo_given_to_predict_is_refused_not_waited_on(tiny_run, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with writer_after(fifo):
+        [row] = rows_of(vb.load(tiny_run).predict([fifo]))
+    assert row["file"] == str(fifo) and row["error"] == "not a regular file (a FIFO): not read"
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_predicting(tiny_run, tmp_path, monkeypatch):
+    import visionbench.commands.predict as predict
+
+    monkeypatch.setattr(predict, "label_rows", lambda *a, **k: pytest.fail("predicted before checking --out"))
+    (tmp_path / "file").write_text("")
+    wrong = {
+        "is a folder, not a CSV file": tmp_path,
+        "it is a file, not a folder": tmp_path / "file" / "p.csv",
+    }
+    for message, out in wrong.items():
+        with pytest.raises(VisionbenchError, match=message):
+            vb.load(tiny_run).predict(np.zeros((8, 8), np.uint8), out=out)

@@ -3,6 +3,9 @@ Archive caps and refused members: test_archive.py."""
 
 from __future__ import annotations
 
+import os
+import threading
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -463,3 +466,59 @@ def test_an_ensemble_of_a_streamed_and_a_cached_run_says_why_it_is_refused(tmp_p
     with pytest.raises(VisionbenchError, match="data.img_size None vs 8") as e:
         build_ensemble(["cached", "other"])
     assert e.value.fix.endswith("train 'other' again with data.img_size=null")
+
+
+def named_classes(root: Path, names: list[str], per_class: int = 5) -> Path:
+    for i, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for j in range(per_class):
+            (root / name / f"{j}.png").write_bytes(png((40 * i, 10 * j, 0)))
+    return root
+
+
+def test_a_class_name_is_one_class_however_its_accents_are_encoded(tmp_path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # print alike: é as one code point, or e + U+0301 (macOS)
+    ds = load_dataset(f"folder:{named_classes(tmp_path / 'photos', [nfc, nfd, 'tea'])}", None)
+    assert ds.classes == [nfc, "tea"]
+    assert sum(int((s.labels == 0).sum()) for s in ds.splits.values()) == 10
+    rows = [f"images/{c}_{i}.png,{label},train" for c in COLOURS for i, label in enumerate([nfc, nfd, c, c])]
+    assert load_dataset(f"csv:{write_csv(tmp_path, rows)}", None).classes == sorted([*COLOURS, nfc])
+
+
+def test_class_names_that_differ_only_by_leading_zeros_are_one_warning_naming_both(tmp_path):
+    from visionbench.data.report import dataset_report
+
+    ds = load_dataset(
+        f"folder:{named_classes(tmp_path / 'photos', ['01', '1', '2', 'img_07', 'img_7'])}", None
+    )
+    warned = [w for w in dataset_report(ds)["warnings"] if "leading zeros" in w]
+    assert warned == [
+        "classes '01' and '1' differ only by leading zeros: they are 2 classes; if they are one, give them one name",
+        "classes 'img_07' and 'img_7' differ only by leading zeros: they are 2 classes; if they are one, give them one name",
+    ]
+
+
+@contextmanager
+def writer_after(fifo: Path, seconds: float = 10):
+    """Opening a FIFO to read waits for a writer: one comes every `seconds` and closes at once
+    (the reader gets an empty file), so code that waits fails its test instead of hanging it."""
+    done = threading.Event()
+
+    def write():
+        while not done.wait(seconds):
+            with suppress(OSError):  # no reader yet
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=write, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def test_a_fifo_a_label_csv_lists_is_skipped_with_the_reason_never_waited_on(tmp_path):
+    path = write_csv(tmp_path, tree_rows() + ["images/pipe.png,cat,train"])
+    os.mkfifo(tmp_path / "images" / "pipe.png")
+    with writer_after(tmp_path / "images" / "pipe.png"):
+        ds = load_dataset(f"csv:{path}", None)
+    assert ds.skipped == [{"file": "images/pipe.png", "reason": "not a regular file (a FIFO): not read"}]

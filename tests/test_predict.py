@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -165,3 +166,33 @@ def test_predict_takes_one_image_file_and_names_a_missing_path(digit_runs, unlab
     assert (
         text.exit_code == 2 and "not a folder, a .zip/.tar archive of images, or an image file" in text.output
     )
+
+
+def test_fifos_and_broken_or_outward_symlinks_get_a_row_with_the_reason(digit_runs, unlabelled, tmp_path):
+    folder, names = unlabelled
+    os.mkfifo(folder / "pipe.png")  # read, it would wait for a writer for ever
+    (folder / "gone.png").symlink_to(folder / "deleted.png")
+    (tmp_path / "outside.png").write_bytes((folder / "a.png").read_bytes())
+    (folder / "b" / "out.png").symlink_to(tmp_path / "outside.png")
+    out = tmp_path / "preds.csv"
+    res = invoke("predict", "a", "--images", str(folder), "--out", str(out), "--runs-dir", str(digit_runs))
+    assert res.exit_code == 0, res.output
+    errors = {r["file"]: r["error"] for r in read_csv(out) if r["error"]}
+    assert errors["pipe.png"] == "not a regular file (a FIFO): not read"
+    assert errors["gone.png"] == "a broken symlink (its target does not exist)"
+    assert errors["b/out.png"] == "a symlink to a file outside the folder: not followed"
+    assert len(read_csv(out)) == len(names) + 5  # and broken.jpg, notes.txt; .DS_Store stays out
+
+
+def test_an_out_path_that_cannot_be_written_is_refused_before_predicting(digit_runs, unlabelled, tmp_path):
+    folder, _ = unlabelled
+    (tmp_path / "file").write_text("")
+    for out, message in (
+        (tmp_path, "is a folder, not a CSV file"),
+        (tmp_path / "file" / "p.csv", "it is a file"),
+    ):
+        res = runner.invoke(
+            app, ["predict", "a", "--images", str(folder), "--out", str(out), "--runs-dir", str(digit_runs)]
+        )
+        assert res.exit_code == 2 and message in " ".join(res.output.split())
+        assert "labelled" not in res.output

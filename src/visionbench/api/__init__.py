@@ -17,10 +17,11 @@ Tables (history, predictions, runs) are pandas DataFrames when pandas is install
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..commands.options import TRAIN_OPTIONS
+from ..commands.options import TRAIN_OPTIONS, check_path
 from ..errors import VisionbenchError
 from .objects import Comparison, Ensemble, Figure, Result, Run, ref_of, table, tta_mode
 
@@ -31,7 +32,13 @@ __all__ = [
 
 
 def config_files(config) -> list[str]:
-    return [str(config)] if isinstance(config, (str, Path)) else [str(f) for f in config or []]
+    """`config`: one YAML file or a list of them (None: none)."""
+    files = [config] if isinstance(config, (str, os.PathLike)) else config or []
+    if not isinstance(files, (list, tuple)):
+        files = [files]  # a wrong type: check_path names it
+    for file in files:
+        check_path("config", file)
+    return [str(f) for f in files]
 
 
 def resolve(config=None, recipe: str | None = None, **settings):
@@ -77,6 +84,7 @@ def train(
     from ..commands.train import train as fit
 
     options = {k: v for k, v in locals().items() if k in TRAIN_OPTIONS}
+    check_path("runs_dir", runs_dir)
     cfg = resolve(config, recipe, **options, **settings)
     return Run(fit(cfg, runs_dir, quiet=quiet).path)
 

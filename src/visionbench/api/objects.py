@@ -129,16 +129,28 @@ class Predicts:
         **open_args,
     ):
         """Labels for `images`: a folder or .zip/.tar of image files (as `visionbench predict`),
-        image files, PIL images, or an array / tensor (one image or a batch; channels first or
-        last; uint8 or floats in [0, 1]). One row per image: file (or index), label, confidence,
-        top_k ("class:prob ..."), error (why a file could not be read). `out` also writes the
-        rows as CSV; `weights` (runs: last or best) and `device` choose how to predict.
+        image files, PIL images (any mode, converted as a file's), an array or tensor, or a
+        list of these. Arrays and tensors (data.arrays.LAYOUTS):
+
+        - (H, W): one grey image; (C, H, W) or (H, W, C): one image - a 3-D array is never a
+          batch: N grey images are (N, 1, H, W), e.g. `images[:, None]`;
+        - (N, C, H, W) or (N, H, W, C): a batch; C is 1, 3 or 4 (grey, RGB, RGBA);
+        - uint8, uint16 (0-65535, scaled as a 16-bit PNG is) or floats in [0, 1].
+
+        Where the channels could be first or last (e.g. (N, 3, 8, 3)) a tensor is read channels
+        first and an array is refused unless one reading has the run's size; normalised or
+        out-of-range pixels and NaN are refused too. One row per image: file (or index), label,
+        confidence, top_k ("class:prob ...", `top_k` from 1), error (why a file could not be
+        read). `out` also writes the rows as CSV (checked before predicting); `weights` (runs:
+        last or best) and `device` choose how to predict.
 
         >>> run.predict("unlabelled/", out="predictions.csv")
         >>> run.predict(images_uint8_nchw)["label"]
         """
-        from ..commands.predict import predict_rows, write_predictions
+        from ..commands.predict import check_out, predict_rows, write_predictions
 
+        if out:
+            check_out(Path(out))
         rows = predict_rows(self.predictor(**open_args), images, top_k, tta_mode(tta))
         if out:
             write_predictions(rows, Path(out))

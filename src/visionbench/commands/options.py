@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from ..errors import VisionbenchError
 
 
 def prune(tree: dict) -> dict:
@@ -22,6 +25,29 @@ def data_options(data: str | None, data_dir: str | Path | None) -> dict:
 TRAIN_OPTIONS = (
     "data", "model", "epochs", "lr", "batch_size", "seed", "device", "name", "weights", "input_size", "data_dir",
 )  # fmt: skip
+
+
+PATH_EXAMPLES = {"config": "run.yaml", "runs_dir": "runs", "data_dir": "data", "weights": "model.safetensors"}
+
+
+def check_path(key: str, value) -> None:
+    """A Python caller's path (None: not given) is a str or a path, with a clear error otherwise."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise VisionbenchError(
+            f"{key} is a path, not {value!r:.60} ({type(value).__name__})",
+            fix=f'give {key} as a str or a pathlib.Path, e.g. {key}="{PATH_EXAMPLES[key]}"',
+        )
+
+
+def check_option(key: str, value) -> None:
+    """A Python caller's TRAIN_OPTIONS value: paths as `check_path`; a bool is no number here
+    (pydantic would take epochs=True as 1 epoch; the config checks the other types)."""
+    if key in ("weights", "data_dir"):
+        check_path(key, value)
+    elif isinstance(value, bool) and key in ("epochs", "lr", "batch_size", "seed", "input_size"):
+        raise VisionbenchError(
+            f"{key} is a number, not {value!r}", fix=f"give {key} as a number, e.g. {key}=2"
+        )
 
 
 def train_options(options: dict) -> dict:
@@ -60,7 +86,7 @@ def config_tree(settings: dict) -> dict:
     """A Python caller's keywords as one config tree: the CLI's options by name (`data`,
     `epochs`, `lr`, ... TRAIN_OPTIONS), any other keyword a config setting."""
     from ..config import RunConfig, config_keys, deep_merge
-    from ..errors import VisionbenchError, did_you_mean
+    from ..errors import did_you_mean
 
     for key in settings:  # the nearest option or key, as the CLI says for --epoch
         if key not in TRAIN_OPTIONS and key.split(".")[0] not in RunConfig.model_fields:
@@ -71,5 +97,7 @@ def config_tree(settings: dict) -> dict:
                 "`visionbench train --help-config` lists every key",
             )
     given = {k: v for k, v in settings.items() if k in TRAIN_OPTIONS and not isinstance(v, dict)}
+    for key, value in given.items():
+        check_option(key, value)
     rest = {k: v for k, v in settings.items() if k not in given}
     return deep_merge(train_options(given), settings_tree(rest))

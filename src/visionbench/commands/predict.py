@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..analysis.predictor import Predictor
 from ..data.archive import is_archive
+from ..data.arrays import LAYOUTS, image_batch, one_image
 from ..data.cache import check_fits
-from ..data.decode import IMAGE_EXTS, as_bytes, decode_all, file_bytes, to_uint8, unread_bytes
-from ..data.images import iter_files
+from ..data.decode import IMAGE_EXTS, as_bytes, decode_all, file_bytes, to_rgb, unread_bytes
+from ..data.images import iter_files, left_out
 from ..data.split import to_channels
 from ..errors import VisionbenchError
 
@@ -54,23 +57,11 @@ def read_images(
     path: Path, shape: tuple[int, int, int], resize: str
 ) -> tuple[list[str], np.ndarray, list[dict]]:
     """(files, uint8 NCHW images, skipped) for the images under `path` (see `decode_images`),
-    in sorted order of relative path. Files that are not readable images are listed in `skipped`."""
+    in sorted order of relative path. Files that are not readable images are listed in
+    `skipped`, and in a folder so is every other file but hidden ones: other file types, FIFOs
+    and devices, broken symlinks and symlinks out of the folder, each with the reason."""
     entries = sorted(("/".join(parts), blob) for parts, blob in iter_files(path, read=False))
-    skipped = []
-    if path.is_dir():  # files iter_files passes over for their extension are listed too
-        for f in sorted(path.rglob("*")):
-            rel = f.relative_to(path)
-            if (
-                f.is_file()
-                and f.suffix.lower() not in IMAGE_EXTS
-                and not any(p.startswith(".") for p in rel.parts)
-            ):
-                skipped.append(
-                    {
-                        "file": rel.as_posix(),
-                        "reason": f"not an image file type ({f.suffix or 'no extension'})",
-                    }
-                )
+    skipped = left_out(path) if path.is_dir() else []
     files, images, bad = decode_images([n for n, _ in entries], [b for _, b in entries], shape, resize, path)
     return files, images, sorted(skipped + bad, key=lambda s: s["file"])
 
@@ -94,68 +85,55 @@ def require_images(path: Path) -> None:
 
 def as_images(inputs, shape: tuple[int, int, int], resize: str) -> tuple[list, np.ndarray, list[dict]]:
     """(names, uint8 NCHW images, skipped) from what a Python caller has at hand: image files
-    (paths), PIL images, or arrays / tensors - one image (HW, CHW, HWC) or a batch (NHW, NCHW,
-    NHWC), uint8 or floats in [0, 1]. Arrays of the run's size are taken as they are; anything
-    else goes through the decoder, so it is resized and converted as the run's data was."""
-    from PIL import Image
-
-    if hasattr(inputs, "detach"):  # a torch tensor
-        inputs = inputs.detach().cpu().numpy()
+    (paths), PIL images, or arrays / tensors in the layouts data.arrays.LAYOUTS states (one
+    image or a batch), or a list of any of these. Arrays of the run's size and channels are
+    taken as they are; anything else goes through the decoder, so it is resized and converted
+    (mode, alpha, 16-bit) as the run's data was."""
+    c, h, w = shape
+    batch = image_batch(inputs, (h, w))
+    if batch is not None:
+        if batch.shape[1:] in ((1, h, w), (3, h, w)):
+            return list(range(len(batch))), to_channels(batch, c), []
+        inputs = [batch_image(img) for img in batch]
     if isinstance(inputs, (str, Path, Image.Image)):
         inputs = [inputs]
-    if not isinstance(inputs, (np.ndarray, Iterable)):
+    if not isinstance(inputs, Iterable):
         raise cannot_predict(inputs)
-    if isinstance(inputs, np.ndarray):
-        batch = as_batch(inputs, shape)
-        if batch.shape[2:] == shape[1:]:
-            return list(range(len(batch))), to_channels(batch, shape[0]), []
-        inputs = [Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)) for img in batch]
     inputs = list(inputs)  # a generator is read once
     names = [str(x) if isinstance(x, (str, Path)) else i for i, x in enumerate(inputs)]
-    return decode_images(names, [encoded(x) for x in inputs], shape, resize)
+    return decode_images(names, [encoded(x, (h, w)) for x in inputs], shape, resize)
 
 
-def encoded(item) -> bytes | str:
-    """The bytes `decode` reads: a file's (or why it cannot be read), a PIL image as PNG."""
-    import io
+def batch_image(chw: np.ndarray) -> Image.Image:
+    """One uint8 (C, H, W) image, C 1, 3 or 4, as a PIL image: L, RGB or RGBA."""
+    return Image.fromarray(chw[0] if len(chw) == 1 else chw.transpose(1, 2, 0))
 
+
+def encoded(item, size: tuple[int, int]) -> bytes | str:
+    """The bytes `decode` reads: a file's (or why it cannot be read); a PIL image (or one array
+    or tensor, see data.arrays) converted to RGB as the decoder converts a file's (EXIF, alpha,
+    16-bit, float, CMYK), then as PNG - which cannot hold modes F or CMYK themselves."""
     if isinstance(item, (str, Path)):
         return file_bytes(Path(item))
-    if not hasattr(item, "save"):
+    array = one_image(item, size)
+    if array is not None:
+        item = batch_image(array.transpose(2, 0, 1))
+    if not isinstance(item, Image.Image):
         raise cannot_predict(item)
+    try:
+        rgb = to_rgb(item)
+    except (OSError, ValueError) as e:  # a mode PIL cannot convert to RGB, a truncated file
+        return f"cannot convert the image (mode {item.mode}) to RGB: {e}"
     buf = io.BytesIO()
-    item.save(buf, "PNG")
+    rgb.save(buf, "PNG")
     return buf.getvalue()
 
 
 def cannot_predict(item) -> VisionbenchError:
     return VisionbenchError(
         f"cannot read {item!r:.60} ({type(item).__name__}) as an image",
-        fix="give a folder, image files (paths), PIL images, or an array or tensor of images",
+        fix=f"give a folder, image files (paths), PIL images, or arrays or tensors: {LAYOUTS}",
     )
-
-
-def as_batch(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 NCHW from one image or a batch, channels first or last, uint8 or [0, 1] floats."""
-    if array.ndim == 2 or (array.ndim == 3 and (array.shape in (shape, shape[1:] + shape[:1]))):
-        array = array[None]  # one image
-    if array.ndim == 3:
-        array = array[:, None]  # a batch of grey images
-    if array.ndim != 4 or not (array.shape[1] in (1, 3) or array.shape[3] in (1, 3)):
-        raise VisionbenchError(
-            f"cannot read an array of shape {array.shape} as images",
-            fix=f"give (N, C, H, W) or (N, H, W, C) with 1 or 3 channels; the run's images are {shape}",
-        )
-    if array.shape[1] not in (1, 3):
-        array = array.transpose(0, 3, 1, 2)
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(1))
-        raise VisionbenchError(
-            f"{len(bad)} of the {len(array)} images given have NaN or infinite pixel values",
-            where=f"image{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}",
-            fix="replace those values (e.g. np.nan_to_num(images)) or leave those images out",
-        )
-    return np.ascontiguousarray(to_uint8(array))
 
 
 def label_rows(
@@ -179,8 +157,12 @@ def label_rows(
 def predict_rows(predictor: Predictor, inputs, top_k: int = 5, tta: str | None = None) -> list[dict]:
     """One row per image (file, label, confidence, top_k, error): a folder or archive's files
     sorted by name, unreadable ones with the reason in `error`; other inputs in their order."""
+    check_top_k(top_k, len(predictor.classes))
     shape, resize = predictor.spec.shape, predictor.cfg.data.resize
-    names, images, skipped = (read_images if is_folder(inputs) else as_images)(inputs, shape, resize)
+    folder = is_folder(inputs)
+    if folder:  # a str too: the README's run.predict("photos/")
+        inputs = Path(inputs)
+    names, images, skipped = (read_images if folder else as_images)(inputs, shape, resize)
     if not names and not skipped:
         raise VisionbenchError(
             "no image files found", where=str(inputs), fix="point --images at a folder of images"
@@ -190,7 +172,34 @@ def predict_rows(predictor: Predictor, inputs, top_k: int = 5, tta: str | None =
         for s in skipped
     ]
     rows += [{"file": n, **r, "error": ""} for n, r in zip(names, label_rows(predictor, images, top_k, tta))]
-    return sorted(rows, key=lambda r: str(r["file"])) if is_folder(inputs) else rows
+    return sorted(rows, key=lambda r: str(r["file"])) if folder else rows
+
+
+def check_top_k(top_k, classes: int) -> None:
+    """top_k is a whole number from 1 (a bool is not one); more than the classes lists them all."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise VisionbenchError(
+            f"top_k is how many classes each row lists, a whole number from 1, not {top_k!r}",
+            fix=f"give top_k=5, or top_k={classes} to list all {classes} classes",
+        )
+
+
+def check_out(out: Path) -> None:
+    """Refuse a CSV path that cannot be written - a folder, or a path below a file - before an
+    image is predicted, not after."""
+    if out.is_dir():
+        raise VisionbenchError(
+            "the output is a folder, not a CSV file",
+            where=str(out),
+            fix=f"give a file in it: {out / 'predictions.csv'}",
+        )
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise VisionbenchError(
+            f"cannot write the CSV below {blocker}: it is a file, not a folder",
+            where=str(out),
+            fix=f"give a path in a folder, e.g. {blocker.parent / 'predictions.csv'}",
+        )
 
 
 def write_predictions(rows: list[dict], out_csv: Path) -> None:
@@ -209,6 +218,7 @@ def predict_folder(
     """Write `out_csv` (file, label, confidence, top_k, error; sorted by file) for a folder, an
     archive or one image file, and return counts."""
     require_images(path)
+    check_out(out_csv)
     rows = predict_rows(predictor, path, top_k, tta)
     write_predictions(rows, out_csv)
     skipped = [{"file": r["file"], "reason": r["error"]} for r in rows if r["error"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -42,11 +43,34 @@ def unread_bytes(blobs) -> int:
 
 
 def file_bytes(path: Path) -> bytes | str:
-    """The file's bytes, or why it cannot be read (deleted since listing, no permission, I/O)."""
+    """The file's bytes, or why it cannot be read (deleted since listing, no permission, I/O,
+    not a regular file). A FIFO, socket or device is refused before it is opened - reading a
+    FIFO waits for a writer for ever - and checked again on the open file (O_NONBLOCK: opening
+    a FIFO does not wait either), in case it was swapped in between."""
     try:
-        return path.read_bytes()
+        if reason := not_regular(os.stat(path).st_mode):
+            return reason
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            return not_regular(os.fstat(f.fileno()).st_mode) or f.read()
     except OSError as e:
         return f"cannot read the file ({e.strerror or e})"
+
+
+def not_regular(mode: int) -> str | None:
+    """Why a file of this st_mode is not read (a FIFO, socket or device), or None for a file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in FILE_KINDS if test(mode)), "not a plain file")
+    return f"not a regular file ({kind}): not read"
+
+
+FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -63,12 +87,17 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(array), 0, 255).astype(np.uint8)
 
 
+def scale_16bit(array: np.ndarray) -> np.ndarray:
+    """uint8 from 16-bit pixels (0-65535, as a 16-bit PNG or TIFF stores them), scaled by the
+    full range and rounded: 65535 is white, never clipped at 255."""
+    return (np.asarray(array, dtype=np.float64).clip(0, 65535) * (255 / 65535)).round().astype(np.uint8)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Deterministic RGB: EXIF orientation applied, alpha composited onto black."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNG/TIFF: scale by the full range
-        arr = np.asarray(img, dtype=np.float64).clip(0, 65535)
-        img = Image.fromarray((arr * (255 / 65535)).round().astype(np.uint8))
+        img = Image.fromarray(scale_16bit(np.asarray(img)))
     if img.mode == "F":  # 32-bit float TIFF: PIL's convert would clip [0, 1] to black
         img = Image.fromarray(to_uint8(np.asarray(img, dtype=np.float32)))
     if img.mode == "P" and "transparency" in img.info:
@@ -158,6 +187,8 @@ def stored_size(blob: bytes | str | Path) -> tuple[int, int] | None:
     if isinstance(blob, str):
         return None
     try:
+        if isinstance(blob, Path) and not_regular(blob.stat().st_mode):  # a FIFO would block
+            return None
         with Image.open(io.BytesIO(blob) if isinstance(blob, bytes) else blob) as img:
             w, h = img.size
             return (w, h) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)

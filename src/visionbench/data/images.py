@@ -4,6 +4,7 @@ read into uint8 arrays, or into files streamed per batch (`folder:PATH` datasets
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .decode import (
     decode_all,
     file_bytes,
     no_readable,
+    not_regular,
     summarize_origins,
     target_size,
     unread_bytes,
@@ -35,6 +37,12 @@ SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
+
+
+def class_name(raw: str) -> str:
+    """A class's name from a folder name or a CSV label, in Unicode NFC: "café" typed on Linux
+    (NFC) and named by macOS (NFD, é as e + U+0301) print alike and are one class."""
+    return unicodedata.normalize("NFC", raw)
 
 
 def is_hidden(parts: tuple[str, ...]) -> bool:
@@ -71,11 +79,40 @@ def _folder_files(path: Path, read: bool) -> Iterator[tuple[tuple[str, ...], byt
     root = path.resolve()
     for full in cache.data_files(path):  # runs/ and cache folders left out
         parts = full.relative_to(path).parts
-        if not is_image_file(parts) or not full.is_file():
+        if is_image_file(parts) and not passed_over(full, root):
+            yield parts, file_bytes(full) if read else full
+
+
+def passed_over(full: Path, root: Path) -> str | None:
+    """Why a file in the folder `root` is not read, whatever its name: a broken symlink, a
+    symlink out of the folder, a FIFO, socket or device (reading a FIFO waits for ever); None
+    for a file that is read."""
+    if full.is_symlink():
+        target = full.resolve()
+        if not target.exists():
+            return "a broken symlink (its target does not exist)"
+        if not target.is_relative_to(root):
+            return "a symlink to a file outside the folder: not followed"
+    try:
+        return not_regular(full.stat().st_mode)
+    except OSError as e:  # deleted since listing
+        return f"cannot read the file ({e.strerror or e})"
+
+
+def left_out(path: Path) -> list[dict]:
+    """{"file", "reason"} for each file in the folder `path` that `iter_files` passes over, but
+    hidden ones (.DS_Store, Thumbs.db): not an image file type, or a reason `passed_over` gives."""
+    root, out = path.resolve(), []
+    for full in cache.data_files(path):
+        parts = full.relative_to(path).parts
+        if is_hidden(parts):
             continue
-        if full.is_symlink() and not full.resolve().is_relative_to(root):
-            continue
-        yield parts, file_bytes(full) if read else full
+        reason = passed_over(full, root)
+        if reason is None and not is_image_file(parts):
+            reason = f"not an image file type ({full.suffix or 'no extension'})"
+        if reason:
+            out.append({"file": "/".join(parts), "reason": reason})
+    return out
 
 
 def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
@@ -125,9 +162,9 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
     rows = []  # (split, class, file, blob)
     for parts, blob in entries:
         if has_splits and len(parts) >= 3 and parts[0].lower() in SPLIT_NAMES:
-            rows.append((SPLIT_NAMES[parts[0].lower()], parts[1], "/".join(parts), blob))
+            rows.append((SPLIT_NAMES[parts[0].lower()], class_name(parts[1]), "/".join(parts), blob))
         elif not has_splits and len(parts) >= 2:
-            rows.append(("train", parts[0], "/".join(parts), blob))  # the top folder is the class
+            rows.append(("train", class_name(parts[0]), "/".join(parts), blob))  # the top folder is the class
         else:
             where = "<split>/<class>/" if has_splits else "<class>/"
             skipped.append({"file": "/".join(parts), "reason": f"not inside a {where} folder"})

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import VisionbenchError
 from .cache import Dataset
 from .decode import check_resize
-from .images import SPLIT_NAMES, check_classes, decode_rows, is_hidden, with_test_split
+from .images import SPLIT_NAMES, check_classes, class_name, decode_rows, is_hidden, with_test_split
 
 FILE_COLUMNS = ("file", "filename", "path", "image", "image_path")
 LABEL_COLUMNS = ("label", "class", "category", "target")
@@ -42,7 +42,7 @@ def read_label_csv(path: Path, img_size: int | None = None, resize: str = "crop"
     split_col = next((h for h in header if h.strip().lower() == "split"), None)
     base, rows, skipped, seen = path.parent.resolve(), [], [], {}
     for line, rec in enumerate(records, start=2):  # line 1 is the header
-        name, label = (rec.get(file_col) or "").strip(), (rec.get(label_col) or "").strip()
+        name, label = (rec.get(file_col) or "").strip(), class_name((rec.get(label_col) or "").strip())
         split = (rec.get(split_col) or "train").strip().lower() if split_col else "train"
         where = f"{path}:{line}"
         if not name or not label:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def dataset_report(ds: Dataset, carved: tuple[np.ndarray, np.ndarray] | None = N
         p: np.bincount(pick(ds.splits[s].labels, idx), minlength=n_classes).tolist()
         for p, (s, idx) in parts.items()
     }
-    warnings = []
+    warnings = zero_padded_twins(ds.classes)
     for split, per_class in counts.items():
         missing = [ds.classes[i] for i, n in enumerate(per_class) if n == 0]
         if missing:
@@ -69,6 +70,21 @@ def dataset_report(ds: Dataset, carved: tuple[np.ndarray, np.ndarray] | None = N
         + (["streamed from files: duplicates across splits not checked"] if streamed else []),
         "warnings": warnings,
     }
+
+
+def zero_padded_twins(classes: list[str]) -> list[str]:
+    """A warning per group of class names that differ only by leading zeros ("01" and "1",
+    "img_007" and "img_7"): to the model they are two classes, to a person likely one (a
+    spreadsheet drops the zero of "01")."""
+    groups: dict[str, list[str]] = {}
+    for c in classes:
+        groups.setdefault(re.sub(r"\d+", lambda m: str(int(m.group())), c), []).append(c)
+    return [
+        f"classes {' and '.join(repr(n) for n in names)} differ only by leading zeros: they are "
+        f"{len(names)} classes; if they are one, give them one name"
+        for names in groups.values()
+        if len(names) > 1
+    ]
 
 
 def check_skipped(ds: Dataset, strict: bool, max_bad_fraction: float) -> None:
