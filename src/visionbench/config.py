@@ -44,13 +44,21 @@ def registered(kind: str) -> AfterValidator:
 # Ranges, checked where each value is declared: a value out of range is the config's usual
 # error naming the key, before any data is read or run folder made (never a traceback mid-run,
 # never a "finished" run at chance: epochs=0, val_fraction=1.5, batch_size=0, lr=-1).
-Count = Annotated[int, Field(ge=1)]  # epochs, sizes, batch sizes, steps
-NonNegative = Annotated[int, Field(ge=0)]  # 0 means off
-Positive = Annotated[float, Field(gt=0)]
-Amount = Annotated[float, Field(ge=0)]  # strengths, alphas, degrees: 0 means off
-Probability = Annotated[float, Field(ge=0, le=1)]
-Fraction = Annotated[float, Field(ge=0, lt=1)]  # of something that must keep a part: val split, decay
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's range
+def not_a_bool(value: Any) -> Any:
+    """pydantic reads true as 1: `epochs: true` or vb.train(epochs=True) would train one epoch."""
+    if isinstance(value, bool):
+        raise ValueError(f"a number is needed, not {str(value).lower()}")
+    return value
+
+
+Number = BeforeValidator(not_a_bool)
+Count = Annotated[int, Number, Field(ge=1)]  # epochs, sizes, batch sizes, steps
+NonNegative = Annotated[int, Number, Field(ge=0)]  # 0 means off
+Positive = Annotated[float, Number, Field(gt=0)]
+Amount = Annotated[float, Number, Field(ge=0)]  # strengths, alphas, degrees: 0 means off
+Probability = Annotated[float, Number, Field(ge=0, le=1)]
+Fraction = Annotated[float, Number, Field(ge=0, lt=1)]  # of something that must keep a part: val split, decay
+Seed = Annotated[int, Number, Field(ge=0, lt=2**32)]  # numpy's range
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}")
 
