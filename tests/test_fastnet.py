@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 import visionbench.engine.device as device_module
 from visionbench.commands.train import train
@@ -55,6 +57,62 @@ def test_whitening_makes_patches_uncorrelated_with_unit_variance():
     cov = flat @ flat.T / flat.shape[1]
     assert torch.allclose(cov, torch.eye(12), atol=0.02)
     assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
+
+
+def whitening_on_training_images(overrides: list[str]) -> tuple[torch.Tensor, set[int]]:
+    """A new run's whitening, measured: the mean square of each whitening filter's output over
+    every training image as the network sees it (through the model's own resize), and the
+    classes of the images it was set from."""
+    from visionbench.commands.train import initial_weights
+    from visionbench.data.prepare import prepare_data
+    from visionbench.models.build import auto_settings, build_model
+
+    cfg = resolve_config([], ["model.name=fastnet", "model.kwargs={widths: [8, 8, 8]}", *overrides])
+    data = prepare_data(cfg, torch.device("cpu"))
+    cfg, _ = auto_settings(cfg, len(data.keep), data.dataset.shape)
+    data.cfg, loader, drawn = cfg, data.loader, []
+    data.loader = lambda split, idx=None, **kw: drawn.append(idx) or loader(split, idx, **kw)
+    model = build_model(cfg, data.dataset, torch.device("cpu"))
+    initial_weights(model, cfg, None, data)
+    labels = data.dataset.splits["train"].labels
+    outputs = []
+    model.whiten.register_forward_hook(lambda module, args, out: outputs.append(out))
+    with torch.no_grad():
+        for x, _ in loader("train", data.keep).epoch(0):
+            model.eval()(x)
+    half = model.whiten.out_channels // 2  # the other half are the negatives; the bias starts at 0
+    return torch.cat(outputs)[:, :half].square().mean((0, 2, 3)), set(labels[drawn[0]].tolist())
+
+
+def test_whitening_is_set_from_every_class_of_a_class_sorted_folder(tmp_path, monkeypatch):
+    """A folder is stored sorted by class: the first images (the CIFAR-10 JPEG copy's first
+    5,000) are one class. Set from 30 of 120 here, the whitened patches of all of them still
+    have unit variance."""
+    import visionbench.models.build as build
+
+    rng = np.random.default_rng(0)
+    looks = {  # each class its own patch statistics: grey, colour noise, smooth colour
+        "ant": lambda: np.repeat(rng.integers(0, 256, (12, 12, 1)), 3, axis=2),
+        "bee": lambda: rng.integers(0, 256, (12, 12, 3)),
+        "cow": lambda: np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((3, 3, 1))),
+    }
+    for split, count in (("train", 40), ("test", 2)):
+        for cls, look in looks.items():
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(look().astype(np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    monkeypatch.setattr(build, "WHITEN_IMAGES", 30)
+    moments, classes = whitening_on_training_images([f"data.name=folder:{tmp_path}", "data.val_fraction=0"])
+    assert torch.all((moments > 0.7) & (moments < 1.3)), moments  # from "ant" alone: up to 10^3
+    assert classes == {0, 1, 2}
+
+
+def test_whitening_is_set_at_the_input_size_the_network_sees():
+    """Digits are 8 px; with model.input_size=16 the network sees them resized: set from the
+    8 px images, the whitened variances were [1.06, 0.18, 0.17, 0.03]."""
+    moments, classes = whitening_on_training_images(["data.name=digits", "model.input_size=16"])
+    assert classes == set(range(10))
+    assert torch.all((moments > 0.9) & (moments < 1.05)), moments  # the smallest: eps-damped, 0.93
 
 
 def test_whitening_bias_trains_only_in_the_first_epochs():
