@@ -9,15 +9,16 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 import visionbench.engine.device as device_module
 from visionbench.commands.train import train
 from visionbench.config import OptimConfig, SchedConfig, resolve_config
 from visionbench.data.loader import TensorLoader
-from visionbench.engine.ema import Lookahead
 from visionbench.engine.optim import create_optimizer, create_scheduler
 from visionbench.engine.tta import tta_views
 from visionbench.errors import VisionbenchError
@@ -57,6 +58,62 @@ def test_whitening_makes_patches_uncorrelated_with_unit_variance():
     assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
 
 
+def whitening_on_training_images(overrides: list[str]) -> tuple[torch.Tensor, set[int]]:
+    """A new run's whitening, measured: the mean square of each whitening filter's output over
+    every training image as the network sees it (through the model's own resize), and the
+    classes of the images it was set from."""
+    from visionbench.commands.train import initial_weights
+    from visionbench.data.prepare import prepare_data
+    from visionbench.models.build import auto_settings, build_model
+
+    cfg = resolve_config([], ["model.name=fastnet", "model.kwargs={widths: [8, 8, 8]}", *overrides])
+    data = prepare_data(cfg, torch.device("cpu"))
+    cfg, _ = auto_settings(cfg, len(data.keep), data.dataset.shape)
+    data.cfg, loader, drawn = cfg, data.loader, []
+    data.loader = lambda split, idx=None, **kw: drawn.append(idx) or loader(split, idx, **kw)
+    model = build_model(cfg, data.dataset, torch.device("cpu"))
+    initial_weights(model, cfg, None, data)
+    labels = data.dataset.splits["train"].labels
+    outputs = []
+    model.whiten.register_forward_hook(lambda module, args, out: outputs.append(out))
+    with torch.no_grad():
+        for x, _ in loader("train", data.keep).epoch(0):
+            model.eval()(x)
+    half = model.whiten.out_channels // 2  # the other half are the negatives; the bias starts at 0
+    return torch.cat(outputs)[:, :half].square().mean((0, 2, 3)), set(labels[drawn[0]].tolist())
+
+
+def test_whitening_is_set_from_every_class_of_a_class_sorted_folder(tmp_path, monkeypatch):
+    """A folder is stored sorted by class: the first images (the CIFAR-10 JPEG copy's first
+    5,000) are one class. Set from 30 of 120 here, the whitened patches of all of them still
+    have unit variance."""
+    import visionbench.models.build as build
+
+    rng = np.random.default_rng(0)
+    looks = {  # each class its own patch statistics: grey, colour noise, smooth colour
+        "ant": lambda: np.repeat(rng.integers(0, 256, (12, 12, 1)), 3, axis=2),
+        "bee": lambda: rng.integers(0, 256, (12, 12, 3)),
+        "cow": lambda: np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((3, 3, 1))),
+    }
+    for split, count in (("train", 40), ("test", 2)):
+        for cls, look in looks.items():
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(look().astype(np.uint8)).save(tmp_path / split / cls / f"{i}.png")
+    monkeypatch.setattr(build, "WHITEN_IMAGES", 30)
+    moments, classes = whitening_on_training_images([f"data.name=folder:{tmp_path}", "data.val_fraction=0"])
+    assert torch.all((moments > 0.7) & (moments < 1.3)), moments  # from "ant" alone: up to 10^3
+    assert classes == {0, 1, 2}
+
+
+def test_whitening_is_set_at_the_input_size_the_network_sees():
+    """Digits are 8 px; with model.input_size=16 the network sees them resized: set from the
+    8 px images, the whitened variances were [1.06, 0.18, 0.17, 0.03]."""
+    moments, classes = whitening_on_training_images(["data.name=digits", "model.input_size=16"])
+    assert classes == set(range(10))
+    assert torch.all((moments > 0.9) & (moments < 1.05)), moments  # the smallest: eps-damped, 0.93
+
+
 def test_whitening_bias_trains_only_in_the_first_epochs():
     model = create_model("fastnet", num_classes=10, img_size=16, widths=[8, 8, 8], whiten_bias_epochs=2)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
@@ -70,41 +127,69 @@ def test_whitening_bias_trains_only_in_the_first_epochs():
         assert torch.equal(model.whiten.bias, before) == (epoch >= 2), epoch
 
 
-def test_lookahead_is_airbenchs():
-    """Against airbench94's LookaheadState and schedule, written from its source."""
+def airbench_lookahead(model: nn.Module, total_steps: int):
+    """airbench 0.1.8's Lookahead (airbench/utils.py: LookaheadState and the lines of train()
+    that drive it), transcribed: the whole state dict copied when training starts; after every
+    step, every 5th step an update with decay alpha_schedule[step]; at the last step an update
+    with decay 1.0, which copies the average back. Returns the per-step callback."""
+    net_ema = {k: v.clone() for k, v in model.state_dict().items()}
+    alpha_schedule = 0.95**5 * (torch.arange(total_steps + 1) / total_steps) ** 3
+    current_steps = 0
+
+    def update(decay):
+        for ema_param, net_param in zip(net_ema.values(), model.state_dict().values()):
+            if net_param.dtype in (torch.half, torch.float):
+                ema_param.lerp_(net_param, 1 - decay)
+                net_param.copy_(ema_param)
+
+    def after_step(batch, loss):
+        nonlocal current_steps
+        current_steps += 1
+        if current_steps % 5 == 0:
+            update(decay=alpha_schedule[current_steps].item())
+        if current_steps >= total_steps:
+            update(decay=1.0)
+
+    return after_step
+
+
+@pytest.mark.parametrize("batch, epochs", [(20, 3), (24, 2)], ids=["18-steps", "10-steps"])
+def test_lookahead_is_airbenchs(batch, epochs, one_thread):
+    """The fast recipe's Lookahead as training wires it (training_state's step count, the loop's
+    update after each step) against airbench 0.1.8's own update, written out above: the same
+    model, batches, optimizer and schedule, only the averaging differs. 18 steps: the last 3
+    are dropped by the final copy-back; 10: the last step is also a pull."""
+    import copy
+
+    from visionbench.commands.train import training_state
+    from visionbench.data.prepare import prepare_data
+    from visionbench.engine.loop import train_one_epoch
+    from visionbench.models.build import build_model
+
+    size = ["data.per_class=12", "data.val_fraction=0", f"train.batch_size={batch}", f"train.epochs={epochs}"]
+    overrides = [*FAST_DIGITS, *size]  # 120 images: 6 or 5 steps an epoch
+    cfg = resolve_config([], overrides, recipe="fast")
+    data = prepare_data(cfg, torch.device("cpu"))
+    data.cfg = cfg
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    ref_model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    ref_model.load_state_dict(model.state_dict())
-    total = 13
-    ours = Lookahead(model, every=5, total_steps=total)
-    ref_ema = {k: v.clone() for k, v in ref_model.state_dict().items()}
-    alpha = 0.95**5 * (torch.arange(total + 1) / total) ** 3
-
-    def ref_update(decay):
-        for e, p in zip(ref_ema.values(), ref_model.state_dict().values()):
-            if p.dtype == torch.float:
-                e.lerp_(p, 1 - decay)
-                p.copy_(e)
-
-    opts = [torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9) for m in (model, ref_model)]
-    for step in range(1, total + 1):
-        x = torch.randn(8, 4)
-        for m, opt in zip((model, ref_model), opts):
-            opt.zero_grad()
-            m(x).square().mean().backward()
-            opt.step()
-        ours.update(model)
-        if step % 5 == 0:
-            ref_update(alpha[step].item())
-        if step == total:
-            ref_update(1.0)
-    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    model = build_model(cfg, data.dataset, torch.device("cpu"))
+    ref_model = copy.deepcopy(model)
+    ours = training_state(cfg, model, data)
+    plain = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lookahead": 0})})
+    ref = training_state(plain, ref_model, data)  # the same optimizer and schedule, no averaging
+    total = len(data.train) * epochs
+    after_step = airbench_lookahead(ref_model, total)
+    for epoch in range(epochs):
+        for state, hooks in ((ours, {"ema": ours.ema}), (ref, {"on_step": after_step})):
+            state.freezing.enter(epoch, state.scheduler)
+            train_one_epoch(state.model, data.train, state.optimizer, state.scheduler, epoch=epoch, **hooks)
+    assert ours.ema.steps == total and ours.ema.every == 5
+    for (name, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), name
     # its state round-trips (resume)
-    again = Lookahead(model, 5, total)
-    again.load_state_dict(ours.state_dict())
-    assert again.steps == total and all(torch.equal(a, b) for a, b in zip(again.slow, ours.slow))
+    again = training_state(cfg, model, data).ema
+    again.load_state_dict(ours.ema.state_dict())
+    assert again.steps == total and all(torch.equal(a, b) for a, b in zip(again.slow, ours.ema.slow))
 
 
 def test_alternating_flips_mirror_each_image_every_other_epoch():
@@ -148,6 +233,12 @@ def test_norm_layers_learn_faster_and_decay_alike():
 
 
 def test_flip_translate_views_average_to_the_plain_logits_of_an_invariant_model():
+    """A model blind to mirroring and to the 1-pixel shifts: per-pixel layers, then the max over
+    the image. On images whose border ring repeats its inner neighbours, a 1-px shift with the
+    edge reflected in keeps every pixel value, so each of the six views gives the model's plain
+    logits, and their weighted mean (what evaluation computes, engine/loop.predict) must too."""
+    from visionbench.engine.loop import predict
+
     views = tta_views("flip-translate")
     assert len(views) == 6 and math.isclose(sum(w for w, _ in views), 1.0)
     x = torch.randn(2, 3, 8, 8)
@@ -155,6 +246,23 @@ def test_flip_translate_views_average_to_the_plain_logits_of_an_invariant_model(
     assert all(s.shape == x.shape for s in shifted)
     assert torch.equal(shifted[4][..., 1:, 1:], x[..., :-1, :-1])  # one view moved down-right by a pixel
     assert not any(torch.equal(shifted[i], shifted[j]) for i in range(6) for j in range(i))
+    torch.manual_seed(0)
+    invariant = nn.Sequential(
+        nn.Conv2d(3, 16, 1), nn.Tanh(), nn.Conv2d(16, 10, 1), nn.AdaptiveMaxPool2d(1), nn.Flatten()
+    )
+    # bright pixels, 10 px with the outer ring repeated: a view that brought in a pixel of
+    # another value (a zero edge instead of the reflected one) would change some max
+    inner = np.random.default_rng(0).integers(128, 256, (12, 3, 8, 8), dtype=np.uint8)
+    images = np.pad(inner, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    loader = TensorLoader(images, np.zeros(12, dtype=np.int64), 5, mean=[0.0] * 3, std=[0.2] * 3)
+    plain, _ = predict(invariant, loader)
+    averaged, _ = predict(invariant, loader, views=views)
+    assert torch.allclose(averaged, plain, atol=1e-5)
+    assert not torch.allclose(plain[0], plain[1], atol=1e-3)  # the logits depend on the image
+    not_invariant = nn.Sequential(nn.Conv2d(3, 10, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert not torch.allclose(
+        predict(not_invariant, loader, views=views)[0], predict(not_invariant, loader)[0]
+    )
 
 
 def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeypatch):

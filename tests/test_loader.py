@@ -52,6 +52,18 @@ def test_stratified_split_edge_cases():
     assert np.bincount(labels[kept], minlength=3).tolist() == [9, 1, 1]
 
 
+def test_stratified_sample_draws_every_class_of_class_sorted_labels_in_proportion():
+    from visionbench.data.split import stratified_sample
+
+    labels = np.repeat(np.arange(4), [600, 300, 90, 3])  # stored sorted by class: the first 100 are all 0s
+    a = stratified_sample(labels, 100, seed=0)
+    assert np.bincount(labels[a]).tolist() == [60, 30, 9, 1]  # every class, the tiny one too
+    assert np.all(np.diff(a) > 0) and np.array_equal(a, stratified_sample(labels, 100, seed=0))
+    other = stratified_sample(labels, 100, seed=1)
+    assert not np.array_equal(a, other) and np.bincount(labels[other]).tolist() == [60, 30, 9, 1]
+    assert np.array_equal(stratified_sample(labels, 5000, seed=0), np.arange(len(labels)))
+
+
 def test_channel_stats():
     x = np.zeros((4, 3, 2, 2), np.uint8)
     x[:, 0] = 255

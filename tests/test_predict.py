@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,13 @@ def png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """predict writes predictions.csv into the working folder unless --out says otherwise: each
+    test works in its own folder, never the repository's (a stray predictions.csv was committed)."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
@@ -130,6 +138,7 @@ def test_a_folder_too_large_for_the_memory_is_refused_before_it_is_read(unlabell
     res = runner.invoke(app, ["predict", "a", "--images", str(folder), "--runs-dir", str(digit_runs)])
     assert res.exit_code == 2 and "more than 25% of the 1.0 KiB of memory" in " ".join(res.output.split())
     assert "label the images a folder of them at a time" in res.output
+    assert not Path("predictions.csv").exists()  # the default --out, in the test's own folder
 
 
 def test_predict_takes_one_image_file_and_names_a_missing_path(digit_runs, unlabelled, tmp_path):

@@ -180,6 +180,34 @@ def test_cli_data_show_and_info(tmp_path):
     assert info["classes"] == ["cat", "dog"] and info["splits"]["train"]["per_class"] == [4, 4]
 
 
+def test_data_show_draws_the_training_augmentations_every_aug_key(tmp_path, monkeypatch):
+    """`data show` draws the augmented samples through the training loader's pipeline: rotation
+    and colour jitter show (they once did not: only crop and flip were drawn), seeded."""
+    import visionbench.analysis.plots as plots
+
+    drawn = []
+    monkeypatch.setattr(
+        plots,
+        "plot_samples",
+        lambda images, labels, classes, path, augmented, title: drawn.append((images, augmented)),
+    )
+
+    def show(*keys):
+        args = ["data", "show", "digits", "--out", str(tmp_path / "grid.png"), "--per-class", "3", *keys]
+        assert runner.invoke(app, args, catch_exceptions=False).exit_code == 0
+        return drawn[-1]
+
+    runner = CliRunner()
+    stored, base = show("aug.crop_padding=1", "aug.flip=true")
+    assert not np.array_equal(stored, base) and np.array_equal(
+        base, show("aug.crop_padding=1", "aug.flip=true")[1]
+    )
+    for key in ("aug.rotate=30", "aug.jitter=0.4"):
+        assert not np.array_equal(show("aug.crop_padding=1", "aug.flip=true", key)[1], base), key
+        _, alone = show(key)  # without crop or flip, the grid still shows the augmented views
+        assert alone is not None and not np.array_equal(alone, stored), key
+
+
 def test_resize_policy_crop_versus_stretch(tmp_path):
     arr = np.zeros((4, 8, 3), np.uint8)
     arr[:, :2] = (255, 0, 0)  # left quarter red, the rest blue

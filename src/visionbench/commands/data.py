@@ -1,5 +1,5 @@
 """`visionbench data info` and `data show`: what a dataset holds, and a grid of its samples as
-stored and as the training loader augments them."""
+stored and as the training loader augments them (every aug.* key)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import AugConfig
-from ..data import Dataset, load_dataset
+from ..data import Dataset, channel_stats, load_dataset
 from ..data.cache import memo
 from ..data.report import dataset_report
 
@@ -50,8 +50,9 @@ def sample_grid(
     on_progress=None,
 ) -> dict:
     """A PNG of `per_class` random training images of each of the first `max_classes` classes,
-    beside their augmented views when `aug` crops or flips."""
+    beside their views through the training loader's augmentation when `aug` asks for any."""
     from ..analysis.plots import plot_samples
+    from ..data.augment import Augment
     from ..data.loader import augmented_view
 
     ds = load_dataset(name, data_dir, on_build=on_build, on_progress=on_progress)
@@ -60,8 +61,9 @@ def sample_grid(
     classes = list(range(min(len(ds.classes), max_classes)))
     idx = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
     images = np.asarray(train.images[idx])
-    augmented = (
-        augmented_view(images, aug.crop_padding, aug.flip, seed) if (aug.crop_padding or aug.flip) else None
-    )
+    augmented = None
+    if aug.crop_padding or aug.flip or Augment.wanted(aug):
+        mean, std = channel_stats(train.images)
+        augmented = augmented_view(images, train.labels[idx], aug, len(ds.classes), mean, std, seed)
     plot_samples(images, train.labels[idx], ds.classes, out, augmented, title=f"{name}: train samples")
     return {"png": str(out), "samples": len(idx), "classes": len(classes), "augmented": augmented is not None}

@@ -48,7 +48,7 @@ from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..engine.tta import tta_views
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
-from ..models.build import auto_settings, build_model
+from ..models.build import auto_settings, build_model, init_from_training_images
 from ..models.torchvision_zoo import RESNETS
 from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
@@ -236,7 +236,7 @@ def initial_weights(model: nn.Module, cfg: RunConfig, root: Path, data: Prepared
     training images (fastnet's whitening) sees them first."""
     ref = cfg.model.weights
     if hasattr(model, "init_from_data") and not (cfg.model.pretrained or ref):  # else loaded over it
-        model.init_from_data(torch.cat([x for x, _ in data.loader("train", data.keep[:5000]).epoch(0)]))
+        init_from_training_images(model, cfg, data)
     if not ref:
         return getattr(model, "weights_report", None)
     if ref.startswith("run:"):

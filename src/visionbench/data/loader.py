@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import Augment, batch_generators
+from ..config import AugConfig
+from .augment import Augment, batch_generators, build_augment
 from .split import channel_stats, stratified_split  # noqa: F401  (re-exported)
 
 
@@ -152,22 +153,26 @@ def translate(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
     return xp[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
 
 
-def augmented_view(images: np.ndarray, crop_padding: int, flip: bool, seed: int = 0) -> np.ndarray:
-    """The given uint8 images as one training epoch would augment them, as uint8 again:
-    the same code path as training, for `visionbench data show`."""
-    c = images.shape[1]
+def augmented_view(
+    images: np.ndarray, labels: np.ndarray, aug: AugConfig, num_classes: int, mean, std, seed: int = 0
+) -> np.ndarray:
+    """The given uint8 images as one training epoch augments them - crop, flip and every
+    per-sample augmentation `aug` asks for (data/augment.py), normalised by `mean` and `std` as
+    in training (erased pixels are the channel mean), Mixup/CutMix partners from among them -
+    back in 0..255 as uint8, in the caller's order: the training loader itself, for `data show`."""
     loader = TensorLoader(
         images,
-        np.zeros(len(images), dtype=np.int64),
+        labels,
         len(images),
         train=True,
-        crop_padding=crop_padding,
-        flip=flip,
+        crop_padding=aug.crop_padding,
+        flip=aug.flip,
         seed=seed,
-        mean=[0.0] * c,
-        std=[1.0] * c,
+        mean=mean,
+        std=std,
+        augment=build_augment(aug, num_classes),
     )
-    plan = loader._epoch_plan(0)
-    inverse = torch.argsort(plan["order"])  # back to the caller's order
+    inverse = torch.argsort(loader.order(0))  # back to the caller's order
     x, _ = next(loader.epoch(0))
-    return (x[inverse] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    pixels = (x[inverse] - loader.shift) / loader.scale
+    return pixels.round().clamp(0, 255).to(torch.uint8).numpy()

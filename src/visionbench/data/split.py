@@ -20,6 +20,21 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return kept, held
 
 
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """About `n` sorted positions into `labels`, drawn at random (seeded) from every class in
+    proportion to its size, at least one each: the class mix of the whole, even where the data
+    is stored sorted by class (its first `n` would then be one class). All of them if n >= len."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        picks.append(rng.permutation(idx)[: max(1, round(n * len(idx) / len(labels)))])
+    return np.sort(np.concatenate(picks))
+
+
 def channel_stats(images: np.ndarray, idx: np.ndarray | None = None) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units, from (a sample of at most ~10,000 of) the uint8
     NCHW images, or of those at `idx`; only the sample is read from a memory-mapped cache."""

@@ -10,6 +10,8 @@ biases, label smoothing 0.2, Lookahead (engine/ema.py), alternating flips and 2-
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn as nn
 
@@ -83,14 +85,16 @@ class FastNet(nn.Module):
         return self.fc(self.pool(x).flatten(1)) * self.logit_scale
 
     @torch.no_grad()
-    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+    def init_from_data(self, images: torch.Tensor | Iterable[torch.Tensor], eps: float = 5e-4) -> None:
         """Whitening: the first layer's filters are the eigenvectors of the covariance of all
-        2x2 patches of `images` (normalised, N x C x H x W), scaled by 1/sqrt(eigenvalue), and
-        their negatives (GELU then keeps both signs)."""
-        c, k = images.shape[1], WHITEN_SIZE
-        patches = images.float().unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, c * k * k)
-        cov = (patches.T.double() @ patches.double()) / len(patches)
-        values, vectors = torch.linalg.eigh(cov)  # ascending; the largest first below
+        2x2 patches of `images` (normalised, N x C x H x W, or batches of them), scaled by
+        1/sqrt(eigenvalue), and their negatives (GELU then keeps both signs)."""
+        c, k = self.whiten.in_channels, WHITEN_SIZE
+        moment, count = 0, 0  # the patches' second moment, summed batch by batch in float64
+        for x in [images] if isinstance(images, torch.Tensor) else images:
+            patches = x.float().unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, c * k * k)
+            moment, count = moment + patches.T.double() @ patches.double(), count + len(patches)
+        values, vectors = torch.linalg.eigh(moment / count)  # ascending; the largest first below
         filters = (vectors.T.flip(0) / torch.sqrt(values.flip(0) + eps).view(-1, 1)).reshape(-1, c, k, k)
         self.whiten.weight.copy_(torch.cat((filters, -filters)).to(self.whiten.weight))
 

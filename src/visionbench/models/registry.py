@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -108,9 +109,13 @@ def resize_inputs(model: nn.Module, size: int) -> None:
     forward pre-hook: one batched interpolate, no per-image Python, state dict unchanged)."""
 
     def hook(_, args):
-        x = args[0]
-        if x.shape[-2:] == (size, size):
-            return None
-        return (F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), *args[1:])
+        return (resized(args[0], size), *args[1:])
 
     model.register_forward_pre_hook(hook)
+
+
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The N x C x H x W batch `x` at size x size, as a model built with `resize_inputs` sees it."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
