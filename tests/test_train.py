@@ -36,11 +36,20 @@ AUGMENTED = [
     "sched.name=plateau",
 ]
 
+# class-balanced draws (with replacement) and a weighted loss
+BALANCED = ["data.sampler=balanced", "train.class_weights=balanced"]
+
 
 @pytest.mark.parametrize(
     "stop_step, extra, bf16",
-    [(20, [], "0"), (26, [], "0"), (26, AUGMENTED, "0"), (20, [], "1")],
-    ids=["end-of-epoch-1", "mid-epoch-2", "mid-epoch-2-augmented-ema", "end-of-epoch-1-bf16-autocast"],
+    [(20, [], "0"), (26, [], "0"), (26, AUGMENTED, "0"), (20, [], "1"), (26, BALANCED, "0")],
+    ids=[
+        "end-of-epoch-1",
+        "mid-epoch-2",
+        "mid-epoch-2-augmented-ema",
+        "end-of-epoch-1-bf16-autocast",
+        "mid-epoch-2-balanced",
+    ],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step, extra, bf16):
     # dropout: RNG state matters too; bf16: the CPU autocast path (native here, or emulated)

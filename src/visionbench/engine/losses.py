@@ -27,18 +27,22 @@ def target_weights(targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (soft_targets(targets, len(weight)) * weight).sum(1)  # not a matmul: autocast keeps fp32
 
 
+# Class weights (train.class_weights) scale each image's loss, and the batch's loss is the mean
+# over its images -- not torch's sum / sum of the weights: a mean over images is what
+# train.accumulate's micro-batches add up to exactly (engine/loop.py), and balanced weights
+# average 1 over the training images, so the loss keeps its unweighted scale on average.
+
+
 def cross_entropy(label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> Loss:
-    """Softmax cross-entropy. With class weights w: sum_i sum_c w_c t_ic (-log p_ic) over
-    sum_i w(t_i) -- torch's weighted mean for class indices (smoothing included), and the same
-    sum, linear in the targets, for Mixup/CutMix's (lambda w_a CE_a + (1 - lambda) w_b CE_b)."""
+    """Softmax cross-entropy. With class weights w, per image sum_c w_c t_ic (-log p_ic) over the
+    (smoothed) targets: w[y] CE for a class index (torch's weighted CE, smoothing included), and
+    for Mixup/CutMix's soft targets, being linear in them, lambda w_a CE_a + (1 - lambda) w_b CE_b."""
     if weight is None:
         return lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
     def weighted(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        w = weight.to(logits.device)
         smoothed = soft_targets(y, logits.shape[1], label_smoothing)
-        total = -(smoothed * w * F.log_softmax(logits.float(), 1)).sum()
-        return total / target_weights(y, w).sum()
+        return -(smoothed * weight * F.log_softmax(logits.float(), 1)).sum() / len(y)
 
     return weighted
 
@@ -46,15 +50,14 @@ def cross_entropy(label_smoothing: float = 0.0, weight: torch.Tensor | None = No
 def binary_cross_entropy(label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> Loss:
     """One sigmoid per class against the (smoothed, mixed) targets, averaged over classes and
     images -- the loss of "ResNet strikes back" (Wightman et al., 2021). With class weights,
-    each image's mean counts w(t_i) times, over the sum of those weights."""
+    each image's mean over classes times its target's weight (target_weights)."""
 
     def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         targets = soft_targets(y, logits.shape[1], label_smoothing).to(logits.dtype)
         if weight is None:
             return F.binary_cross_entropy_with_logits(logits, targets)
         per_image = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-        w = target_weights(y, weight.to(logits.device))
-        return (per_image.mean(1) * w).sum() / w.sum()
+        return (per_image.mean(1) * target_weights(y, weight)).mean()
 
     return bce
 
@@ -64,7 +67,8 @@ LOSSES: dict[str, Callable[..., Loss]] = {"ce": cross_entropy, "bce": binary_cro
 
 
 def create_loss(name: str, label_smoothing: float = 0.0, weight: torch.Tensor | None = None) -> Loss:
-    """The loss `name`; `weight` (K,): each class's weight in it (train.class_weights), or None."""
+    """The loss `name`; `weight` (K,), on the logits' device: each class's weight in it
+    (train.class_weights), or None."""
     if name not in LOSSES:
         raise unknown_name("loss", name, LOSSES)
     return LOSSES[name](label_smoothing, weight)
