@@ -10,6 +10,11 @@ from ..errors import VisionbenchError
 from .cache import Dataset
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class in a split above this gets a warning
+IMBALANCE_ADVICE = (
+    "with imbalanced classes, train with train.class_weights=balanced (a weighted loss) or "
+    "data.sampler=balanced (class-balanced batches), and judge runs by balanced accuracy and "
+    "macro-F1 (summary.json test_balanced_acc, test_macro_f1): top-1 hides a class never predicted"
+)
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
@@ -69,6 +74,13 @@ def dataset_report(ds: Dataset, carved: tuple[np.ndarray, np.ndarray] | None = N
         + (["streamed from files: duplicates across splits not checked"] if streamed else []),
         "warnings": warnings,
     }
+
+
+def with_advice(warnings: list[str]) -> list[str]:
+    """The warnings, with what to do after the imbalance ones (added after the memo, so a
+    report cached before it says it too)."""
+    last = max((i for i, w in enumerate(warnings) if w.startswith("class imbalance")), default=None)
+    return warnings if last is None else [*warnings[: last + 1], IMBALANCE_ADVICE, *warnings[last + 1 :]]
 
 
 def check_skipped(ds: Dataset, strict: bool, max_bad_fraction: float) -> None:
