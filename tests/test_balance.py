@@ -20,6 +20,10 @@ def test_balanced_weights_are_n_over_classes_times_count():
     )
     assert class_weights("balanced", labels, ["a", "b", "c", "d"])[3] == 0  # no training image
     assert class_weights("none", labels, ["a", "b", "c"]) is None
+    # given ones keep their ratios, scaled to average 1 over the images: (6 x 1 + 3 x 2 + 1 x 4) / 10 = 1.6
+    assert class_weights([1, 2, 4], labels, ["a", "b", "c"]).tolist() == pytest.approx(
+        [1 / 1.6, 2 / 1.6, 4 / 1.6]
+    )
 
 
 def test_weights_come_from_the_split_trained_on_after_the_validation_carve_out():

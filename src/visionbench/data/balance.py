@@ -14,7 +14,8 @@ SHOWN = 10  # classes whose weights the choice line lists one by one; more: the 
 def class_weights(setting: str | list[float], labels: np.ndarray, classes: list[str]) -> np.ndarray | None:
     """Each class's weight in the loss: None for `none`; `balanced`: n / (classes x count_c)
     over `labels` (the training split after the validation carve-out), as scikit-learn's
-    class_weight="balanced", 0 for a class with no training image; or the weights given."""
+    class_weight="balanced", 0 for a class with no training image; or the weights given,
+    scaled to average 1 over `labels` as balanced ones do."""
     if setting == "none":
         return None
     if isinstance(setting, list):
@@ -27,7 +28,10 @@ def class_weights(setting: str | list[float], labels: np.ndarray, classes: list[
                 else "give one weight a class, in the order `visionbench data info` lists them; "
                 "or train.class_weights=balanced",
             )
-        return np.asarray(setting, dtype=np.float64)
+        given = np.asarray(setting, dtype=np.float64)
+        # only their ratios are asked for: scaled to average 1 over the images, as balanced ones
+        # do, the loss keeps its unweighted scale (the lr, the divergence warning's ln K)
+        return given / given[np.asarray(labels, dtype=np.int64)].mean()
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes)).astype(np.float64)
     present = counts > 0
     return np.divide(counts.sum(), present.sum() * counts, out=np.zeros_like(counts), where=present)
@@ -35,7 +39,8 @@ def class_weights(setting: str | list[float], labels: np.ndarray, classes: list[
 
 def weights_line(setting: str | list[float], weights: np.ndarray, classes: list[str], n: int) -> str:
     """The choice line that says the weights a run trains with, and the key that sets them."""
-    how = f"n / (classes x count) over the {n:,} images trained on" if setting == "balanced" else "as given"
+    how = "n / (classes x count)" if setting == "balanced" else "as given, scaled to average 1"
+    how += f" over the {n:,} images trained on"
     if len(classes) <= SHOWN:
         listed = ", ".join(f"{c} {w:.3g}" for c, w in zip(classes, weights))
     else:
