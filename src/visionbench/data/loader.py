@@ -20,11 +20,10 @@ class TensorLoader:
 
     Each epoch's order and augmentation parameters are drawn up front from a generator
     seeded by (seed, epoch): any batch of any epoch can be reproduced, so a run resumed
-    at a batch boundary sees exactly the batches an uninterrupted one would; with
+    at a batch boundary sees exactly the batches an uninterrupted one would. With
     `sampler="balanced"` the order is drawn class-balanced (data/balance.py) from that same
-    generator. With
-    `shard=(rank, world)` each of `world` processes yields its own equal slice of every
-    batch of that one plan: together they train on the global batch of a single process.
+    generator. With `shard=(rank, world)` each of `world` processes yields its own equal slice
+    of every batch of that one plan: together they train on the global batch of a single process.
     """
 
     def __init__(
