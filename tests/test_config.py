@@ -70,7 +70,9 @@ def test_an_unknown_key_inside_a_finetune_stage_names_the_nearest():
     assert exc.value.fix == "the keys of finetune.stages[1]: epochs, freeze, backbone_lr_mult"
 
 
-@pytest.mark.parametrize("override", ["train.epochs=true", "optim.lr=false", "seed=true", "data.val_fraction=true"])
+@pytest.mark.parametrize(
+    "override", ["train.epochs=true", "optim.lr=false", "seed=true", "data.val_fraction=true"]
+)
 def test_a_bool_is_not_taken_for_a_number(override):
     """YAML's true would otherwise be read as 1: one epoch, an lr of 0 - silently."""
     with pytest.raises(VisionbenchError, match="a number is needed"):

@@ -157,8 +157,8 @@ def noisy_tree(tmp_path: Path, n: int = 6) -> Path:
     return root
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_streamed_batches_equal_cached_batches(tmp_path, workers):
+@pytest.mark.parametrize("workers, sampler", [(0, "shuffle"), (2, "shuffle"), (0, "balanced")])
+def test_streamed_batches_equal_cached_batches(tmp_path, workers, sampler):
     import torch
 
     from visionbench.data.loader import TensorLoader
@@ -170,7 +170,7 @@ def test_streamed_batches_equal_cached_batches(tmp_path, workers):
     assert isinstance(streamed.splits["train"].images, FileImages)
     assert streamed.classes == cached.classes and streamed.shape == cached.shape
     assert np.array_equal(np.asarray(streamed.splits["train"].images), cached.splits["train"].images)
-    kw = dict(train=True, crop_padding=2, flip=True, seed=3)
+    kw = dict(train=True, crop_padding=2, flip=True, seed=3, sampler=sampler)
     a = TensorLoader(cached.splits["train"].images, cached.splits["train"].labels, 4, **kw)
     b = StreamLoader(
         streamed.splits["train"].images, streamed.splits["train"].labels, 4, workers=workers, **kw

@@ -98,6 +98,16 @@ def test_augmentation_without_views_runs_the_frozen_layers_and_says_why(one_thre
     assert not (tmp_path / "runs" / "strict").exists()  # said before any run folder
 
 
+def test_balanced_sampler_trains_on_cached_features_as_through_the_frozen_layers(one_thread):
+    # the features are cached in image order; the sampler draws some images twice, others never
+    balanced = HEAD_THEN_ALL + ["train.epochs=1", "data.sampler=balanced"]
+    through = trained(balanced + ["name=through", "finetune.cache_features=off"])
+    cached = trained(balanced + ["name=cached", "finetune.cache_features=on"])
+    assert same_weights(through, cached)
+    with pytest.raises(VisionbenchError, match="data.sampler=balanced with train-time augmentation"):
+        trained(balanced + ["name=strict", "finetune.cache_features=on", "aug.flip=true"])
+
+
 @pytest.mark.parametrize(
     "setting, why",
     [

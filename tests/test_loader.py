@@ -272,3 +272,29 @@ def test_flips_about_half_and_mirror_exactly():
     assert 0.4 * n <= len(first) <= 0.6 * n
     assert flipped_samples(images, 2) == first  # reproducible
     assert flipped_samples(images, 3) != first  # another epoch flips other samples
+
+
+# --- data.sampler=balanced ------------------------------------------------------------------------
+def imbalanced_loader(seed=0) -> TensorLoader:
+    """900 images of class 0 and 100 of class 1, shuffled; class-balanced draws."""
+    labels = np.repeat([0, 1], [900, 100])[np.random.default_rng(1).permutation(1000)]
+    return TensorLoader(random_images(1000, h=4, w=4), labels, 100, train=True, seed=seed, sampler="balanced")
+
+
+def test_balanced_sampler_draws_classes_about_equally_and_replays_by_seed_and_epoch():
+    loader = imbalanced_loader()
+    labels = loader.labels[loader.order(0)]
+    assert len(labels) == 1000 and len(loader) == 10  # as many draws as images: the same steps
+    assert 0.45 < labels.float().mean().item() < 0.55  # 10% of the images, half the draws
+    assert torch.equal(loader.order(3), imbalanced_loader().order(3))  # seeded: replayable
+    assert not torch.equal(loader.order(3), loader.order(4))
+    assert not torch.equal(loader.order(3), imbalanced_loader(seed=1).order(3))
+    assert sorted(loader.order(0, whole=True).tolist()) == list(range(1000))  # whole: each image once
+
+
+def test_balanced_sampler_resumed_mid_epoch_serves_the_same_batches():
+    full = list(imbalanced_loader().epoch(2))
+    tail = list(imbalanced_loader().epoch(2, start_batch=6))  # a fresh loader, as a resume builds
+    assert len(tail) == 4
+    for (x1, y1), (x2, y2) in zip(full[6:], tail):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)

@@ -289,3 +289,17 @@ def test_file_vanishing_between_listing_and_reading_is_listed(tmp_path, monkeypa
     ds = load_dataset(f"folder:{root}", None)
     assert [s["file"] for s in ds.skipped] == ["train/dog/1.png"]
     assert "No such file or directory" in ds.skipped[0]["reason"]
+
+
+def test_data_info_says_which_keys_to_use_when_it_warns_about_imbalance(tmp_path):
+    files = {f"train/cat/{i}.png": png((200, 10 * i, 0)) for i in range(8)}
+    files |= {f"train/dog/{i}.png": png((0, 10 * i, 200)) for i in range(2)}
+    root = write_tree(tmp_path / "tree", files)
+    text = CliRunner().invoke(app, ["data", "info", f"folder:{root}"], catch_exceptions=False).stdout
+    assert "class imbalance in train" in text
+    assert "train.class_weights=balanced" in text and "data.sampler=balanced" in text
+    assert "balanced accuracy and macro-F1" in text
+    resolve_config([], ["train.class_weights=balanced", "data.sampler=balanced"])  # the advice works
+    balanced = write_tree(tmp_path / "even", two_class_tree(tmp_path))
+    text = CliRunner().invoke(app, ["data", "info", f"folder:{balanced}"], catch_exceptions=False).stdout
+    assert "class_weights" not in text

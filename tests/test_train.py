@@ -36,11 +36,20 @@ AUGMENTED = [
     "sched.name=plateau",
 ]
 
+# class-balanced draws (with replacement) and a weighted loss
+BALANCED = ["data.sampler=balanced", "train.class_weights=balanced"]
+
 
 @pytest.mark.parametrize(
     "stop_step, extra, bf16",
-    [(20, [], "0"), (26, [], "0"), (26, AUGMENTED, "0"), (20, [], "1")],
-    ids=["end-of-epoch-1", "mid-epoch-2", "mid-epoch-2-augmented-ema", "end-of-epoch-1-bf16-autocast"],
+    [(20, [], "0"), (26, [], "0"), (26, AUGMENTED, "0"), (20, [], "1"), (26, BALANCED, "0")],
+    ids=[
+        "end-of-epoch-1",
+        "mid-epoch-2",
+        "mid-epoch-2-augmented-ema",
+        "end-of-epoch-1-bf16-autocast",
+        "mid-epoch-2-balanced",
+    ],
 )
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step, extra, bf16):
     # dropout: RNG state matters too; bf16: the CPU autocast path (native here, or emulated)
@@ -48,7 +57,10 @@ def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides,
     cfg = resolve_config([], tiny_overrides + ["model.dropout=0.2"] + extra)
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
     assert full.config().train.amp == ("bf16" if bf16 == "1" else False)  # the autocast it ran under
-    steps_per_epoch = len(train_module.prepare_data(cfg, torch.device("cpu")).train)
+    prepared = train_module.prepare_data(cfg, torch.device("cpu"))
+    steps_per_epoch = len(prepared.train)
+    if "train.class_weights=balanced" in extra:  # the weights trained with, recorded with the run
+        assert full.read_json("run.json")["class_weights"] == pytest.approx(prepared.class_weights.tolist())
     assert steps_per_epoch == 20  # 1,295 train images // 64: the step numbers above rely on it
 
     with pytest.MonkeyPatch.context() as mp:

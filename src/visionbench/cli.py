@@ -274,7 +274,8 @@ def eval_cmd(
         return
     out.print(
         f"[bold]{escape(rep['run'])}[/] on {rep['n']:,} test images (TTA: {escape(rep['tta'])}): "
-        f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}"
+        f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}  balanced {rep['balanced_acc']:.2%}  "
+        f"macro-F1 {rep['macro_f1']:.2%}"
         + (f"  loss {rep['loss']:.4f}" if rep["loss"] is not None else "")
         + f"  ECE {rep['ece']:.2%} ({rep['ece_bins']} bins)"
     )

@@ -118,6 +118,9 @@ class DataConfig(Section):
     classes: list[int | str] | None = None  # keep these classes (indices or names), relabelled in order
     per_class: Count | None = None  # at most this many train images per class (seeded by split_seed)
     test_per_class: Count | None = None  # at most this many test images per class (quick experiments)
+    # balanced: each training epoch draws its images with probability 1/count of their class (with
+    # replacement; as many draws as images), seeded by (seed, epoch) as the shuffle is: resumable
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
 
 
 class AugConfig(Section):
@@ -198,6 +201,16 @@ class SchedConfig(Section):
     patience: NonNegative = 2  # plateau: epochs without a better val loss before decaying
 
 
+def class_weight_setting(value: str | list[float]) -> str | list[float]:
+    """train.class_weights: none, balanced, or one positive weight a class (their number is
+    checked against the data's classes when a run starts)."""
+    if isinstance(value, list) and (not value or min(value) <= 0):
+        raise ValueError("class weights must be positive numbers, one a class")
+    if isinstance(value, str) and value not in ("none", "balanced"):
+        raise ValueError("write none, balanced, or one weight a class, e.g. [1, 5]")
+    return value
+
+
 class TrainConfig(Section):
     epochs: Count = 10
     batch_size: Count | None = None  # None: 128, or less when the train split is small (>= 8 steps an epoch)
@@ -208,6 +221,8 @@ class TrainConfig(Section):
     accumulate: Count = 1
     label_smoothing: Fraction = 0.0
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
+    # weighted loss: balanced = n / (classes x count_c) over the images trained on, or one weight a class
+    class_weights: Annotated[str | list[float], AfterValidator(class_weight_setting)] = "none"
     ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
     lookahead: NonNegative = 0  # every N steps pull the weights to a slow average (engine/ema.py; 0: off)
     tta: Annotated[str, registered("tta")] = "none"  # engine/tta.py: views averaged in the final test

@@ -126,6 +126,9 @@ def compare_table(runs: list[RunRecord], rows: str = "model.name", cols: str | N
                 "seeds": [m.config.get("seed") for m in members],
                 "acc_mean": float(acc.mean()),
                 "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else None,
+                # beside top-1: a class the runs never predict shows in these (None: older runs)
+                "balanced_acc_mean": percent(mean_of([m.summary.get("test_balanced_acc") for m in members])),
+                "macro_f1_mean": percent(mean_of([m.summary.get("test_macro_f1") for m in members])),
                 "params": mean_of([m.summary.get("params") for m in members]),
                 "train_seconds": mean_of([m.summary.get("train_seconds") for m in members]),
                 "images_per_s": mean_of([m.images_per_s for m in members]),
@@ -143,6 +146,10 @@ def compare_table(runs: list[RunRecord], rows: str = "model.name", cols: str | N
 def mean_of(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
 def natural(text: str) -> list:
@@ -165,7 +172,7 @@ def pivot(table: dict) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-DETAIL = ["test acc % (mean ± std)", "seeds", "params", "train s", "images/s"]
+DETAIL = ["test acc % (mean ± std)", "balanced %", "macro-F1 %", "seeds", "params", "train s", "images/s"]
 
 
 def details(table: dict) -> tuple[list[str], list[list[str]]]:
@@ -176,6 +183,8 @@ def details(table: dict) -> tuple[list[str], list[list[str]]]:
             c["row"],
             c["col"],
             accuracy_text(c),
+            fmt(c.get("balanced_acc_mean"), ".2f"),
+            fmt(c.get("macro_f1_mean"), ".2f"),
             ",".join(label(s) for s in c["seeds"]),
             fmt(c["params"], ",.0f"),
             fmt(c["train_seconds"], ".1f"),
@@ -190,7 +199,10 @@ def to_csv(table: dict) -> str:
     """Tidy CSV, one row per group, numbers unformatted (for scripts and spreadsheets)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    fields = ["acc_mean", "acc_std", "n", "params", "train_seconds", "images_per_s"]
+    fields = [
+        *("acc_mean", "acc_std", "balanced_acc_mean", "macro_f1_mean"),
+        *("n", "params", "train_seconds", "images_per_s"),
+    ]
     w.writerow([table["rows"], table["cols"], *fields, "seeds", "runs"])
     for c in table["cells"]:
         w.writerow(

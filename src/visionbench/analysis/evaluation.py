@@ -4,7 +4,8 @@ Training ends by writing it into RUN/eval-last/; `visionbench eval` writes it in
 RUN/eval-<weights>/ under the run's own test-time views (train.tta: the figure training
 recorded), RUN/eval-<weights>-<views>/ under others (a saved ensemble: ENSEMBLE/eval[-<views>]/):
 
-    metrics.json              {"run", "weights", "tta" (the views' name: none, flip, ...), "n", "top1", "top5", "loss" (mean NLL; none
+    metrics.json              {"run", "weights", "tta" (the views' name: none, flip, ...), "n", "top1", "top5",
+                               "balanced_acc" (mean recall per class), "macro_f1", "loss" (mean NLL; none
                                for a hard vote), "ece", "ece_bins", "per_class": {class: {"precision",
                                "recall", "f1", "support"}}, "confusion" (rows true, columns predicted),
                                "calibration": {"bins", "count", "accuracy", "confidence"} per bin,
@@ -34,7 +35,7 @@ import torch
 
 from ..errors import write_error
 from ..runs import Run
-from .metrics import calibration, confusion_matrix, precision_recall_f1
+from .metrics import balanced_accuracy, calibration, confusion_matrix, macro_f1, precision_recall_f1
 from .plots import plot_confusion, plot_image_grid, plot_reliability
 from .predictor import Ensemble, Outputs, Predictor, load_test_split
 from .vote import agreement
@@ -57,6 +58,8 @@ def summarize(out: Outputs, targets: np.ndarray, classes: list[str], nll: bool =
         "n": n,
         "top1": float(correct.mean()),
         "top5": float((out.top_classes(5) == targets[:, None]).any(1).mean()),
+        "balanced_acc": balanced_accuracy(cm),
+        "macro_f1": macro_f1(cm),
         "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()) if nll else None,
         "ece": cal["ece"],
         "ece_bins": cal["bins"],

@@ -42,6 +42,23 @@ def precision_recall_f1(cm: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": actual.astype(np.int64)}
 
 
+def balanced_accuracy(cm: np.ndarray) -> float:
+    """The mean recall over the classes in the targets: each class counts the same, so one the
+    model never predicts costs its whole share, however few its images (top-1 hides it)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    actual = cm.sum(1)
+    present = actual > 0
+    return float((np.diag(cm)[present] / actual[present]).mean()) if present.any() else 0.0
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """The mean F1 over the classes in the targets or the predictions (scikit-learn's macro
+    average over the labels seen): a class never predicted counts as 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    seen = (cm.sum(0) + cm.sum(1)) > 0
+    return float(precision_recall_f1(cm)["f1"][seen].mean()) if seen.any() else 0.0
+
+
 def calibration(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> dict:
     """Expected calibration error over `bins` equal-width confidence bins: the gap between
     accuracy and mean confidence per bin, weighted by the bin's share of samples."""

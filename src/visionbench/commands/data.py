@@ -10,7 +10,7 @@ import numpy as np
 from ..config import AugConfig
 from ..data import Dataset, channel_stats, load_dataset
 from ..data.cache import memo
-from ..data.report import dataset_report
+from ..data.report import dataset_report, with_advice
 
 
 def cache_state(ds: Dataset) -> dict | None:
@@ -35,6 +35,7 @@ def dataset_info(name: str, data_dir: Path | None, on_build=None, on_progress=No
         "originals": ds.originals,
         "splits": {s: {"n": sum(c), "per_class": c} for s, c in counts.items()},
         **rep,
+        "warnings": with_advice(rep["warnings"]),  # imbalance: which keys to use
     }
 
 

@@ -42,7 +42,7 @@ def find_lr(
         say(note)
     model = build_model(cfg, data.dataset, device)
     optimizer = create_optimizer(model, cfg.optim)
-    loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)
+    loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing, data.loss_weights)
     curves = []
     for r in range(repeats):
         shuffled = dataclasses.replace(data, cfg=cfg.model_copy(update={"seed": cfg.seed + r}))

@@ -183,7 +183,7 @@ def train_epochs(
         "amp_dtype": amp,
         "accumulate": cfg.train.accumulate,
     }
-    step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing)
+    step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing, data.loss_weights)
     if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left
         return
     with stop_on_signals() as stop, EpochBar(console) as bar:
@@ -224,6 +224,8 @@ def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tup
         data = prepare_data(cfg, ranks.device, say, update, ranks.shard)
     cfg, notes = auto_settings(cfg, len(data.keep), data.dataset.shape, data.dataset.originals)
     distributed.check_batch(cfg.train.batch_size, ranks.world)
+    data.cfg = cfg
+    notes += data.weights_notes()  # or a train.class_weights error, before any folder
     for note in notes:
         console.print(escape(note), style="yellow" if note.startswith("warning") else None)
     data.cfg, data.choices = cfg, notes  # before any loader is built: they read the batch size
@@ -338,6 +340,7 @@ def announce(run: Run, cfg: RunConfig, data: Prepared, model: nn.Module, device,
             "epochs": cfg.train.epochs,
             "params": n_params,
             "choices": data.choices,  # what was chosen from the data, and the key to set instead
+            "class_weights": None if data.class_weights is None else data.class_weights.tolist(),
             "data_report": {
                 "source": data.dataset.source,
                 "fingerprint": data.dataset.fingerprint,
@@ -446,6 +449,8 @@ def finish(
     summary = {
         "test_acc": rep["top1"],
         "test_top5": rep["top5"],
+        "test_balanced_acc": rep["balanced_acc"],  # beside top-1: a class never predicted shows here
+        "test_macro_f1": rep["macro_f1"],
         "test_loss": rep["loss"],
         "best_val_acc": best if data.val is not None else None,
         "epochs": len(rows),  # fewer than train.epochs after an early stop
@@ -463,8 +468,9 @@ def finish(
     run.set_status("finished")
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished
     console.print(
-        f"[bold green]test accuracy {rep['top1']:.2%}[/] (top-5 {rep['top5']:.2%}, "
-        f"{rep['n']:,} images)  run: {escape(str(run.path))}"
+        f"[bold green]test accuracy {rep['top1']:.2%}[/] (top-5 {rep['top5']:.2%}, balanced "
+        f"{rep['balanced_acc']:.2%}, macro-F1 {rep['macro_f1']:.2%}, {rep['n']:,} images)  "
+        f"run: {escape(str(run.path))}"
     )
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ..config import AugConfig
 from .augment import Augment, batch_generators, build_augment
+from .balance import balanced_order
 from .split import channel_stats, stratified_split  # noqa: F401  (re-exported)
 
 
@@ -21,8 +22,9 @@ class TensorLoader:
     Each epoch's order and augmentation parameters are drawn up front from a generator
     seeded by (seed, epoch): any batch of any epoch can be reproduced, so a run resumed
     at a batch boundary sees exactly the batches an uninterrupted one would. With
-    `shard=(rank, world)` each of `world` processes yields its own equal slice of every
-    batch of that one plan: together they train on the global batch of a single process.
+    `sampler="balanced"` the order is drawn class-balanced (data/balance.py) from that same
+    generator. With `shard=(rank, world)` each of `world` processes yields its own equal slice
+    of every batch of that one plan: together they train on the global batch of a single process.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class TensorLoader:
         augment: Augment | None = None,
         repeats: int = 1,
         shard: tuple[int, int] = (0, 1),
+        sampler: str = "shuffle",
     ):
         self.device = torch.device(device)
         self.images = self._place(images)
@@ -52,6 +55,8 @@ class TensorLoader:
         self.augment = augment if train else None
         self.repeats = repeats if train else 1
         self.rank, self.world = shard
+        # drawn on the CPU from the plan's generator: the same order on every device and rank
+        self.balanced = self.labels.cpu() if train and sampler == "balanced" else None
         c = self.images.shape[1]
         mean = torch.tensor(mean if mean is not None else [0.5] * c, dtype=torch.float32)
         std = torch.tensor(std if std is not None else [0.5] * c, dtype=torch.float32)
@@ -85,12 +90,14 @@ class TensorLoader:
         # training drops the last partial batch: every step sees a full batch (BatchNorm)
         return n // self.batch_size if self.train and n >= self.batch_size else math.ceil(n / self.batch_size)
 
-    def _epoch_plan(self, epoch: int) -> dict[str, torch.Tensor]:
+    def _epoch_plan(self, epoch: int, whole: bool = False) -> dict[str, torch.Tensor]:
+        """Order, flips and crops of `epoch`; `whole`: every image once (never sampled)."""
         n = len(self.labels)
         if not self.train:
             return {"order": torch.arange(n, device=self.device)}
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        plan = {"order": torch.randperm(n, generator=g)}
+        sampled = self.balanced is not None and not whole
+        plan = {"order": balanced_order(self.balanced, g) if sampled else torch.randperm(n, generator=g)}
         if self.repeats > 1:  # repeated augmentation (Hoffer et al., 2020): n/r images, r copies each
             plan["order"] = plan["order"][: math.ceil(n / self.repeats)].repeat_interleave(self.repeats)[:n]
         if self.flip == "alternate":  # each image's flip drawn once; every other epoch mirrored
@@ -103,9 +110,9 @@ class TensorLoader:
             plan["shift"] = torch.randint(-p, p + 1, (n, 2), generator=g)
         return {k: v.to(self.device) for k, v in plan.items()}
 
-    def order(self, epoch: int) -> torch.Tensor:
-        """The image indices in the order `epoch` serves them."""
-        return self._epoch_plan(epoch)["order"]
+    def order(self, epoch: int, whole: bool = False) -> torch.Tensor:
+        """The image indices in the order `epoch` serves them (`whole`: as epoch(whole=True))."""
+        return self._epoch_plan(epoch, whole)["order"]
 
     def indices(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
         """Each batch's image indices, as `epoch` serves them from `start_batch`."""
@@ -117,7 +124,7 @@ class TensorLoader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of `epoch` from `start_batch`; `whole`: every image of the epoch's order,
         augmented as training sees it, the last partial batch included (cached feature views)."""
-        plan = self._epoch_plan(epoch)
+        plan = self._epoch_plan(epoch, whole)
         order = plan["order"]
         for b, sel in self._slices(start_batch, whole):
             idx = order[sel]

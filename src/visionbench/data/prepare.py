@@ -14,6 +14,7 @@ import torch
 from ..config import RunConfig
 from ..errors import VisionbenchError
 from .augment import build_augment
+from .balance import class_weights, weights_line
 from .cache import Dataset, Split, memo
 from .loader import TensorLoader
 from .report import check_skipped, dataset_report
@@ -58,6 +59,7 @@ class Prepared:
             augment=build_augment(self.cfg.aug, len(self.dataset.classes)) if train else None,
             repeats=self.cfg.aug.repeats,
             shard=self.shard if train else (0, 1),
+            sampler=self.cfg.data.sampler,
         )
 
     @cached_property
@@ -73,6 +75,24 @@ class Prepared:
     @cached_property
     def test(self) -> TensorLoader:
         return self.loader("test")
+
+    @cached_property
+    def class_weights(self) -> np.ndarray | None:
+        """train.class_weights over the images trained on (after the validation carve-out), or
+        None; a list of the wrong length is an error naming the classes."""
+        labels = self.dataset.splits["train"].labels[self.keep]
+        return class_weights(self.cfg.train.class_weights, labels, self.dataset.classes)
+
+    @property
+    def loss_weights(self) -> torch.Tensor | None:
+        """The class weights as the loss takes them, on the run's device."""
+        w = self.class_weights
+        return None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
+
+    def weights_notes(self) -> list[str]:
+        """The line that says the class weights, for the run's choices (none when unweighted)."""
+        w, cfg = self.class_weights, self.cfg.train.class_weights
+        return [] if w is None else [weights_line(cfg, w, self.dataset.classes, len(self.keep))]
 
     @cached_property
     def report(self) -> dict:  # counts per class (val apart), warnings (imbalance, gaps, leaks, skips)

@@ -11,6 +11,11 @@ from ..errors import VisionbenchError
 from .cache import Dataset
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class in a split above this gets a warning
+IMBALANCE_ADVICE = (
+    "with imbalanced classes, train with train.class_weights=balanced (a weighted loss) or "
+    "data.sampler=balanced (class-balanced batches), and judge runs by balanced accuracy and "
+    "macro-F1 (summary.json test_balanced_acc, test_macro_f1): top-1 hides a class never predicted"
+)
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
@@ -85,6 +90,13 @@ def zero_padded_twins(classes: list[str]) -> list[str]:
         for names in groups.values()
         if len(names) > 1
     ]
+
+
+def with_advice(warnings: list[str]) -> list[str]:
+    """The warnings, with what to do after the imbalance ones (added after the memo, so a
+    report cached before it says it too)."""
+    last = max((i for i, w in enumerate(warnings) if w.startswith("class imbalance")), default=None)
+    return warnings if last is None else [*warnings[: last + 1], IMBALANCE_ADVICE, *warnings[last + 1 :]]
 
 
 def check_skipped(ds: Dataset, strict: bool, max_bad_fraction: float) -> None:

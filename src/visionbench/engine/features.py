@@ -86,6 +86,8 @@ def run_reason(cfg: RunConfig, world: int, model: nn.Module) -> str | None:
         return f"{' and '.join(mixed)} mix images within a batch, not one image at a time"
     if cfg.aug.repeats > 1:
         return "aug.repeats augments one image several ways within an epoch"
+    if cfg.data.sampler == "balanced" and aug:  # unaugmented, a drawn image reads its cached features
+        return "data.sampler=balanced with train-time augmentation draws one image several times an epoch"
     if aug and not cfg.finetune.feature_views:
         return f"train-time augmentation ({', '.join(aug)}); finetune.feature_views=K caches K views"
     return None
@@ -274,7 +276,7 @@ class FrozenFeatures:
             parts = [capture(self.model, split.module, x) for x, _ in loader.epoch(epoch, whole=True)]
         parts = torch.cat(parts)
         ordered = torch.empty_like(parts)
-        ordered[loader.order(epoch)] = parts  # batch order back to image order
+        ordered[loader.order(epoch, whole=True)] = parts  # batch order back to image order
         return ordered.float().cpu().numpy()
 
     def store(self, folder: Path, arrays: dict[str, np.ndarray], key: dict) -> str:
