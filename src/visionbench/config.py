@@ -223,6 +223,11 @@ class TrainConfig(Section):
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
     # weighted loss: balanced = n / (classes x count_c) over the images trained on, or one weight a class
     class_weights: Annotated[str | list[float], AfterValidator(class_weight_setting)] = "none"
+    # distillation (engine/distill.py): a finished run or saved ensemble (run:ID | ensemble:NAME, or
+    # its id or folder) whose soft targets at distill_temperature make distill_weight of the loss
+    teacher: str | None = None
+    distill_weight: Probability = 0.5
+    distill_temperature: Positive = 4.0
     ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
     lookahead: NonNegative = 0  # every N steps pull the weights to a slow average (engine/ema.py; 0: off)
     tta: Annotated[str, registered("tta")] = "none"  # engine/tta.py: views averaged in the final test

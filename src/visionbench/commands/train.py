@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..analysis.evaluation import evaluation
 from ..analysis.plots import plot_curves
-from ..analysis.predictor import Outputs
+from ..analysis.predictor import Ensemble, Outputs, open_predictor
 from ..config import RunConfig, dump_config
 from ..console import bars_off, count_bar, make_console
 from ..data.loader import TensorLoader
@@ -37,6 +37,7 @@ from ..engine.device import (
     resolve_amp,
     seed_everything,
 )
+from ..engine.distill import Teacher
 from ..engine.ema import weight_average
 from ..engine.features import FeatureLoader, FrozenFeatures, Inputs
 from ..engine.freeze import StagedFreezing
@@ -98,6 +99,7 @@ def train(
     if not resumed and (warning := state.freezing.unreached()):
         console.print(escape(warning), style="yellow")
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
+    teacher = load_teacher(cfg, data, root, ranks.device, console)  # or an error, before any folder
     run = claim_folder(cfg, ranks, root, resumed)
     with recorded_failure(run) as record:  # from here on, a run that stops says so in run.json
         per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
@@ -117,7 +119,9 @@ def train(
         )
         amp = amp_dtype(cfg.train.amp, ranks.device)
         t_start = time.perf_counter()
-        train_epochs(run, cfg, data, state, features, trained, scored, tracker, ranks, console, on_epoch)
+        train_epochs(
+            run, cfg, data, state, features, trained, scored, tracker, ranks, console, on_epoch, teacher
+        )
         # the last epoch's checkpoint is on disk: a signal now stops at once, and a resume
         # starts here, at the test pass
         if ranks.is_main:  # rank 0 tests the model and writes the summary
@@ -138,6 +142,38 @@ def recorded_amp(cfg: RunConfig, device: torch.device, console: Console) -> RunC
     if amp is not cfg.train.amp and amp:
         console.print(f"autocast: {amp} (native on this {device.type}; train.amp=false for fp32)")
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"amp": amp})})
+
+
+def load_teacher(cfg: RunConfig, data: Prepared, root: Path, device, console: Console) -> Teacher | None:
+    """train.teacher's networks on this run's device, refused unless trained and tested on the
+    same data (their inputs are this run's batches, normalised as its loader does)."""
+    ref = cfg.train.teacher
+    if not ref:
+        return None
+    kind, name = ref.split(":", 1) if ref.startswith(("run:", "ensemble:")) else ("", ref)
+    predictor = open_predictor(name, root, None, str(device))
+    is_ensemble = isinstance(predictor, Ensemble)
+    if kind and (kind == "ensemble") != is_ensemble:
+        found = "a saved ensemble" if is_ensemble else "a run"
+        raise VisionbenchError(
+            f"train.teacher={ref} names {found}",
+            fix=f"write train.teacher={'ensemble' if is_ensemble else 'run'}:{name}",
+        )
+    if predictor.fingerprint != data.dataset.fingerprint:
+        raise VisionbenchError(
+            f"the teacher '{predictor.id}' was trained and tested on other data than this run's (its data "
+            "fingerprint differs): it would be shown images it never learned to read",
+            fix="distil from a run (or ensemble) trained on this run's data and data settings",
+        )
+    members = predictor.members
+    console.print(
+        f"distilling {escape(predictor.id)} ({len(members)} network{'s' * (len(members) > 1)}): "
+        f"train.distill_weight={cfg.train.distill_weight}, train.distill_temperature={cfg.train.distill_temperature}"
+    )
+    weights = predictor.weights if is_ensemble else [1.0]
+    return Teacher(
+        [m.model for m in members], weights, cfg.train.distill_weight, cfg.train.distill_temperature
+    )
 
 
 def resumable(ref: str, root: Path) -> Run:
@@ -171,10 +207,11 @@ def train_epochs(
     ranks: distributed.Ranks,
     console: Console,
     on_epoch: Callable[[dict], None] | None,
+    teacher: Teacher | None = None,
 ) -> None:
-    """The epochs left: each trained (`trained`, or the rest on cached frozen features),
-    validated and logged (`scored`), then checkpointed; an early stop ends them, a signal
-    raises Interrupted once the checkpoint is saved."""
+    """The epochs left: each trained (`trained`, or the rest on cached frozen features; with
+    a `teacher`'s soft targets), validated and logged (`scored`), then checkpointed; an early
+    stop ends them, a signal raises Interrupted once the checkpoint is saved."""
     checkpoint = (lambda: state.save(run.checkpoint)) if ranks.is_main else (lambda: None)
     amp = amp_dtype(cfg.train.amp, ranks.device)
     step = {
@@ -182,6 +219,7 @@ def train_epochs(
         "grad_clip": cfg.train.grad_clip,
         "amp_dtype": amp,
         "accumulate": cfg.train.accumulate,
+        "teacher": teacher,
     }
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing, data.loss_weights)
     if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left

@@ -78,6 +78,8 @@ def run_reason(cfg: RunConfig, world: int, model: nn.Module) -> str | None:
         return "distributed training (torchrun) runs the whole model on every rank"
     if cfg.data.stream:
         return "data.stream decodes the images from their files every epoch"
+    if cfg.train.teacher:
+        return "train.teacher's networks read the images of every batch"
     if cfg.train.ema or cfg.train.lookahead:
         return f"train.{'ema' if cfg.train.ema else 'lookahead'} averages the whole model's weights"
     if hasattr(model, "start_epoch"):

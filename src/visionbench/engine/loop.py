@@ -34,6 +34,7 @@ def train_one_epoch(
     ema: ModelEMA | None = None,
     scaler: torch.amp.GradScaler | None = None,
     accumulate: int = 1,
+    teacher=None,
 ) -> dict:
     """One pass over the loader from `start_batch`. Returns sums (loss, correct, seen), the next
     batch index, and whether a stop was asked for; loss and accuracy stay on the device until
@@ -47,7 +48,7 @@ def train_one_epoch(
     seen, batch, t0 = 0, start_batch, time.perf_counter()
     for batch, (x, y) in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
         optimizer.zero_grad(set_to_none=True)
-        logits, loss = forward_backward(model, x, y, loss_fn, amp_dtype, scaler, accumulate)
+        logits, loss = forward_backward(model, x, y, loss_fn, amp_dtype, scaler, accumulate, teacher)
         optimizer_step(optimizer, scaler, grad_clip and (grad_clip, model.parameters()))
         scheduler.step()
         if ema is not None:
@@ -79,16 +80,18 @@ def train_one_epoch(
     }
 
 
-def forward_backward(model, x, y, loss_fn, amp_dtype=None, scaler=None, parts: int = 1):
+def forward_backward(model, x, y, loss_fn, amp_dtype=None, scaler=None, parts: int = 1, teacher=None):
     """The batch's logits and mean loss, its gradients left in the parameters. With `parts` > 1
     (train.accumulate) the batch runs as that many micro-batches, each loss weighted by its
     share of the batch: the summed gradients are the whole batch's (BatchNorm aside), in the
-    memory of one micro-batch. Under fp16 autocast `scaler` scales the loss (engine/device.py)."""
+    memory of one micro-batch. Under fp16 autocast `scaler` scales the loss (engine/device.py);
+    a `teacher` (engine/distill.py) blends its soft targets into it."""
     outs, total = [], torch.zeros((), device=x.device)
     for xs, ys in zip(x.chunk(parts), y.chunk(parts)) if parts > 1 else ((x, y),):
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(xs)
-            loss = loss_fn(out, ys) if parts == 1 else loss_fn(out, ys) * (len(ys) / len(y))
+            loss = loss_fn(out, ys) if teacher is None else teacher.blend(loss_fn(out, ys), out, xs)
+            loss = loss if parts == 1 else loss * (len(ys) / len(y))
         (scaler.scale(loss) if scaler else loss).backward()
         outs.append(out.detach())
         total = total + loss.detach()
