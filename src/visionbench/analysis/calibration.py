@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import RunConfig
+from ..data.prepare import Prepared
 from ..engine.loop import predict
 from ..engine.tta import tta_views
 from ..runs import Run
@@ -111,7 +113,9 @@ def read_temperature(run: Run, weights: str) -> float | None:
     return float(t) if t is not None and record.get("weights", "last") == weights else None
 
 
-def calibrate_run(run: Run, cfg, data, val_pass: Callable, amp, say: Callable[[str], None]) -> float | None:
+def calibrate_run(
+    run: Run, cfg: RunConfig, data: Prepared, val_pass: Callable, amp, say: Callable[[str], None]
+) -> float | None:
     """After the last epoch: T fitted on the validation logits of the last weights (the run's
     own test-time views, as its test pass), written to RUN/calibration.json and said in one
     line; None, with the reason said, when there is nothing to fit it on. `val_pass()` gives
@@ -128,7 +132,10 @@ def calibrate_run(run: Run, cfg, data, val_pass: Callable, amp, say: Callable[[s
     logits, targets = predict(*val_pass(), amp, tta_views(cfg.train.tta))
     logits, targets = logits.numpy(), targets.numpy()
     if why := no_fit_reason(logits, targets):
-        say(f"calibration: skipped: {why} (a larger data.val_fraction holds out more)")
+        more = (
+            "more images in its val/ folder" if "val" in data.dataset.splits else "a larger data.val_fraction"
+        )
+        say(f"calibration: skipped: {why} ({more} would hold out more)")
         return None
     record = calibration_record(
         logits, targets, weights="last", split=data.stats["val_split"], tta=cfg.train.tta
