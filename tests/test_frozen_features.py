@@ -71,7 +71,11 @@ def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(
     head_only = HEAD_THEN_ALL + ["train.epochs=1"]  # the run ends in the head-only stage
     through = trained(head_only + ["name=through", "finetune.cache_features=off"])
     cached = trained(head_only + ["name=cached"], quiet=False)
-    assert "frozen layers: the test images' output computed in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "frozen layers: the test images' output computed in" in out
+    assert "frozen layers: the validation images' output computed in" in out  # the temperature's pass
+    t = through.read_json("calibration.json")["temperature"]
+    assert cached.read_json("calibration.json")["temperature"] == pytest.approx(t, rel=1e-5)
     a, b = (np.load(r.path / "eval-last" / "predictions.npz") for r in (through, cached))
     assert np.allclose(a["probs"], b["probs"], atol=1e-6) and (a["preds"] == b["preds"]).all()
     assert through.read_json("summary.json")["test_acc"] == cached.read_json("summary.json")["test_acc"]
@@ -79,7 +83,10 @@ def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(
         mp.setattr(train_module, "finish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
         trained(head_only + ["name=resumed"])
     resumed = train(None, resume="resumed")
-    assert "frozen layers: the test images' output read from" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "frozen layers: the test images' output read from" in out
+    assert "frozen layers: the validation images' output read from" in out
+    assert resumed.read_json("calibration.json") == cached.read_json("calibration.json")
     assert resumed.read_json("summary.json")["test_acc"] == cached.read_json("summary.json")["test_acc"]
     tta = trained(head_only + ["name=tta", "train.tta=flip"], quiet=False)  # views of images: all of it runs
     assert (

@@ -81,6 +81,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides,
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
         assert ra["val_acc"] == rb["val_acc"]
     assert resumed.read_json("summary.json")["test_acc"] == full.read_json("summary.json")["test_acc"]
+    # the temperature is fitted after the last epoch, from the same weights: the same T
+    assert resumed.read_json("calibration.json") == full.read_json("calibration.json") != {}
 
 
 def test_finished_run_is_never_overwritten(tiny_overrides):

@@ -278,6 +278,11 @@ def eval_cmd(
         f"macro-F1 {rep['macro_f1']:.2%}"
         + (f"  loss {rep['loss']:.4f}" if rep["loss"] is not None else "")
         + f"  ECE {rep['ece']:.2%} ({rep['ece_bins']} bins)"
+        + (
+            f", {rep['ece_uncalibrated']:.2%} before temperature scaling"
+            if rep["ece_calibrated"] is not None
+            else ""
+        )
     )
     if "members" in rep:
         print_members(rep)
@@ -359,10 +364,12 @@ def predict_cmd(
 
     predictor = open_predictor(run, runs_dir, weights, device)
     res = predict_folder(predictor, images, out_csv, top_k, tta)
+    res["confidence"] = predictor.confidence()  # calibrated by the run's temperature, or not
     if as_json:
         print(json.dumps(res))
         return
     out.print(f"labelled {res['predicted']:,} images with {escape(predictor.id)}: {escape(res['csv'])}")
+    out.print(escape(res["confidence"]), style="dim")
     for s in res["skipped"]:
         out.print(f"  skipped {escape(s['file'])}: {escape(s['reason'])}")
 

@@ -231,6 +231,9 @@ class TrainConfig(Section):
     ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
     lookahead: NonNegative = 0  # every N steps pull the weights to a slow average (engine/ema.py; 0: off)
     tta: Annotated[str, registered("tta")] = "none"  # engine/tta.py: views averaged in the final test
+    # temperature scaling fitted on the validation split after training (analysis/calibration.py):
+    # eval, predict and soft votes report calibrated probabilities; the argmax never changes
+    calibrate: bool = True
     early_stop: NonNegative = 0  # stop after this many epochs without a better val accuracy (0: off)
     grad_clip: Positive | None = None  # max global grad norm
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

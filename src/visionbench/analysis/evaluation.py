@@ -9,20 +9,26 @@ recorded), RUN/eval-<weights>-<views>/ under others (a saved ensemble: ENSEMBLE/
                                for a hard vote), "ece", "ece_bins", "per_class": {class: {"precision",
                                "recall", "f1", "support"}}, "confusion" (rows true, columns predicted),
                                "calibration": {"bins", "count", "accuracy", "confidence"} per bin,
-                               "mistakes": [{"index", "true", "pred", "confidence"}]};
+                               "mistakes": [{"index", "true", "pred", "confidence"}],
+                               "temperature" (T, or a list per member; none: uncalibrated),
+                               "ece_calibrated" (= ece; none when uncalibrated), "ece_uncalibrated",
+                               and when calibrated "loss_uncalibrated", "calibration_uncalibrated"};
                                an ensemble adds "vote", "members": [{"id", "top1"}] and "agreement"
     per_class.csv             class,precision,recall,f1,support
     confusion.csv             counts: header "true\\pred",<classes>; one row per true class
     confusion_normalized.csv  the same, each row divided by its class's count
     confusion.png, confusion_normalized.png
-    reliability.png           accuracy against confidence per bin, with the ECE
+    reliability.png           accuracy against confidence per bin, with the ECE (calibrated runs:
+                              before and after temperature scaling)
     mistakes.png              the most confident wrong predictions, true and predicted labels
-    predictions.npz           logits (N, C) float32, probs (N, C), preds (N,), targets (N,),
+    predictions.npz           logits (N, C) float32 (raw), probs (N, C) (calibrated), preds (N,), targets (N,),
                               indices (N,) into the test split; an ensemble adds member_logits
                               (M, N, C) and members (ids)
 
 Confidence is the probability of the predicted class (for a hard vote: the winner's share of
-the votes); ECE uses analysis.metrics.ECE_BINS equal-width bins.
+the votes); ECE uses analysis.metrics.ECE_BINS equal-width bins. For a calibrated run
+(analysis/calibration.py) the probabilities, loss, ECE and mistakes are after temperature
+scaling, the `*_uncalibrated` keys before it; top-1 and the confusion matrix are the same.
 """
 
 from __future__ import annotations
@@ -48,19 +54,16 @@ def summarize(out: Outputs, targets: np.ndarray, classes: list[str], nll: bool =
     n = len(targets)
     cm = confusion_matrix(torch.from_numpy(out.preds), torch.from_numpy(targets), len(classes)).numpy()
     prf = precision_recall_f1(cm)
-    confidence = out.probs[np.arange(n), out.preds]
-    correct = out.preds == targets
-    cal = calibration(confidence, correct)
+    confidence, correct, cal = reliability(out, targets)
     wrong = np.flatnonzero(~correct)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES]
-    p_true = out.probs[np.arange(n), targets]
     return {
         "n": n,
         "top1": float(correct.mean()),
         "top5": float((out.top_classes(5) == targets[:, None]).any(1).mean()),
         "balanced_acc": balanced_accuracy(cm),
         "macro_f1": macro_f1(cm),
-        "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()) if nll else None,
+        "loss": mean_nll(out, targets) if nll else None,
         "ece": cal["ece"],
         "ece_bins": cal["bins"],
         "per_class": {
@@ -78,6 +81,32 @@ def summarize(out: Outputs, targets: np.ndarray, classes: list[str], nll: bool =
             }
             for i in worst
         ],
+    }
+
+
+def reliability(out: Outputs, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Each prediction's confidence, whether it is right, and the calibration over bins."""
+    confidence = out.probs[np.arange(len(targets)), out.preds]
+    correct = out.preds == targets
+    return confidence, correct, calibration(confidence, correct)
+
+
+def mean_nll(out: Outputs, targets: np.ndarray) -> float:
+    p_true = out.probs[np.arange(len(targets)), targets]
+    return float(-np.log(np.clip(p_true, 1e-12, None)).mean())
+
+
+def calibration_summary(out: Outputs, targets: np.ndarray, rep: dict, temperature, nll: bool) -> dict:
+    """The ECE before and after temperature scaling (`rep` holds the after: out's own)."""
+    if out.uncalibrated is None:
+        return {"temperature": None, "ece_calibrated": None, "ece_uncalibrated": rep["ece"]}
+    cal = reliability(out.uncalibrated, targets)[2]
+    return {
+        "temperature": temperature,
+        "ece_calibrated": rep["ece"],
+        "ece_uncalibrated": cal["ece"],
+        "loss_uncalibrated": mean_nll(out.uncalibrated, targets) if nll else None,
+        "calibration_uncalibrated": {k: v for k, v in cal.items() if k != "ece"},
     }
 
 
@@ -131,7 +160,13 @@ def write_bundle(
     plot_confusion(
         cm, classes, folder / "confusion_normalized.png", title=f"{title}: recall per class", normalized=True
     )
-    plot_reliability({"ece": rep["ece"], **rep["calibration"]}, folder / "reliability.png", title=title)
+    before = rep.get("calibration_uncalibrated")
+    plot_reliability(
+        {"ece": rep["ece"], **rep["calibration"]},
+        folder / "reliability.png",
+        title=title,
+        before=before and {"ece": rep["ece_uncalibrated"], **before},
+    )
     idx = [m["index"] for m in rep["mistakes"]]
     captions = [f"true {m['true']}\npred {m['pred']} {m['confidence']:.0%}" for m in rep["mistakes"]]
     plot_image_grid(images[idx], captions, folder / "mistakes.png", title=f"{title}: most confident mistakes")
@@ -170,11 +205,14 @@ def evaluation(
     tta: str | None = None,
     folder: Path | None = None,
     ensemble: Ensemble | None = None,
+    temperature: float | list | None = None,
 ) -> dict:
     """The one test evaluation, for a run at the end of training, for `eval` and for an
-    ensemble: the summary (metrics.json's schema) and, with `folder`, the bundle written there."""
+    ensemble: the summary (metrics.json's schema) and, with `folder`, the bundle written there.
+    `temperature` is the one that calibrated `out` (an ensemble: its members')."""
     nll = not (ensemble is not None and ensemble.vote == "hard")
     rep = {"run": run_id, "weights": weights, "tta": tta, **summarize(out, targets, classes, nll=nll)}
+    rep |= calibration_summary(out, targets, rep, temperature, nll)
     if ensemble is not None:
         rep |= members_summary(ensemble, out, targets)
     if folder is not None:
@@ -202,4 +240,5 @@ def evaluate_predictor(
         tta=predictor.views(tta),
         folder=folder,
         ensemble=ensemble,
+        temperature=ensemble.temperatures if ensemble else predictor.temperature,
     )

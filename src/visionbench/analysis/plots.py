@@ -95,20 +95,28 @@ def plot_samples(images, labels, classes: list[str], path: Path, augmented=None,
     plt.close(fig)
 
 
-def plot_reliability(cal: dict, path: Path, title: str = "") -> None:
-    """Accuracy against mean confidence per bin (bars), the diagonal is perfect calibration."""
+def plot_reliability(cal: dict, path: Path, title: str = "", before: dict | None = None) -> None:
+    """Accuracy against mean confidence per bin (bars), the diagonal is perfect calibration;
+    `before` (the same before temperature scaling) drawn as outlined bars over them."""
     bins = cal["bins"]
     edges = np.linspace(0, 1, bins + 1)
-    acc = np.asarray(cal["accuracy"])
-    used = np.asarray(cal["count"]) > 0
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.bar(edges[:-1][used], acc[used], width=1 / bins, align="edge", edgecolor="black", label="accuracy")
+    for c, style in ((cal, {"color": "tab:blue", "edgecolor": "black"}), (before, {"fill": False})):
+        if c is None:
+            continue
+        used, acc = np.asarray(c["count"]) > 0, np.asarray(c["accuracy"])
+        if before is not None:  # both: each named with its ECE
+            style |= {
+                "label": f"{'after' if c is cal else 'before'} temperature scaling (ECE {c['ece']:.2%})"
+            }
+            style |= {"alpha": 0.6} if c is cal else {"edgecolor": "tab:red", "linewidth": 1.5}
+        ax.bar(edges[:-1][used], acc[used], width=1 / bins, align="edge", **{"label": "accuracy"} | style)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.set_xlabel(f"confidence ({bins} equal-width bins)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper left", fontsize=8)
     ax.set_title(f"{title}  ECE {cal['ece']:.2%}".strip())
     fig.tight_layout()
     fig.savefig(path, dpi=100)

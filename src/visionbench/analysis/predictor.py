@@ -17,12 +17,17 @@ A saved ensemble is a folder that `eval`, `predict` (and `report`) accept wherev
       eval[-tta]/     evaluation bundles, as for a run (see analysis/evaluation.py)
 
 Members are found by "path", else by "id" under the runs folder.
+
+A run with a calibration.json (analysis/calibration.py) reports its probabilities as
+softmax(logits / T) for the weights T was fitted on; a soft vote averages the members'
+calibrated probabilities. The logits, and so every argmax and hard vote, are never changed.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,7 @@ from ..config import RunConfig
 from ..errors import VisionbenchError
 from ..runs import runs_root
 from ..runs.reopen import DataSpec, LoadedRun, open_run, verified_data
+from .calibration import read_temperature, softmax
 from .vote import hard_vote, member_weights, soft_vote, vote_shares
 
 VOTES = ("hard", "soft")
@@ -40,19 +46,26 @@ VOTES = ("hard", "soft")
 @dataclass
 class Outputs:
     """Predictions for N images: probabilities (N, C) and the predicted class (N,); `logits`
-    are a run's logits, or for an ensemble log(probs); `members` holds members' logits."""
+    are a run's logits (raw: never divided by a temperature), or for an ensemble log(probs);
+    `members` holds members' logits; `uncalibrated`, the same predictions before temperature
+    scaling when one was applied."""
 
     probs: np.ndarray
     preds: np.ndarray
     logits: np.ndarray
     members: np.ndarray | None = None  # (M, N, C)
     second: np.ndarray | None = None  # (N, C) orders classes of equal probs (hard vote: mean probs)
+    uncalibrated: Outputs | None = None
 
     @classmethod
-    def from_logits(cls, logits: np.ndarray) -> Outputs:
-        """A single model's outputs: softmax probabilities and the argmax class."""
-        probs = softmax(logits)
-        return cls(probs, probs.argmax(1), logits)
+    def from_logits(cls, logits: np.ndarray, temperature: float | None = None) -> Outputs:
+        """A single model's outputs: softmax probabilities (of logits / `temperature`, when the
+        run was calibrated) and the argmax class, which the temperature never changes."""
+        if temperature is None:
+            probs = softmax(logits)
+            return cls(probs, probs.argmax(1), logits)
+        raw = cls.from_logits(logits)
+        return cls(softmax(logits, temperature), raw.preds, logits, uncalibrated=raw)
 
     def top_classes(self, k: int) -> np.ndarray:
         """(N, k) class indices: the prediction first (a hard vote's need not have the most
@@ -63,10 +76,6 @@ class Outputs:
         return np.lexsort((-second, -first), axis=-1)[:, : min(k, first.shape[1])]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(-1).double().numpy()
-
-
 class Member(LoadedRun):
     """One run as a predictor (an ensemble of one)."""
 
@@ -74,8 +83,25 @@ class Member(LoadedRun):
     def members(self) -> list[Member]:
         return [self]
 
+    @cached_property
+    def temperature(self) -> float | None:
+        """The temperature fitted for these weights (calibration.json), or None."""
+        return read_temperature(self.run, self.weights)
+
     def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
-        return Outputs.from_logits(self.logits(images, tta))
+        return Outputs.from_logits(self.logits(images, tta), self.temperature)
+
+    def confidence(self) -> str:
+        """How this predictor's confidence is computed, in one line."""
+        if self.temperature is None:
+            return (
+                f"confidence: the softmax, uncalibrated (run '{self.id}' has no temperature for its "
+                f"{self.weights} weights)"
+            )
+        return (
+            f"confidence: calibrated, softmax(logits / {self.temperature:.3f}) (temperature scaling "
+            f"fitted on the validation split: {self.id}/calibration.json)"
+        )
 
 
 def load_member(ref: str | Path, root: Path, weights: str = "last", device: str = "auto") -> Member:
@@ -123,21 +149,43 @@ class Ensemble:
     def fingerprint(self) -> str:
         return self.members[0].fingerprint
 
-    def combine(self, member_logits: np.ndarray) -> Outputs:
-        probs = np.stack([softmax(m) for m in member_logits])
+    @property
+    def temperatures(self) -> list[float | None]:
+        return [m.temperature for m in self.members]
+
+    def combine(self, member_logits: np.ndarray, calibrated: bool = True) -> Outputs:
+        """The vote over the members' logits (M, N, C), each member's probabilities calibrated
+        by its own temperature (unless `calibrated` is false)."""
+        temperatures = self.temperatures if calibrated else [None] * len(self.members)
+        probs = np.stack([softmax(m, t) for m, t in zip(member_logits, temperatures)])
         mean = soft_vote(probs, self.weights)
+        raw = self.combine(member_logits, False) if any(t is not None for t in temperatures) else None
         if self.vote == "soft":
-            return Outputs(mean, mean.argmax(1), np.log(np.clip(mean, 1e-12, None)), member_logits)
-        # a hard vote's confidence is the winner's share of the (weighted) votes
+            log_mean = np.log(np.clip(mean, 1e-12, None))
+            return Outputs(mean, mean.argmax(1), log_mean, member_logits, uncalibrated=raw)
+        # a hard vote's confidence is the winner's share of the (weighted) votes; a temperature
+        # changes no member's vote, only `second`, the order of the classes after the winner
         member_preds = probs.argmax(2)
         shares = vote_shares(member_preds, len(self.classes), self.weights)
         preds = hard_vote(
             member_preds, len(self.classes), self.weights, self.tie_break, probs[self.tie_break]
         )
-        return Outputs(shares, preds, np.log(np.clip(shares, 1e-12, None)), member_logits, second=mean)
+        log_shares = np.log(np.clip(shares, 1e-12, None))
+        return Outputs(shares, preds, log_shares, member_logits, second=mean, uncalibrated=raw)
 
     def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
         return self.combine(np.stack([m.logits(images, tta) for m in self.members]))
+
+    def confidence(self) -> str:
+        """How the vote's confidence is computed, in one line."""
+        if self.vote == "hard":
+            return "confidence: the winner's share of the votes (a temperature changes no member's vote)"
+        fitted = [f"{m.id} T={m.temperature:.3f}" for m in self.members if m.temperature is not None]
+        plain = [m.id for m in self.members if m.temperature is None]
+        return "confidence: the mean of the members' probabilities, " + "; ".join(
+            ([f"calibrated ({', '.join(fitted)})"] if fitted else [])
+            + ([f"uncalibrated ({', '.join(plain)}: no temperature)"] if plain else [])
+        )
 
     def views(self, tta: str | bool | None = None) -> str:
         """The members' views (engine/tta.py): one name, or each member's when they differ."""

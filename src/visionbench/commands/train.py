@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..analysis.calibration import calibrate_run
 from ..analysis.evaluation import evaluation
 from ..analysis.plots import plot_curves
 from ..analysis.predictor import Ensemble, Outputs, open_predictor
@@ -126,10 +127,14 @@ def train(
         # starts here, at the test pass
         if ranks.is_main:  # rank 0 tests the model and writes the summary
             with stop_on_signals(at_once=True):
-                tta = bool(tta_views(cfg.train.tta))
-                tested = features.test(scored, tta, state.epoch - 1)  # the rest on cached features, or all
+                tta, last = bool(tta_views(cfg.train.tta)), state.epoch - 1
+                # the rest on cached features, or all; the validation pass fits the temperature
+                say = lambda msg: console.print(escape(msg))
+                val = lambda: features.evaluated("val", scored, tta, last)
+                temperature = calibrate_run(run, cfg, data, val, amp, say)
+                tested = features.evaluated("test", scored, tta, last)
                 wall = time.perf_counter() - t_start
-                finish(run, cfg, data, scored, tested, amp, state.best, wall, console)
+                finish(run, cfg, data, scored, tested, amp, state.best, wall, console, temperature)
     if ranks.is_main:
         tracker.finish(run)
     return run
@@ -469,17 +474,18 @@ def finish(
     best: float,
     wall: float,
     console,
+    temperature: float | None = None,
 ) -> None:
     """Last weights, the test evaluation (RUN/eval-last/) of `scored` on the test images or
-    of the rest on their cached frozen features (`tested`), the curves, then summary.json:
-    its presence marks the run finished."""
+    of the rest on their cached frozen features (`tested`), its probabilities calibrated by
+    `temperature`, the curves, then summary.json: its presence marks the run finished."""
     run.save_weights("last.safetensors", scored)
     logits, targets = predict(*tested, amp, tta_views(cfg.train.tta))
-    out = Outputs.from_logits(logits.numpy())
+    out = Outputs.from_logits(logits.numpy(), temperature)
     test = data.dataset.splits["test"]
     rep = evaluation(
-        out, targets.numpy(), test.images, data.dataset.classes,
-        run_id=run.id, weights="last", tta=cfg.train.tta, folder=run.path / "eval-last",
+        out, targets.numpy(), test.images, data.dataset.classes, run_id=run.id, weights="last",
+        tta=cfg.train.tta, folder=run.path / "eval-last", temperature=temperature,
     )  # fmt: skip
     rows = run.metrics()
     if rows:

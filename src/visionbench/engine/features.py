@@ -207,28 +207,32 @@ class FrozenFeatures:
         )
         return split.rest, FeatureLoader(self.data.train, views), val
 
-    def test(
-        self, scored: nn.Module, tta: bool, epoch: int
+    def evaluated(
+        self, name: str, scored: nn.Module, tta: bool, epoch: int
     ) -> tuple[nn.Module, TensorLoader | FeatureLoader]:
-        """What the test evaluation runs: when epoch `epoch` (the last trained) was in a stage
-        that caches, the rest on the test images' frozen-layer output (cached too: a sweep over
-        head settings computes it once), else `scored` on the images. Test-time augmentation
-        transforms images, so under it the whole model runs."""
+        """What the pass over split `name` ("test": the test evaluation; "val": the validation
+        pass a temperature is fitted on) runs: when epoch `epoch` (the last trained) was in a
+        stage that caches, the rest on those images' frozen-layer output (cached too: a sweep
+        over head settings computes it once), else `scored` on the images. Test-time
+        augmentation transforms images, so under it the whole model runs."""
         split = self.plans[self.freezing.stage_at(max(epoch, 0))]
+        loader = self.data.test if name == "test" else self.data.val
         if not isinstance(split, Split) or tta:
-            return scored, self.data.test
-        test = self.data.dataset.splits["test"]
-        x, _ = next(self.data.loader("test", np.arange(1)).epoch(0))
+            return scored, loader
+        x, _ = next(self.data.loader("test", np.arange(1)).epoch(0))  # any image: the output's size
         with torch.no_grad(), self.autocast():
-            need = len(test.labels) * capture(self.model.eval(), split.module, x).numel() * 4
+            need = len(loader.labels) * capture(self.model.eval(), split.module, x).numel() * 4
         held = sum(t.numel() * t.element_size() for t in self.held())
+        words = {"test": "test", "val": "validation"}[name]
         if need + held > self.budget():
-            self.say(f"frozen layers: the test images run through them (their output: {size_text(need)})")
-            return scored, self.data.test
-        key = self.base_key(split) | {"split": "test", "images": len(test.labels)}
-        arrays, done = self.cached_arrays(split, key, lambda: {"test": self.view(split, self.data.test, 0)})
-        self.say(f"frozen layers: the test images' output {done}")
-        return split.rest, FeatureLoader(self.data.test, [self.tensor(arrays["test"])])
+            self.say(f"frozen layers: the {words} images run through them (their output: {size_text(need)})")
+            return scored, loader
+        key = self.base_key(split) | {"split": name, "images": len(loader.labels)}
+        if name == "val":  # which images validate: the base key names the dataset only
+            key["val"] = self.val_key()
+        arrays, done = self.cached_arrays(split, key, lambda: {name: self.view(split, loader, 0)})
+        self.say(f"frozen layers: the {words} images' output {done}")
+        return split.rest, FeatureLoader(loader, [self.tensor(arrays[name])])
 
     def held(self) -> list[torch.Tensor]:
         """The cached features the run holds now (the current stage's)."""
@@ -308,6 +312,11 @@ class FrozenFeatures:
             "channels_last": cfg.train.channels_last,
         }
 
+    def val_key(self) -> str:
+        """Which images validate: the dataset's own split, or the digest of those held out."""
+        data = self.data
+        return "own split" if "val" in data.dataset.splits else digest(data.held.tolist())
+
     def key(self, split: Split) -> dict:
         """What the training and validation features depend on: the base key, which images
         train and validate, and the augmentation plan of the views."""
@@ -316,6 +325,6 @@ class FrozenFeatures:
         plan = dict(views=self.views, seed=cfg.seed, batch=cfg.train.batch_size, aug=cfg.aug.model_dump())
         return self.base_key(split) | {
             "train": digest(data.keep.tolist()),
-            "val": "own split" if "val" in data.dataset.splits else digest(data.held.tolist()),
+            "val": self.val_key(),
             "augmentation": plan if augmented else None,
         }
