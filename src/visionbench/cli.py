@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .commands.options import data_options, prune, train_options
+from .commands.options import LR_FIND_ITERS, data_options, prune, train_options
 from .console import count_bar, make_console
 from .errors import VisionbenchError, did_you_mean
 
@@ -595,7 +595,7 @@ def lr_find(
     end_lr: Annotated[
         float, typer.Option(help="Last learning rate (the test stops earlier on divergence).")
     ] = 10.0,
-    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = 200,
+    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = LR_FIND_ITERS,
     repeats: Annotated[int, typer.Option(help="Repeat over other batch orders and report the spread.")] = 1,
     plot: Annotated[Path, typer.Option(help="PNG of the loss against the lr.")] = Path("lr_find.png"),
     use: Annotated[

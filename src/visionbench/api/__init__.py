@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..commands.options import TRAIN_OPTIONS
+from ..commands.options import LR_FIND_ITERS, TRAIN_OPTIONS
 from ..errors import VisionbenchError
 from .objects import Comparison, Ensemble, Figure, Result, Run, ref_of, table, tta_mode
 
@@ -228,7 +228,7 @@ def lr_find(
     *,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    iters: int = 200,
+    iters: int = LR_FIND_ITERS,
     repeats: int = 1,
     plot: str | Path | None = None,
     config: str | Path | list | None = None,

@@ -18,6 +18,9 @@ def data_options(data: str | None, data_dir: str | Path | None) -> dict:
     return {"data": {"name": data, "dir": str(Path(data_dir).resolve()) if data_dir else None}}
 
 
+# lr-find's steps from start to end lr: one default for the CLI, the API and a study's step
+LR_FIND_ITERS = 200
+
 # `visionbench train`'s options, by the names a Python caller gives them
 TRAIN_OPTIONS = (
     "data", "model", "epochs", "lr", "batch_size", "seed", "device", "name", "weights", "input_size", "data_dir",
