@@ -76,3 +76,19 @@ def config_tree(settings: dict) -> dict:
     given = {k: v for k, v in settings.items() if k in TRAIN_OPTIONS and not isinstance(v, dict)}
     rest = {k: v for k, v in settings.items() if k not in given}
     return deep_merge(train_options(given), settings_tree(rest))
+
+
+def as_overrides(tree: dict, prefix: str = "") -> list[str]:
+    """A config tree as key=value overrides (what the command line gives), e.g. for a study."""
+    import json
+
+    from ..config import config_keys
+
+    leaves = set(config_keys())
+    items = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and prefix + key not in leaves:
+            items += as_overrides(value, f"{prefix}{key}.")
+        else:
+            items.append(f"{prefix}{key}={json.dumps(value)}")
+    return items

@@ -17,15 +17,18 @@ A study file (YAML; examples/writeups/ holds one per write-up):
       RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
                                       # writeup: one, or a list of {top1, setting, for: {key: value}}
                                       # (`for`: the grid cell its figure is of)
+    findings: [{...}]                 # the write-up's claims, checked by the report
     steps:                            # in order, after the runs
-      - lr_find: {run: RUN, repeats: 3}
+      - lr_find: {run: RUN, repeats: 3, iters: 200}
       - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
       - predict: {model: RUN or ensemble NAME, images: unlabelled | PATH, count: 50}
       - explain: {run: RUN, count: 8}
 
-A re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find or
-explain step is kept when its options and the run it reads (its summary.json) are unchanged and
-its figure is still in the study folder; an ensemble when its summary exists. A run asking for
+The file is checked whole before the first run trains (study_file.py: every key, shape, name and
+run config at every scale). `key=value` overrides set every run's config over the file's. A
+re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find, explain
+or ensemble step is kept when its options and the runs it reads (their summary.json) are
+unchanged (steps in study_steps.py). A run asking for
 pretrained weights that are neither on disk nor downloadable is given our own pretraining
 instead - the same network trained from scratch on the first half of the classes of the same
 training split - and the report says so.
@@ -207,6 +210,75 @@ def run_study(
         "runs": statuses,
         "steps": outputs,
     }
+
+
+# --- the plan, shown before any training (--plan) -------------------------------------------
+
+# (classes, channels, side) of the built-in datasets: --plan counts a model's parameters for the
+# run's classes without reading the data (a folder: or csv: dataset's are said as unknown)
+KNOWN_DATA = {
+    "digits": (10, 1, 8), "mnist": (10, 1, 28), "fashion-mnist": (10, 1, 28), "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32), "cifar100-coarse": (20, 3, 32), "svhn": (10, 3, 32), "tiny-imagenet": (200, 3, 64),
+}  # fmt: skip
+
+
+def plan_rows(study: Study, data_dir: str | Path | None = None) -> list[dict]:
+    """`study --plan --json`: one object per run - key, id, config (nested as in config.yaml),
+    params (for the run's classes) and differences. Nothing is trained or read."""
+    return [
+        {
+            "key": r.key,
+            "id": r.id,
+            "config": r.cfg.model_dump(mode="json"),
+            "params": param_count(r.cfg),
+            "differences": list(getattr(r, "differences", [])),
+        }
+        for r in plan(study, data_dir)
+    ]
+
+
+def param_count(cfg: RunConfig) -> int | None:
+    """The run's model's parameters, built on the meta device (no memory, no weights read)."""
+    import torch
+
+    from ..models import create_model
+    from ..models.build import SMALL_STEM_MAX
+    from ..models.registry import count_params
+
+    if cfg.data.name not in KNOWN_DATA:
+        return None
+    classes, channels, side = KNOWN_DATA[cfg.data.name]
+    size = cfg.model.input_size or side
+    small_stem = cfg.model.small_stem if cfg.model.small_stem is not None else size <= SMALL_STEM_MAX
+    try:
+        with torch.device("meta"):
+            model = create_model(
+                cfg.model.name,
+                num_classes=len(cfg.data.classes) if cfg.data.classes else classes,
+                in_chans=cfg.data.channels or channels,
+                img_size=size,
+                defaults={"small_stem": small_stem, "dropout": cfg.model.dropout},
+                **cfg.model.kwargs,
+            )
+    except Exception:  # a model that cannot be built on the meta device: said as unknown
+        return None
+    return count_params(model)
+
+
+def changed_settings(config: dict) -> list[str]:
+    """A run's config (as --plan --json gives it) as the key=value settings that are not the
+    defaults: --plan's text view."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            is_section = isinstance(v, dict) and k != "kwargs"
+            out.update(flat(v, f"{prefix}{k}.") if is_section else {prefix + k: v})
+        return out
+
+    default = flat(RunConfig().model_dump(mode="json"))
+    mine = flat(config)
+    return [f"{k}={json.dumps(v)}" for k, v in mine.items() if v != default.get(k) and k != "name"]
 
 
 # --- pretrained weights, or our own pretraining ----------------------------------------------
