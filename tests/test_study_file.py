@@ -141,6 +141,8 @@ def test_plan_json_is_one_object_per_run_with_its_config_and_parameters(tmp_path
     assert not (tmp_path / "r").exists()  # nothing trained, nothing made
     text = runner.invoke(app, ["study", str(file), "--scale", "cpu", "--plan"])
     assert text.exit_code == 0 and "62,006 parameters" in text.output and 'optim.name="adam"' in text.output
+    bad = runner.invoke(app, ["study", str(file), "--plan", "train.epochs=0"])
+    assert bad.exit_code == 2 and "train.epochs" in bad.output and "key=value" in bad.output
 
 
 def test_overrides_reach_every_run_and_are_recorded(tmp_path):
@@ -160,6 +162,13 @@ def test_overrides_reach_every_run_and_are_recorded(tmp_path):
     ]
     res = runner.invoke(app, ["study", str(file), "--runs-dir", str(tmp_path / "runs"), "optim.lrr=1"])
     assert res.exit_code == 2 and "optim.lr" in res.output
+
+
+def test_an_override_of_a_swept_key_is_refused(tmp_path):
+    file = tmp_path / "grid.yaml"
+    file.write_text("name: g\nruns: {a: {grid: {seed: [0, 1]}}}\n")
+    with pytest.raises(VisionbenchError, match="'seed' sets a key a grid of the study sweeps"):
+        load_study(file, "smoke", ["seed=3"])
 
 
 def test_vb_study_takes_overrides_settings_and_data_dir(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RunConfig, parse_overrides
+from ..config import RunConfig, resolve_config
 from ..errors import VisionbenchError, unknown_name
 from ..runs import Run, runs_root
 from .search import check_results
@@ -85,7 +85,7 @@ def load_study(path: str | Path, scale: str, overrides: list[str] = ()) -> Study
     path = Path(path)
     if scale not in SCALES:
         raise unknown_name("scale", scale, SCALES)
-    parse_overrides(list(overrides))  # a bad key=value is named before the file
+    check_overrides(list(overrides))
     spec = read_study_file(path)
     spec["reference"] = check_references(spec.get("reference"), path)  # a list from here on
     for other in SCALES:
@@ -94,6 +94,14 @@ def load_study(path: str | Path, scale: str, overrides: list[str] = ()) -> Study
         if other == scale:
             study = checked
     return study
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """A bad key=value (a key or a value out of range) is said as the command line's."""
+    try:
+        resolve_config([], overrides)
+    except VisionbenchError as e:
+        raise VisionbenchError(e.what, "the key=value arguments", e.fix) from None
 
 
 def check_references(refs, path: Path) -> list[str]:
@@ -122,6 +130,13 @@ def check_scale(study: Study) -> list[dict]:
     except VisionbenchError as e:
         where = f"{study.path}, at scale {study.scale}"
         raise VisionbenchError(e.what, where if e.where in (None, "config") else e.where, e.fix) from None
+    swept = {k for r in runs for k in r.values} & {o.split("=", 1)[0].strip() for o in study.overrides}
+    if swept:  # every cell of the grid would be the same run under another id
+        raise VisionbenchError(
+            f"the override of '{sorted(swept)[0]}' sets a key a grid of the study sweeps",
+            where=f"{study.path}, at scale {study.scale}",
+            fix="leave that override out, or change the grid in the study file",
+        )
     keys = {r.key: sum(o.key == r.key for o in runs) for r in runs}
     ids = {r.id for r in runs} | {f"{r.id}-ourpretrain" for r in runs if r.cfg.model.pretrained}
     skipped = set(study.spec["runs"]) - set(keys)
@@ -190,7 +205,7 @@ def run_study(
         [Cell(r.id, r.values, r.cfg) for r in runs],
         runs_dir,
         say=say,
-        fix=f"the study file changed since that run was made: remove the run folder to train it again "
+        fix=f"the study file (or a key=value) changed since that run was made: remove the run folder to train it again "
         f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)",
     )
     check_results(results)

@@ -50,8 +50,13 @@ def hint(name, choices) -> str:
 def unknown(what: str, key, choices) -> PydanticCustomError:
     return PydanticCustomError(
         "unknown_key",
-        "unknown {what} '{key}'.{hint} Valid here: {valid}",
-        {"what": what, "key": str(key), "hint": hint(key, choices), "valid": ", ".join(choices)},
+        "unknown {what} '{key}'.{hint}",
+        {
+            "what": what,
+            "key": str(key),
+            "hint": hint(key, choices),
+            "fix": f"write one of: {', '.join(choices)}",
+        },
     )
 
 
@@ -87,7 +92,7 @@ def settings(tree: dict) -> dict:
         if key not in valid:
             raise PydanticCustomError(
                 "unknown_key", "unknown config key '{key}'.{hint}",
-                {"key": str(key), "hint": hint(key, valid) or " `visionbench train --help-config` lists every key"},
+                {"key": str(key), "hint": hint(key, valid), "fix": "`visionbench train --help-config` lists every key"},
             )  # fmt: skip
     return tree
 
@@ -193,7 +198,7 @@ class StudyFile(Strict):
     title: str = ""
     writeup: str = ""
     about: str = ""
-    reference: str | list[str] = []
+    reference: Any = None  # a name or a list of names: checked against references.yaml (study.py)
     set: Settings = {}
     scales: Annotated[dict[str, ScaleSpec | None], keys_in(SCALES, "scale")] = {}
     runs: Annotated[dict[Name, RunSpec | None], Field(min_length=1)]
@@ -290,9 +295,8 @@ def schema_error(e: ValidationError, path: Path, prefix: tuple = ()) -> Visionbe
         if said
         else f"{PLAIN.get(err['type'], err['msg'])}, got {json.dumps(err.get('input'), default=str)}"
     )
-    return VisionbenchError(
-        what, where=where_in(path, loc), fix="see the study file's keys in examples/writeups/*.yaml"
-    )
+    fix = (err.get("ctx") or {}).get("fix", "see the study file's keys in examples/writeups/*.yaml")
+    return VisionbenchError(what, where=where_in(path, loc), fix=fix)
 
 
 def read_study_file(path: Path) -> dict:
