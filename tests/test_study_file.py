@@ -93,6 +93,10 @@ def test_a_bad_study_file_is_refused_before_anything_is_made(tmp_path):
     res = runner.invoke(app, ["study", str(file), "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 2 and "two lr_find steps" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "runs").exists()
+    file.write_text(TWO)
+    (tmp_path / "afile").write_text("")
+    res = runner.invoke(app, ["study", str(file), "--runs-dir", str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "give --runs-dir a folder" in res.output and "Traceback" not in res.output
     file.write_bytes(b"name: caf\xe9\nruns: {a: }\n")  # latin-1, not UTF-8
     res = runner.invoke(app, ["study", str(file), "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 2 and "UTF-8" in res.output and "Traceback" not in res.output

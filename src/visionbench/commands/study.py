@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig, resolve_config
-from ..errors import VisionbenchError, unknown_name
+from ..errors import VisionbenchError, unknown_name, write_error
 from ..runs import Run, runs_root
 from .search import check_results
 from .study_file import SCALES, check_steps, read_study_file
@@ -196,8 +196,7 @@ def run_study(
     `overrides` (key=value) set every run's config over the file's, and are recorded."""
     study = load_study(path, scale, overrides)
     runs = plan(study, data_dir)
-    folder = runs_root(runs_dir) / study.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = study_folder(runs_root(runs_dir) / study.name)
     said = f" with {' '.join(study.overrides)}" if study.overrides else ""
     say(f"study {study.name}: {len(runs)} runs, {len(study.steps)} steps{said}")
     runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
@@ -225,6 +224,21 @@ def run_study(
         "runs": statuses,
         "steps": outputs,
     }
+
+
+def study_folder(folder: Path) -> Path:
+    """The study's folder (report, study.json, step outputs), made before any run trains."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the runs folder, or a folder above, is a file
+        raise VisionbenchError(
+            "the runs folder is not a folder",
+            where=str(folder.parent),
+            fix="give --runs-dir a folder (or a path that does not exist yet)",
+        ) from None
+    except OSError as e:
+        raise write_error(e, "the study's folder", folder, "run the study again") from None
+    return folder
 
 
 # --- the plan, shown before any training (--plan) -------------------------------------------
