@@ -104,11 +104,11 @@ def grid(tree: dict) -> dict:
         if not isinstance(values, list):
             raise PydanticCustomError(
                 "grid_list", "grid '{key}' needs a list of values, got {got}: write {key}: [{got}]",
-                {"key": key, "got": json.dumps(values)},
+                {"key": key, "got": json.dumps(values, default=str)},
             )  # fmt: skip
         if not values:
             raise PydanticCustomError("grid_empty", "grid '{key}' has no values", {"key": key})
-        seen = [json.dumps(v, sort_keys=True) for v in values]
+        seen = [json.dumps(v, sort_keys=True, default=str) for v in values]
         if len(set(seen)) < len(seen):
             twice = next(v for v in seen if seen.count(v) > 1)
             raise PydanticCustomError(
@@ -161,7 +161,7 @@ def scale_run(entry):
     if not isinstance(entry, dict):
         raise PydanticCustomError(
             "scale_run", "a run at a scale is `skip` or {key: value, grid: {...}}, got {got}",
-            {"got": json.dumps(entry)},
+            {"got": json.dumps(entry, default=str)},
         )  # fmt: skip
     if "grid" in entry:
         if not isinstance(entry["grid"], dict):
@@ -211,7 +211,7 @@ def one_step(step):
     if not isinstance(step, dict) or len(step) != 1:
         raise PydanticCustomError(
             "step_shape", "a step is one mapping KIND: {option: value}, e.g. `- lr_find: {run: RUN}`, "
-            "got {got}", {"got": json.dumps(step)},
+            "got {got}", {"got": json.dumps(step, default=str)},
         )  # fmt: skip
     kind, opts = next(iter(step.items()))
     if kind not in STEPS:
@@ -406,6 +406,10 @@ def check_ensemble_name(
             f"the ensemble '{name}' is named like a run or another ensemble of this study",
             where=where,
             fix=f"give it a name of its own, e.g. {name}_vote",
+        )
+    if len(set(opts["runs"])) < len(opts["runs"]):
+        raise VisionbenchError(
+            f"the ensemble '{name}' lists a run twice", where=where, fix="list each run once"
         )
     if opts.get("tie_break") and opts["tie_break"] not in opts["runs"]:
         raise VisionbenchError(
