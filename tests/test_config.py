@@ -77,3 +77,18 @@ def test_a_bool_is_not_taken_for_a_number(override):
     """YAML's true would otherwise be read as 1: one epoch, an lr of 0 - silently."""
     with pytest.raises(VisionbenchError, match="a number is needed"):
         resolve_config([], [override])
+
+
+def test_a_config_file_with_a_key_twice_or_not_utf8_is_a_clear_error(tmp_path):
+    """PyYAML keeps the last of two equal keys silently; a latin-1 file was a UnicodeDecodeError."""
+    from typer.testing import CliRunner
+
+    from visionbench.cli import app
+
+    file = tmp_path / "c.yaml"
+    file.write_text("optim:\n  lr: 0.1\n  lr: 0.5\n")
+    res = CliRunner().invoke(app, ["train", "--config", str(file)])
+    assert res.exit_code == 2 and "'lr' twice" in res.output and "Traceback" not in res.output
+    file.write_bytes(b"name: caf\xe9\n")
+    res = CliRunner().invoke(app, ["train", "--config", str(file)])
+    assert res.exit_code == 2 and "UTF-8" in res.output and "Traceback" not in res.output

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .commands.options import data_options, prune, train_options
+from .commands.options import LR_FIND_ITERS, data_options, prune, train_options
 from .console import count_bar, make_console
 from .errors import VisionbenchError, did_you_mean
 
@@ -607,7 +607,7 @@ def lr_find(
     end_lr: Annotated[
         float, typer.Option(help="Last learning rate (the test stops earlier on divergence).")
     ] = 10.0,
-    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = 200,
+    iters: Annotated[int, typer.Option(help="Steps (one batch each) from start to end lr.")] = LR_FIND_ITERS,
     repeats: Annotated[int, typer.Option(help="Repeat over other batch orders and report the spread.")] = 1,
     plot: Annotated[Path, typer.Option(help="PNG of the loss against the lr.")] = Path("lr_find.png"),
     use: Annotated[
@@ -657,23 +657,41 @@ def lr_find(
         fit(cfg, runs_dir, quiet=as_json)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @friendly
 def study(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Study file (examples/writeups/*.yaml).")],
     scale: Annotated[
         str, typer.Option(help="smoke (<= 2 min), cpu (<= 30 min on 2 cores) or full.")
     ] = "smoke",
     data_dir: DataDir = None,
     runs_dir: RunsDir = None,
+    show_plan: Annotated[
+        bool, typer.Option("--plan", help="Print every run's settings and differences; train nothing.")
+    ] = False,
     as_json: AsJson = False,
 ):
     """Run a write-up as one command: its runs (finished ones skipped, interrupted ones resumed),
-    the steps after them, and one HTML report with the write-up's figures beside ours."""
+    the steps after them, and one HTML report with the write-up's figures beside ours. Extra
+    KEY=VALUE arguments set a config key in every run (recorded in the report)."""
+    refuse_unknown_options(ctx)
+    if show_plan:
+        from .commands.study import changed_settings, load_study, plan_rows
+
+        rows = plan_rows(load_study(file, scale, ctx.args), data_dir)
+        if as_json:
+            print(json.dumps(rows))
+        for row in [] if as_json else rows:
+            params = f"{row['params']:,}" if row["params"] is not None else "?"
+            out.print(escape(f"{row['key']}  {row['id']}  ({params} parameters)"))
+            for line in changed_settings(row["config"]) + [f"differs: {d}" for d in row["differences"]]:
+                out.print(escape(f"    {line}"))
+        return
     from .commands.study import run_study
 
     say = (lambda msg: None) if as_json else (lambda msg: out.print(escape(msg)))
-    res = run_study(file, scale, runs_dir, say, data_dir)
+    res = run_study(file, scale, runs_dir, say, data_dir, ctx.args)
     if as_json:
         print(json.dumps(res))
 

@@ -380,12 +380,38 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
         raise
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key written twice in one mapping is an error: PyYAML keeps the last
+    silently, so a copied run or setting would drop the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found the key '{key}' twice (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise VisionbenchError(f"config file not found: {path}", fix="check the path")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        with path.open(encoding="utf-8") as f:  # the file's name in a parse error's marks
+            tree = yaml.load(f, Loader=UniqueKeyLoader) or {}
+    except UnicodeDecodeError as e:
+        raise VisionbenchError(
+            f"cannot read the file as UTF-8 text (byte {e.start}: {e.reason})",
+            where=str(path),
+            fix="save it as UTF-8 text (a YAML file), e.g. `iconv -f latin1 -t utf-8`",
+        ) from None
     except yaml.YAMLError as e:
         raise VisionbenchError(f"cannot parse YAML: {e}", where=str(path)) from None
     if not isinstance(tree, dict):

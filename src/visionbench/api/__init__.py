@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..commands.options import TRAIN_OPTIONS, check_path
+from ..commands.options import LR_FIND_ITERS, TRAIN_OPTIONS, check_path
 from ..errors import VisionbenchError
 from .objects import Comparison, Ensemble, Figure, Result, Run, ref_of, table, tta_mode
 
@@ -187,16 +187,28 @@ def ensemble(
 
 
 def study(
-    file: str | Path, scale: str = "smoke", runs_dir: str | Path | None = None, quiet: bool = False
+    file: str | Path,
+    scale: str = "smoke",
+    runs_dir: str | Path | None = None,
+    quiet: bool = False,
+    *,
+    data_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+    **settings,
 ) -> dict:
     """`visionbench study`: a write-up's runs and steps at `scale` (smoke, cpu or full) and its
-    HTML report; finished runs are skipped, interrupted ones resumed.
+    HTML report; finished runs are skipped, interrupted ones resumed. `overrides` (key=value, as
+    on the command line) and keyword settings (as `vb.train`'s) set every run's config over the
+    file's, and are recorded in the report; `data_dir` is every run's data root.
 
-    >>> vb.study("examples/writeups/002-cifar10-lab.yaml", scale="smoke")["report"]
+    >>> vb.study("examples/writeups/002-cifar10-lab.yaml", scale="smoke", **{"train.epochs": 2})["report"]
     """
+    from ..commands.options import as_overrides, config_tree
     from ..commands.study import run_study
 
-    return run_study(file, scale, runs_dir, (lambda msg: None) if quiet else print)
+    items = [overrides] if isinstance(overrides, str) else list(overrides or [])
+    items += as_overrides(config_tree(settings))
+    return run_study(file, scale, runs_dir, (lambda msg: None) if quiet else print, data_dir, items)
 
 
 def sweep(
@@ -236,7 +248,7 @@ def lr_find(
     *,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    iters: int = 200,
+    iters: int = LR_FIND_ITERS,
     repeats: int = 1,
     plot: str | Path | None = None,
     config: str | Path | list | None = None,

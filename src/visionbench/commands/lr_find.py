@@ -16,6 +16,7 @@ from ..engine.losses import create_loss
 from ..engine.lr_find import range_test, suggest
 from ..engine.optim import create_optimizer
 from ..models.build import auto_settings, build_model, input_size_errors
+from .options import LR_FIND_ITERS
 
 KINDS = ("valley", "steepest", "minimum/10")
 
@@ -25,7 +26,7 @@ def find_lr(
     *,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    iters: int = 200,
+    iters: int = LR_FIND_ITERS,
     repeats: int = 1,
     plot: Path | None = None,
     say: Callable[[str], None] | None = None,

@@ -21,6 +21,9 @@ def data_options(data: str | None, data_dir: str | Path | None) -> dict:
     return {"data": {"name": data, "dir": str(Path(data_dir).resolve()) if data_dir else None}}
 
 
+# lr-find's steps from start to end lr: one default for the CLI, the API and a study's step
+LR_FIND_ITERS = 200
+
 # `visionbench train`'s options, by the names a Python caller gives them
 TRAIN_OPTIONS = (
     "data", "model", "epochs", "lr", "batch_size", "seed", "device", "name", "weights", "input_size", "data_dir",
@@ -101,3 +104,19 @@ def config_tree(settings: dict) -> dict:
         check_option(key, value)
     rest = {k: v for k, v in settings.items() if k not in given}
     return deep_merge(train_options(given), settings_tree(rest))
+
+
+def as_overrides(tree: dict, prefix: str = "") -> list[str]:
+    """A config tree as key=value overrides (what the command line gives), e.g. for a study."""
+    import json
+
+    from ..config import config_keys
+
+    leaves = set(config_keys())
+    items = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and prefix + key not in leaves:
+            items += as_overrides(value, f"{prefix}{key}.")
+        else:
+            items.append(f"{prefix}{key}={json.dumps(value)}")
+    return items

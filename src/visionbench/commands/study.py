@@ -17,15 +17,18 @@ A study file (YAML; examples/writeups/ holds one per write-up):
       RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
                                       # writeup: one, or a list of {top1, setting, for: {key: value}}
                                       # (`for`: the grid cell its figure is of)
+    findings: [{...}]                 # the write-up's claims, checked by the report
     steps:                            # in order, after the runs
-      - lr_find: {run: RUN, repeats: 3}
+      - lr_find: {run: RUN, repeats: 3, iters: 200}
       - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
       - predict: {model: RUN or ensemble NAME, images: unlabelled | PATH, count: 50}
       - explain: {run: RUN, count: 8}
 
-A re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find or
-explain step is kept when its options and the run it reads (its summary.json) are unchanged and
-its figure is still in the study folder; an ensemble when its summary exists. A run asking for
+The file is checked whole before the first run trains (study_file.py: every key, shape, name and
+run config at every scale). `key=value` overrides set every run's config over the file's. A
+re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find, explain
+or ensemble step is kept when its options and the runs it reads (their summary.json) are
+unchanged (steps in study_steps.py). A run asking for
 pretrained weights that are neither on disk nor downloadable is given our own pretraining
 instead - the same network trained from scratch on the first half of the classes of the same
 training split - and the report says so.
@@ -33,26 +36,19 @@ training split - and the report says so.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ..config import RunConfig, load_yaml
-from ..errors import VisionbenchError, did_you_mean, unknown_name
+from ..config import RunConfig, resolve_config
+from ..errors import VisionbenchError, unknown_name, write_error
 from ..runs import Run, runs_root
 from .search import check_results
+from .study_file import SCALES, check_steps, read_study_file
+from .study_steps import run_step, steps_done
 from .sweep import Cell, cell_id, run_cell, run_grid
-
-SCALES = ("smoke", "cpu", "full")
-FILE_KEYS = ("name", "title", "writeup", "about", "reference", "set", "scales", "runs", "steps")
-RUN_KEYS = ("set", "grid", "writeup")
-STEPS = ("lr_find", "ensemble", "predict", "explain")
 
 
 @dataclass
@@ -72,6 +68,8 @@ class Study:
     path: Path
     spec: dict
     scale: str
+    overrides: list[str] = field(default_factory=list)  # key=value for every run (the command line's)
+    steps: list[dict] = field(default_factory=list)  # at this scale, checked, options filled in
 
     @property
     def name(self) -> str:
@@ -81,28 +79,35 @@ class Study:
         return (self.spec.get("scales") or {}).get(self.scale) or {}
 
 
-def load_study(path: str | Path, scale: str) -> Study:
+def load_study(path: str | Path, scale: str, overrides: list[str] = ()) -> Study:
+    """The study at `scale`, the whole file checked first - its keys and shapes, every run's
+    config at every scale, every step's names - so a typo is said before any run trains."""
     path = Path(path)
     if scale not in SCALES:
         raise unknown_name("scale", scale, SCALES)
-    spec = load_yaml(path)
-    for key in spec:
-        if key not in FILE_KEYS:
-            raise VisionbenchError(
-                f"unknown study key '{key}'.{did_you_mean(key, FILE_KEYS)}", where=str(path)
-            )
-    if not spec.get("name") or not spec.get("runs"):
-        raise VisionbenchError("a study needs a name and runs", where=str(path), fix="see examples/writeups/")
-    for key, run in spec["runs"].items():
-        bad = [k for k in (run or {}) if k not in RUN_KEYS]
-        if bad:
-            raise VisionbenchError(
-                f"run '{key}': unknown key '{bad[0]}'.{did_you_mean(bad[0], RUN_KEYS)}", where=str(path)
-            )
+    check_overrides(list(overrides))
+    spec = read_study_file(path)
+    spec["reference"] = check_references(spec.get("reference"), path)  # a list from here on
+    for other in SCALES:
+        checked = Study(path, spec, other, list(overrides))
+        checked.steps = check_scale(checked)
+        if other == scale:
+            study = checked
+    return study
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """A bad key=value (a key or a value out of range) is said as the command line's."""
+    try:
+        resolve_config([], overrides)
+    except VisionbenchError as e:
+        raise VisionbenchError(e.what, "the key=value arguments", e.fix) from None
+
+
+def check_references(refs, path: Path) -> list[str]:
     from ..analysis.compare import reference
 
-    refs = spec.get("reference") or []
-    refs = [refs] if isinstance(refs, str) else refs
+    refs = [refs] if isinstance(refs, str) else refs or []
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         raise VisionbenchError(
             f"reference: {refs!r} is not a name or a list of names",
@@ -114,12 +119,28 @@ def load_study(path: str | Path, scale: str) -> Study:
             reference(name)
         except VisionbenchError as e:
             raise VisionbenchError(e.what, where=str(path), fix=e.fix) from None
-    spec["reference"] = refs  # a list from here on
-    for step in spec.get("steps") or []:
-        kind = next(iter(step))
-        if kind not in STEPS:
-            raise VisionbenchError(f"unknown step '{kind}'.{did_you_mean(kind, STEPS)}", where=str(path))
-    return Study(path, spec, scale)
+    return refs
+
+
+def check_scale(study: Study) -> list[dict]:
+    """Every run's config at the study's scale (a bad value is said with the scale), and its
+    steps checked against the runs made there; returns the steps."""
+    try:
+        runs = plan(study)
+    except VisionbenchError as e:
+        where = f"{study.path}, at scale {study.scale}"
+        raise VisionbenchError(e.what, where if e.where in (None, "config") else e.where, e.fix) from None
+    swept = {k for r in runs for k in r.values} & {o.split("=", 1)[0].strip() for o in study.overrides}
+    if swept:  # every cell of the grid would be the same run under another id
+        raise VisionbenchError(
+            f"the override of '{sorted(swept)[0]}' sets a key a grid of the study sweeps",
+            where=f"{study.path}, at scale {study.scale}",
+            fix="leave that override out, or change the grid in the study file",
+        )
+    keys = {r.key: sum(o.key == r.key for o in runs) for r in runs}
+    ids = {r.id for r in runs} | {f"{r.id}-ourpretrain" for r in runs if r.cfg.model.pretrained}
+    skipped = set(study.spec["runs"]) - set(keys)
+    return check_steps(study.spec, study.scale, study.path, keys, skipped, ids, study.name)
 
 
 def settings(tree: dict | None) -> list[str]:
@@ -157,6 +178,7 @@ def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
         for values in combos:
             run_id = cell_id(f"{study.name}-{key}", values) if values else f"{study.name}-{key}"
             overrides = shared + settings(run.get("set")) + scaled + settings(own) + settings(values)
+            overrides += study.overrides  # the command line's, as `train` takes them: last
             cfg = resolve_config([], overrides + [f"name={run_id}"])
             runs.append(StudyRun(key, run_id, cfg, values, writeup_for(run.get("writeup"), values)))
     return runs
@@ -168,41 +190,124 @@ def run_study(
     runs_dir: str | Path | None = None,
     say: Callable[[str], None] = print,
     data_dir: str | Path | None = None,
+    overrides: list[str] = (),
 ) -> dict:
-    """Train what is not finished, run the steps, write the report; returns where it is."""
-    study = load_study(path, scale)
+    """Train what is not finished, run the steps, write the report; returns where it is.
+    `overrides` (key=value) set every run's config over the file's, and are recorded."""
+    study = load_study(path, scale, overrides)
     runs = plan(study, data_dir)
-    folder = runs_root(runs_dir) / study.name
-    folder.mkdir(parents=True, exist_ok=True)
-    say(f"study {study.name}: {len(runs)} runs, {len(study.spec.get('steps') or [])} steps")
+    folder = study_folder(runs_root(runs_dir) / study.name)
+    said = f" with {' '.join(study.overrides)}" if study.overrides else ""
+    say(f"study {study.name}: {len(runs)} runs, {len(study.steps)} steps{said}")
     runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
     results = run_grid(
         [Cell(r.id, r.values, r.cfg) for r in runs],
         runs_dir,
         say=say,
-        fix=f"the study file changed since that run was made: remove the run folder to train it again "
+        fix=f"the study file (or a key=value) changed since that run was made: remove the run folder to train it again "
         f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)",
     )
     check_results(results)
     statuses = {r["id"]: r["status"] for r in results}
-    step_opts = study.scale_spec().get("steps") or {}  # per kind, e.g. {lr_find: {iters: 20}}
-    steps = [
-        {k: {**(v or {}), **(step_opts.get(k) or {})}}
-        for step in study.spec.get("steps") or []
-        for k, v in step.items()
-    ]
     before = steps_done(folder)
-    outputs = [run_step(step, study, runs, folder, runs_dir, say, before) for step in steps]
+    outputs = [run_step(step, study, runs, folder, runs_dir, say, before) for step in study.steps]
     from ..analysis.study_report import write_study_report
 
     report = write_study_report(study, runs, outputs, folder / "report.html", runs_dir)
-    (folder / "study.json").write_text(
-        json.dumps(
-            {"study": study.spec["name"], "scale": scale, "runs": [r.id for r in runs], "steps": outputs}
-        )
-    )
+    record = {"study": study.spec["name"], "scale": scale, "overrides": study.overrides}
+    (folder / "study.json").write_text(json.dumps({**record, "runs": [r.id for r in runs], "steps": outputs}))
     say(f"report: {report}")
-    return {"study": study.name, "report": str(report), "runs": statuses, "steps": outputs}
+    return {
+        "study": study.name,
+        "report": str(report),
+        "overrides": study.overrides,
+        "runs": statuses,
+        "steps": outputs,
+    }
+
+
+def study_folder(folder: Path) -> Path:
+    """The study's folder (report, study.json, step outputs), made before any run trains."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the runs folder, or a folder above, is a file
+        raise VisionbenchError(
+            "the runs folder is not a folder",
+            where=str(folder.parent),
+            fix="give --runs-dir a folder (or a path that does not exist yet)",
+        ) from None
+    except OSError as e:
+        raise write_error(e, "the study's folder", folder, "run the study again") from None
+    return folder
+
+
+# --- the plan, shown before any training (--plan) -------------------------------------------
+
+# (classes, channels, side) of the built-in datasets: --plan counts a model's parameters for the
+# run's classes without reading the data (a folder: or csv: dataset's are said as unknown)
+KNOWN_DATA = {
+    "digits": (10, 1, 8), "mnist": (10, 1, 28), "fashion-mnist": (10, 1, 28), "cifar10": (10, 3, 32),
+    "cifar100": (100, 3, 32), "cifar100-coarse": (20, 3, 32), "svhn": (10, 3, 32), "tiny-imagenet": (200, 3, 64),
+}  # fmt: skip
+
+
+def plan_rows(study: Study, data_dir: str | Path | None = None) -> list[dict]:
+    """`study --plan --json`: one object per run - key, id, config (nested as in config.yaml),
+    params (for the run's classes) and differences. Nothing is trained or read."""
+    return [
+        {
+            "key": r.key,
+            "id": r.id,
+            "config": r.cfg.model_dump(mode="json"),
+            "params": param_count(r.cfg),
+            "differences": list(getattr(r, "differences", [])),
+        }
+        for r in plan(study, data_dir)
+    ]
+
+
+def param_count(cfg: RunConfig) -> int | None:
+    """The run's model's parameters, built on the meta device (no memory, no weights read)."""
+    import torch
+
+    from ..models import create_model
+    from ..models.build import SMALL_STEM_MAX
+    from ..models.registry import count_params
+
+    if cfg.data.name not in KNOWN_DATA:
+        return None
+    classes, channels, side = KNOWN_DATA[cfg.data.name]
+    size = cfg.model.input_size or side
+    small_stem = cfg.model.small_stem if cfg.model.small_stem is not None else size <= SMALL_STEM_MAX
+    try:
+        with torch.device("meta"):
+            model = create_model(
+                cfg.model.name,
+                num_classes=len(cfg.data.classes) if cfg.data.classes else classes,
+                in_chans=cfg.data.channels or channels,
+                img_size=size,
+                defaults={"small_stem": small_stem, "dropout": cfg.model.dropout},
+                **cfg.model.kwargs,
+            )
+    except Exception:  # a model that cannot be built on the meta device: said as unknown
+        return None
+    return count_params(model)
+
+
+def changed_settings(config: dict) -> list[str]:
+    """A run's config (as --plan --json gives it) as the key=value settings that are not the
+    defaults: --plan's text view."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in tree.items():
+            is_section = isinstance(v, dict) and k != "kwargs"
+            out.update(flat(v, f"{prefix}{k}.") if is_section else {prefix + k: v})
+        return out
+
+    default = flat(RunConfig().model_dump(mode="json"))
+    mine = flat(config)
+    return [f"{k}={json.dumps(v)}" for k, v in mine.items() if v != default.get(k) and k != "name"]
 
 
 # --- pretrained weights, or our own pretraining ----------------------------------------------
@@ -262,113 +367,3 @@ def substitute_pretraining(r: StudyRun, runs_dir, say) -> StudyRun:
         )
     model = r.cfg.model.model_copy(update={"pretrained": False, "weights": f"run:{pre_id}"})
     return StudyRun(r.key, r.id, r.cfg.model_copy(update={"model": model}), r.values, r.writeup, note)
-
-
-# --- the steps after the runs -------------------------------------------------------------------
-
-
-def find_run(runs: list[StudyRun], key: str, where: str) -> StudyRun:
-    found = [r for r in runs if r.key == key or r.id == key]
-    if not found:
-        raise unknown_name(f"run ({where})", key, sorted({r.key for r in runs}))
-    return found[0]
-
-
-def steps_done(folder: Path) -> dict[str, dict]:
-    """The outputs of the study's last finished pass (study.json), by their step key."""
-    try:
-        return {o["key"]: o for o in json.loads((folder / "study.json").read_text())["steps"] if "key" in o}
-    except (OSError, ValueError, KeyError, TypeError):  # none yet, or cut while written
-        return {}
-
-
-def step_key(step: dict, run_id: str, runs_dir) -> str:
-    """The step's options and the run it reads, as it finished: a run trained again (or other
-    options) makes another key, so the step is done again."""
-    summary = (runs_root(runs_dir) / run_id / "summary.json").read_bytes()
-    return hashlib.sha256(json.dumps(step, sort_keys=True).encode() + summary).hexdigest()[:16]
-
-
-def run_step(
-    step: dict, study: Study, runs: list[StudyRun], folder: Path, runs_dir, say, before: dict[str, dict]
-) -> dict:
-    kind, opts = next(iter(step.items()))
-    opts = opts or {}
-    if kind in ("lr_find", "explain"):  # minutes on a large network: kept when done before
-        r = find_run(runs, opts["run"], kind)
-        key = step_key(step, r.id, runs_dir)
-        png = folder / f"{kind}-{r.key}-{key}.png"  # the figure of these options and this run only
-        if (old := before.get(key)) and png.is_file():
-            say(f"{kind} {r.key}: done before, kept ({png})")
-            return {**old, "png": str(png)}
-        for stale in folder.glob(f"{kind}-{r.key}-*.png"):
-            stale.unlink()
-    if kind == "lr_find":
-        from .lr_find import find_lr
-
-        res = find_lr(r.cfg, repeats=opts.get("repeats", 3), iters=opts.get("iters", 100), plot=png)
-        summary = {k: {"median": v["median"], "spread": v["spread"]} for k, v in res["suggestions"].items()}
-        say(f"lr-find {r.key}: valley {summary['valley']['median']}")
-        return {"kind": kind, "run": r.id, "png": str(png), "suggestions": summary, "key": key}
-    if kind == "explain":
-        from .explain import explain_run
-
-        res = explain_run(r.id, runs_dir, None, opts.get("count", 8))
-        shutil.copyfile(res["png"], png)  # RUN/explain/ is rewritten by any later `explain` of the run
-        return {"kind": kind, "run": r.id, "png": str(png), "key": key}
-    if kind == "ensemble":
-        return ensemble_step(opts, study, runs, runs_dir, say)
-    return predict_step(opts, study, runs, folder, runs_dir, say)
-
-
-def ensemble_step(opts: dict, study: Study, runs: list[StudyRun], runs_dir, say) -> dict:
-    from ..analysis.predictor import open_predictor
-    from .ensemble import build_ensemble, evaluate_ensemble
-
-    name = f"{study.name}-{opts['name']}"
-    members = [find_run(runs, k, "ensemble").id for k in opts["runs"]]
-    tie = find_run(runs, opts["tie_break"], "ensemble").id if opts.get("tie_break") else None
-    saved = runs_root(runs_dir) / name / "summary.json"
-    if not saved.is_file():
-        shutil.rmtree(saved.parent, ignore_errors=True)  # cut before its summary: made again
-        ens = build_ensemble(members, runs_dir, opts.get("vote", "hard"), tie)
-        evaluate_ensemble(ens, None, runs_dir, name)
-    rep = json.loads(saved.read_text())
-    say(f"ensemble {name}: {rep['vote']} vote {rep['top1']:.2%}")
-    open_predictor(name, runs_dir)  # it opens: members intact
-    return {"kind": "ensemble", "name": name, "top1": rep["top1"], "members": rep["members"]}
-
-
-def predict_step(opts: dict, study: Study, runs: list[StudyRun], folder: Path, runs_dir, say) -> dict:
-    from ..analysis.predictor import open_predictor
-    from .predict import predict_folder
-
-    ref = opts["model"]
-    ensemble = runs_root(runs_dir) / f"{study.name}-{ref}"
-    ref = ensemble.name if (ensemble / "ensemble.json").is_file() else find_run(runs, ref, "predict").id
-    predictor = open_predictor(ref, runs_dir)
-    images = opts.get("images", "unlabelled")
-    if images == "unlabelled":
-        images = unlabelled_folder(predictor, folder / "unlabelled", opts.get("count", 50))
-    out = folder / "predictions.csv"
-    res = predict_folder(predictor, Path(images), out)
-    say(f"predict {ref}: {res['predicted']} images -> {out}")
-    return {"kind": "predict", "model": ref, "csv": str(out), "predicted": res["predicted"]}
-
-
-def unlabelled_folder(predictor, folder: Path, count: int) -> Path:
-    """A folder of `count` test images as PNG files named by number, their labels hidden: the
-    write-ups' 'folder of unlabelled images' made from data no run trained on."""
-    from PIL import Image
-
-    from ..analysis.predictor import load_test_split
-
-    if folder.is_dir() and any(folder.iterdir()):
-        return folder
-    images, _ = load_test_split(predictor)
-    pick = np.random.default_rng(0).permutation(len(images))[:count]
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, i in enumerate(sorted(pick)):
-        arr = np.asarray(images[i]).transpose(1, 2, 0)
-        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(folder / f"{n:04d}.png")
-    return folder
