@@ -24,6 +24,7 @@ from safetensors.torch import save
 from ..engine.checkpoint import atomic_write_bytes, fsync_dir
 from ..errors import VisionbenchError, write_error
 from ..models.weights import read_state_file
+from .lock import RunLock, is_locked, live_status, locked
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
@@ -37,10 +38,20 @@ def default_run_id(data: str, model: str) -> str:
 
 
 class Run:
-    """One run folder, with the few files every other command reads."""
+    """One run folder, with the few files every other command reads. The run a process trains
+    is held with its `lock` (runs/lock.py) until it leaves `with run:`."""
+
+    lock: RunLock | None = None
 
     def __init__(self, path: Path):
         self.path = Path(path)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def id(self) -> str:
@@ -56,7 +67,13 @@ class Run:
 
     @classmethod
     def create(
-        cls, root: Path, run_id: str, resume: bool = False, unique: bool = False, files: dict | None = None
+        cls,
+        root: Path,
+        run_id: str,
+        resume: bool = False,
+        unique: bool = False,
+        files: dict | None = None,
+        own: bool = False,
     ) -> Run:
         """The run's folder, made here with `files` ({name: text}, e.g. its config.yaml) already
         in it: built as a hidden temp folder, then renamed into place. A rename claims a name
@@ -65,32 +82,39 @@ class Run:
         changed later is found when read, not filled in with defaults. An existing folder is
         taken over only when empty - what a run stopped in its first seconds by an older
         version left - so such a name is never stuck; `unique` picks the next free -2, -3, ...
-        instead of failing."""
+        instead of failing. `own`: the run is to be trained here, and comes locked (RunLocked
+        when another process owns it); a new folder is locked before it is renamed into place,
+        so it is never seen unowned."""
         from ..config import check_run_name
 
         check_run_name(run_id)
         run = cls(root / run_id)
         if run.finished and not unique:  # a default id taken in the same second moves on to -2
-            raise VisionbenchError(
-                f"run '{run_id}' already finished; it is never overwritten",
-                where=str(run.path),
-                fix="choose another name= (or leave it out)",
-            )
+            raise run.done()
         if resume:
             run.path.mkdir(parents=True, exist_ok=True)
+            run.lock = RunLock.take(run.path, run_id) if own else None
+            if run.finished:  # by a process that owned it since the caller looked: not again
+                with run:
+                    raise run.done()
             return run
         tmp = writable(root, prefix=f".{run_id}.new-")
+        lock = None
         try:
             for name, text in (files or {}).items():
                 atomic_write_bytes(tmp / name, text.encode())
                 atomic_write_bytes(tmp / f"{name}.sha256", hashlib.sha256(text.encode()).hexdigest().encode())
+            lock = RunLock.take(tmp, run_id) if own else None
             for n in range(2, 10_000):
                 if run.claim(tmp, take_empty=not unique):
+                    run.lock, lock = lock, None
                     return run
                 if not unique:
                     raise run.taken()
                 run = cls(root / f"{run_id}-{n}")
         finally:
+            if lock is not None:  # not claimed
+                lock.release()
             shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; left only on a failure
         raise VisionbenchError(f"no free run name left for '{run_id}'", where=str(root))
 
@@ -116,8 +140,17 @@ class Run:
                 return False
         return False
 
+    def done(self) -> VisionbenchError:
+        return VisionbenchError(
+            f"run '{self.id}' already finished; it is never overwritten",
+            where=str(self.path),
+            fix="choose another name= (or leave it out)",
+        )
+
     def taken(self) -> VisionbenchError:
         """Why this run's name cannot be used for a new run."""
+        if is_locked(self.path):
+            return locked(self.path, self.id, new_name=True)
         if (self.path / "config.yaml").is_file():
             return VisionbenchError(
                 f"run '{self.id}' exists and is unfinished",
@@ -242,7 +275,7 @@ class Run:
         if damaged:
             return f"damaged: {', '.join(damaged)}", summary, meta
         status = "finished" if summary else str(meta.get("status", absent))
-        return (running_status(meta) if status == "running" else status), summary, meta
+        return (status if summary else live_status(self.path, status, meta)), summary, meta
 
     def metrics(self) -> list[dict]:
         p = self.path / "metrics.jsonl"
@@ -313,22 +346,6 @@ def digest_differs(path: Path, data: bytes) -> bool:
     a file written without one is taken as it is."""
     digest = path.with_name(path.name + ".sha256")
     return digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip()
-
-
-def running_status(meta: dict) -> str:
-    """ "running" as run.json says, checked against the process that wrote it: a run killed
-    where it could not say so (kill -9, a power cut) shows as stopped, not running for ever.
-    A process on another host (a shared runs folder) cannot be checked from here."""
-    pid, host = meta.get("pid"), meta.get("host")
-    if not isinstance(pid, int) or host != platform.node():
-        return f"running? (on {host})" if isinstance(host, str) else "running?"
-    try:
-        os.kill(pid, 0)  # signal 0: is it alive? nothing is sent
-    except ProcessLookupError:
-        return "stopped (process gone)"
-    except OSError:  # alive, as another user (EPERM); or not checkable here
-        pass
-    return "running"
 
 
 def writable(folder: Path, prefix: str = ".probe-") -> Path:
