@@ -12,9 +12,10 @@ RUN_FILES = ("config.yaml", "run.json", "summary.json", "metrics.jsonl", "checkp
 
 def list_runs(root: Path) -> list[dict]:
     """One row per run folder and per saved ensemble (`kind` says which), newest first:
-    unfinished and damaged ones included (a folder left empty, or with a damaged or missing
-    file, says so; one bad file never hides the others); other folders (sweeps/) and hidden
-    ones are neither."""
+    unfinished and damaged ones included (one with a damaged or missing file says so; one bad
+    file never hides the others). A folder holding no run file is not a run: sweeps/, a
+    study's folder (empty while its runs train), an empty folder (a run made by an older
+    version stopped in its first seconds: its name is reused); nor are hidden ones."""
     rows = []
     if not root.is_dir():
         return rows
@@ -24,11 +25,10 @@ def list_runs(root: Path) -> list[dict]:
         if (path / "ensemble.json").is_file():
             rows.append(ensemble_row(Run(path)))
             continue
-        run = Run(path)
-        empty = not any(path.iterdir())
-        if not empty and not any((path / f).is_file() for f in RUN_FILES):
+        if not any((path / f).is_file() for f in RUN_FILES):
             continue
-        status, summary, meta = ("empty: never started", {}, {}) if empty else run.record()
+        run = Run(path)
+        status, summary, meta = run.record()
         last = (run.metrics() or [{}])[-1]
         rows.append(
             {

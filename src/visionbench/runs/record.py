@@ -28,7 +28,22 @@ from .lock import RunLock, is_locked, live_status, locked
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
-    return Path(runs_dir or os.environ.get("VISIONBENCH_RUNS") or "runs")
+    """The runs folder: `runs_dir` (--runs-dir), else $VISIONBENCH_RUNS, else ./runs. One that
+    is a file, or lies inside one, is said here for every command (not a NotADirectoryError,
+    nor "File exists" later)."""
+    env = os.environ.get("VISIONBENCH_RUNS")
+    root = Path(runs_dir or env or "runs")
+    found = next((p for p in (root, *root.parents) if p.exists()), None)
+    if found is None or found.is_dir():
+        return root
+    given = f"--runs-dir {runs_dir}" if runs_dir else f"VISIONBENCH_RUNS={env}" if env else "./runs"
+    what = "is a file" if found == root else f"lies inside {found}, which is a file"
+    raise VisionbenchError(
+        f"{given} {what}; pass a folder",
+        where=str(found),
+        fix="pass a folder with --runs-dir (it is made if missing)"
+        + ("" if runs_dir else ", or set VISIONBENCH_RUNS to one"),
+    )
 
 
 def default_run_id(data: str, model: str) -> str:
