@@ -45,9 +45,8 @@ class RunLock:
             RunLock.held[fd] = self
 
     @classmethod
-    def take(cls, folder: Path, run_id: str, new_name: bool = False) -> RunLock:
-        """The lock on `folder`, or RunLocked naming its owner. `new_name`: the user asked for
-        a new run by this name (the fix then offers another name)."""
+    def take(cls, folder: Path, run_id: str) -> RunLock:
+        """The lock on `folder`, or RunLocked naming its owner."""
         if fcntl is None:
             return cls()
         path = folder / LOCK_FILE
@@ -55,22 +54,16 @@ class RunLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except PermissionError:  # another user's lock file: flock works on a read-only one too
             fd = os.open(path, os.O_RDONLY)
-        deadline = time.monotonic() + PATIENCE_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                os.close(fd)
-                raise locked(folder, run_id, new_name) from None
-            except OSError as e:
-                os.close(fd)
-                if e.errno in NO_LOCKS:
-                    return cls()
-                raise
+        try:
+            got = exclusive(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        if not got:
+            os.close(fd)
+            if got is None:
+                return cls()
+            raise locked(folder, run_id)
         try:  # who owns it, for the refusal another process may print
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "host": platform.node()}).encode())
@@ -89,6 +82,24 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def exclusive(fd: int) -> bool | None:
+    """Whether `fd` got the exclusive lock within PATIENCE_S; None when its filesystem cannot
+    lock at all."""
+    deadline = time.monotonic() + PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        except OSError as e:
+            if e.errno in NO_LOCKS:
+                return None
+            raise
 
 
 def forget_in_child() -> None:
