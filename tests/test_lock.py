@@ -166,3 +166,17 @@ def test_a_study_with_a_run_another_process_trains_is_refused(tmp_path):
         res = runner.invoke(app, ["study", str(file), "--scale", "smoke"])
     assert res.exit_code == 2 and f"is being trained by pid {os.getpid()}" in res.output, res.output
     assert not (tmp_path / "runs" / "tiny-smoke-a" / "config.yaml").exists()
+
+
+def test_without_fcntl_runs_train_unlocked_and_the_listing_uses_the_pid(tmp_path, monkeypatch):
+    from visionbench.runs import lock as lock_module  # (visionbench.runs is also vb.runs())
+
+    monkeypatch.setattr(lock_module, "fcntl", None)  # Windows
+    run = Run.create(tmp_path, "w", files={"config.yaml": "seed: 0\n"}, own=True)
+    assert Run.create(tmp_path, "w", resume=True, own=True).path == run.path  # nothing to refuse
+    assert is_locked(run.path) is None and not (run.path / ".lock").exists()
+    for pid, status in [(os.getpid(), "running"), (gone_pid(), "stopped (process gone)")]:
+        (run.path / "run.json").write_text(
+            json.dumps({"status": "running", "pid": pid, "host": platform.node()})
+        )
+        assert [r["status"] for r in list_runs(tmp_path)] == [status]
