@@ -42,11 +42,12 @@ class SmallDisk:
     def fill(self) -> Path:
         """Fill the disk: a file that grows until ENOSPC (remove it to free the space)."""
         filler = self.path / "filler"
-        with open(filler, "wb") as f:
+        # unbuffered: a buffered file kept the bytes of the write that failed and raised ENOSPC
+        # again on close, whenever the free space was not a multiple of the chunk
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError:
                 pass
         return filler

@@ -44,7 +44,7 @@ def test_an_empty_folder_left_by_a_run_does_not_block_its_name(tmp_path, tiny_ov
     (tmp_path / "runs" / "X").mkdir(parents=True)  # what a run stopped in its first seconds left
     res = runner.invoke(app, ["train", "--resume", "X"])
     assert res.exit_code == 2 and "never started" in res.output and "--name X" in res.output
-    assert list_runs(tmp_path / "runs")[0]["status"].startswith("empty")
+    assert list_runs(tmp_path / "runs") == []  # an empty folder is not a run
     run = train(resolve_config([], tiny_overrides + ["name=X", "train.epochs=1"]), quiet=True)
     assert run.finished and run.path == tmp_path / "runs" / "X"
 
@@ -152,3 +152,40 @@ def test_runs_tells_a_running_run_whose_process_is_gone(tmp_path):
         (tmp_path / name / "run.json").write_text(json.dumps({"status": "running", "pid": pid, "host": host}))
     status = {r["id"]: r["status"] for r in list_runs(tmp_path)}
     assert status == {"dead": "stopped (process gone)", "alive": "running", "far": "running? (on other)"}
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "study", "runs"])
+def test_a_runs_dir_that_is_a_file_is_one_clear_error(tmp_path, command):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nruns: {a: {set: {model.name: small_cnn, train.epochs: 1}}}\n")
+    args = {
+        "train": ["train", "--data", "digits", "--model", "small_cnn", "--epochs", "1"],
+        "sweep": ["sweep", "--grid", "seed=0,1", "--data", "digits", "--model", "small_cnn", "--epochs", "1"],
+        "study": ["study", str(study), "--scale", "smoke"],
+        "runs": ["runs"],
+    }[command]
+    for runs_dir, said in [(file, f"--runs-dir {file} is a file"), (file / "sub", f"lies inside {file}")]:
+        res = runner.invoke(app, [*args, "--runs-dir", str(runs_dir)])
+        assert res.exit_code == 2 and said in res.output and "pass a folder" in res.output, res.output
+    assert file.read_text() == "mine"
+
+
+def test_a_hidden_run_name_is_refused_before_anything_is_written(tmp_path):
+    res = runner.invoke(app, ["train", "--data", "digits", "--model", "small_cnn", "--name", ".hidden"])
+    assert (
+        res.exit_code == 2
+        and "bad run name '.hidden'" in res.output
+        and "not starting with '.'" in res.output
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_folder_that_is_not_a_run_is_not_listed(tmp_path, tiny_run):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "real")
+    (runs / "study-smoke").mkdir()  # a study's folder while its first run trains (then interrupted)
+    (runs / "later-smoke").mkdir()
+    (runs / "later-smoke" / "lr_find-a.png").write_bytes(b"png")  # one whose steps had begun
+    assert [r["id"] for r in list_runs(runs)] == ["real"]

@@ -60,14 +60,17 @@ Probability = Annotated[float, Number, Field(ge=0, le=1)]
 Fraction = Annotated[float, Number, Field(ge=0, lt=1)]  # of something that must keep a part: val split, decay
 Seed = Annotated[int, Number, Field(ge=0, lt=2**32)]  # numpy's range
 
-RUN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}")
+# never a leading '.': a hidden folder (`visionbench runs` skips them, as temp folders are)
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,119}")
 
 
 def check_run_name(name: str | None) -> str | None:
-    """A run id is a folder name: letters, digits, '.', '_', '-', at most 120 (never a path)."""
-    if name is not None and (not RUN_NAME.fullmatch(name) or name in (".", "..")):
+    """A run id is a folder name: letters, digits, '.', '_', '-', at most 120 (never a path,
+    never hidden)."""
+    if name is not None and not RUN_NAME.fullmatch(name):
         raise VisionbenchError(
-            f"bad run name '{name}'", fix="use letters, digits, '.', '_', '-' (at most 120)"
+            f"bad run name '{name}'",
+            fix="use letters, digits, '.', '_', '-' (at most 120), not starting with '.'",
         )
     return name
 

@@ -18,6 +18,7 @@ import yaml
 from ..config import RunConfig, load_yaml, parse_overrides, resolve_config
 from ..errors import VisionbenchError, did_you_mean
 from ..runs import Run, runs_root
+from ..runs.lock import RunLocked, refuse_if_owned
 
 FILE_KEYS = ("name", "config", "set", "grid", "trials", "metric")
 
@@ -124,7 +125,9 @@ def stopped(exit_code: int) -> VisionbenchError:
 
 
 def run_cell(cell: Cell, runs_dir: str | Path | None, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train one cell, or resume it, or skip it if finished. Returns {id, status[, error]}."""
+    """Train one cell, or resume it, or skip it if finished. Returns {id, status[, error]}.
+    A cell another process trains (RunLocked) is raised: the sweep stops there, rather than
+    train the next cells beside a second copy of itself."""
     from .train import Interrupted, train
 
     path = runs_root(runs_dir) / cell.id
@@ -134,12 +137,12 @@ def run_cell(cell: Cell, runs_dir: str | Path | None, on_epoch: Callable[[dict],
         if (path / "config.yaml").is_file():
             train(None, runs_dir, resume=cell.id, quiet=True, on_epoch=on_epoch)
             return {"id": cell.id, "status": "resumed"}
-        if path.is_dir():  # claimed, then killed before its config was written: nothing to keep
-            path.rmdir()
-        train(cell.cfg, runs_dir, quiet=True, on_epoch=on_epoch)
+        train(cell.cfg, runs_dir, quiet=True, on_epoch=on_epoch)  # an empty folder is taken over
         return {"id": cell.id, "status": "trained"}
     except Interrupted as e:
         return {"id": cell.id, "status": "interrupted", "exit_code": e.exit_code}
+    except RunLocked:
+        raise
     except VisionbenchError as e:
         return {"id": cell.id, "status": "failed", "error": str(e)}
 
@@ -164,6 +167,15 @@ def pool(jobs: int):
     for i in range(jobs):
         gpus.put(i % n_gpus)
     return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_claim_gpu, initargs=(gpus,))
+
+
+def check_unowned(cells: list[Cell], runs_dir: str | Path | None) -> None:
+    """A cell that another process trains (the same sweep or study started twice): refused
+    before any training here."""
+    for cell in cells:
+        path = runs_root(runs_dir) / cell.id
+        if not (path / "summary.json").is_file():
+            refuse_if_owned(path, cell.id)
 
 
 def check_unchanged(
@@ -218,6 +230,7 @@ def run_grid(
     """Run every cell (`jobs` at a time); stops launching new cells once one is interrupted.
     `fix` is said when a cell's run exists with other settings (see check_unchanged)."""
     check_unchanged(cells, runs_dir, fix)
+    check_unowned(cells, runs_dir)
     results = []
     if jobs == 1:
         for cell in cells:
@@ -240,6 +253,9 @@ def run_grid(
                 results.append(res)
                 if res["status"] == "interrupted":
                     workers.shutdown(cancel_futures=True)
+        except RunLocked:  # the cells already training finish; no other starts
+            workers.shutdown(cancel_futures=True)
+            raise
         except KeyboardInterrupt:  # the workers got the signal too: they checkpoint and stop
             workers.shutdown(cancel_futures=True)
             results.append({"id": "", "status": "interrupted", "exit_code": 130})

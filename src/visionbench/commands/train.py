@@ -54,6 +54,7 @@ from ..models.build import auto_settings, build_model, init_from_training_images
 from ..models.torchvision_zoo import RESNETS
 from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
+from ..runs.lock import refuse_if_owned
 from ..runs.trackers import Tracker, require_tracker, start_tracker
 
 
@@ -83,6 +84,8 @@ def train(
     root = runs_root(runs_dir)
     resumed = resumable(resume, root) if resume is not None else None
     cfg = resumed.config() if resumed else cfg
+    if not resumed and cfg.name:  # a name another process trains under: said before the data
+        refuse_if_owned(root / cfg.name, cfg.name, new_name=True)
     check_writable(resumed.path if resumed else root)  # a read-only runs folder: said first
     require_tracker(cfg.train.track)
     ranks = distributed.setup(pick_device(cfg.train.device), cfg.train.batch_size)
@@ -101,8 +104,9 @@ def train(
         console.print(escape(warning), style="yellow")
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
     teacher = load_teacher(cfg, data, root, ranks.device, console)  # or an error, before any folder
-    run = claim_folder(cfg, ranks, root, resumed)
-    with recorded_failure(run) as record:  # from here on, a run that stops says so in run.json
+    # from here on the run is this process's (locked) and a run that stops says so in run.json;
+    # a finished one is let go before its tracker's last write (no one trains it again)
+    with claim_folder(cfg, ranks, root, resumed) as run, recorded_failure(run) as record:
         per_epoch = any(state.freezing.frozen) or hasattr(model, "start_epoch")  # parameters that pause
         trained = ranks.wrap(model, cfg.train.sync_bn, find_unused=per_epoch)
         if cfg.train.compile:  # the training step only: evaluating and saving use `model`, with clean keys
@@ -190,6 +194,7 @@ def resumable(ref: str, root: Path) -> Run:
             fix="pass the run to continue (`visionbench runs` lists them), or leave out --resume",
         )
     run = Run.open(ref, root, done="resumed")
+    refuse_if_owned(run.path, run.id)
     if run.finished:
         raise VisionbenchError(
             f"run '{run.id}' already finished: there is nothing to resume (a finished run is never overwritten)",
@@ -317,20 +322,26 @@ def frozen_features(
 
 
 def claim_folder(cfg: RunConfig, ranks: distributed.Ranks, root: Path, resumed: Run | None) -> Run:
-    """The run's folder: rank 0 claims it (a new, unique id unless named), the others see it.
-    Claimed last, once nothing before training can fail; it appears with its config.yaml."""
-    path = ranks.main_first(
-        lambda: (
+    """The run's folder: rank 0 claims it (a new, unique id unless named) and owns it - its
+    lock is held until the run leaves `with` - the others see it. Claimed last, once nothing
+    before training can fail; it appears with its config.yaml, already locked."""
+    claimed: list[Run] = []
+
+    def claim() -> Path:
+        claimed.append(
             Run.create(
                 resumed.path.parent if resumed else root,
                 resumed.id if resumed else cfg.name or default_run_id(cfg.data.name, cfg.model.name),
                 resume=bool(resumed),
                 unique=not resumed and not cfg.name,
                 files={"config.yaml": dump_config(cfg.model_copy(update={"name": None}))},
-            ).path
+                own=True,
+            )
         )
-    )
-    return Run(path) if ranks.is_main else RunView(path)
+        return claimed[0].path
+
+    path = ranks.main_first(claim)
+    return claimed[0] if ranks.is_main else RunView(path)
 
 
 def training_state(cfg: RunConfig, model: nn.Module, data: Prepared) -> TrainingState:

@@ -24,10 +24,26 @@ from safetensors.torch import save
 from ..engine.checkpoint import atomic_write_bytes, fsync_dir
 from ..errors import VisionbenchError, write_error
 from ..models.weights import read_state_file
+from .lock import RunLock, is_locked, live_status, locked
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
-    return Path(runs_dir or os.environ.get("VISIONBENCH_RUNS") or "runs")
+    """The runs folder: `runs_dir` (--runs-dir), else $VISIONBENCH_RUNS, else ./runs. One that
+    is a file, or lies inside one, is said here for every command (not a NotADirectoryError,
+    nor "File exists" later)."""
+    env = os.environ.get("VISIONBENCH_RUNS")
+    root = Path(runs_dir or env or "runs")
+    found = next((p for p in (root, *root.parents) if p.exists()), None)
+    if found is None or found.is_dir():
+        return root
+    given = f"--runs-dir {runs_dir}" if runs_dir else f"VISIONBENCH_RUNS={env}" if env else "./runs"
+    what = "is a file" if found == root else f"lies inside {found}, which is a file"
+    raise VisionbenchError(
+        f"{given} {what}; pass a folder",
+        where=str(found),
+        fix="pass a folder with --runs-dir (it is made if missing)"
+        + ("" if runs_dir else ", or set VISIONBENCH_RUNS to one"),
+    )
 
 
 def default_run_id(data: str, model: str) -> str:
@@ -37,10 +53,20 @@ def default_run_id(data: str, model: str) -> str:
 
 
 class Run:
-    """One run folder, with the few files every other command reads."""
+    """One run folder, with the few files every other command reads. The run a process trains
+    is held with its `lock` (runs/lock.py) until it leaves `with run:`."""
+
+    lock: RunLock | None = None
 
     def __init__(self, path: Path):
         self.path = Path(path)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def id(self) -> str:
@@ -56,7 +82,13 @@ class Run:
 
     @classmethod
     def create(
-        cls, root: Path, run_id: str, resume: bool = False, unique: bool = False, files: dict | None = None
+        cls,
+        root: Path,
+        run_id: str,
+        resume: bool = False,
+        unique: bool = False,
+        files: dict | None = None,
+        own: bool = False,
     ) -> Run:
         """The run's folder, made here with `files` ({name: text}, e.g. its config.yaml) already
         in it: built as a hidden temp folder, then renamed into place. A rename claims a name
@@ -65,32 +97,39 @@ class Run:
         changed later is found when read, not filled in with defaults. An existing folder is
         taken over only when empty - what a run stopped in its first seconds by an older
         version left - so such a name is never stuck; `unique` picks the next free -2, -3, ...
-        instead of failing."""
+        instead of failing. `own`: the run is to be trained here, and comes locked (RunLocked
+        when another process owns it); a new folder is locked before it is renamed into place,
+        so it is never seen unowned."""
         from ..config import check_run_name
 
         check_run_name(run_id)
         run = cls(root / run_id)
         if run.finished and not unique:  # a default id taken in the same second moves on to -2
-            raise VisionbenchError(
-                f"run '{run_id}' already finished; it is never overwritten",
-                where=str(run.path),
-                fix="choose another name= (or leave it out)",
-            )
+            raise run.done()
         if resume:
             run.path.mkdir(parents=True, exist_ok=True)
+            run.lock = RunLock.take(run.path, run_id) if own else None
+            if run.finished:  # by a process that owned it since the caller looked: not again
+                with run:
+                    raise run.done()
             return run
         tmp = writable(root, prefix=f".{run_id}.new-")
+        lock = None
         try:
             for name, text in (files or {}).items():
                 atomic_write_bytes(tmp / name, text.encode())
                 atomic_write_bytes(tmp / f"{name}.sha256", hashlib.sha256(text.encode()).hexdigest().encode())
+            lock = RunLock.take(tmp, run_id) if own else None
             for n in range(2, 10_000):
                 if run.claim(tmp, take_empty=not unique):
+                    run.lock, lock = lock, None
                     return run
                 if not unique:
                     raise run.taken()
                 run = cls(root / f"{run_id}-{n}")
         finally:
+            if lock is not None:  # not claimed
+                lock.release()
             shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; left only on a failure
         raise VisionbenchError(f"no free run name left for '{run_id}'", where=str(root))
 
@@ -116,8 +155,17 @@ class Run:
                 return False
         return False
 
+    def done(self) -> VisionbenchError:
+        return VisionbenchError(
+            f"run '{self.id}' already finished; it is never overwritten",
+            where=str(self.path),
+            fix="choose another name= (or leave it out)",
+        )
+
     def taken(self) -> VisionbenchError:
         """Why this run's name cannot be used for a new run."""
+        if is_locked(self.path):
+            return locked(self.path, self.id, new_name=True)
         if (self.path / "config.yaml").is_file():
             return VisionbenchError(
                 f"run '{self.id}' exists and is unfinished",
@@ -242,7 +290,7 @@ class Run:
         if damaged:
             return f"damaged: {', '.join(damaged)}", summary, meta
         status = "finished" if summary else str(meta.get("status", absent))
-        return (running_status(meta) if status == "running" else status), summary, meta
+        return (status if summary else live_status(self.path, status, meta)), summary, meta
 
     def metrics(self) -> list[dict]:
         p = self.path / "metrics.jsonl"
@@ -313,22 +361,6 @@ def digest_differs(path: Path, data: bytes) -> bool:
     a file written without one is taken as it is."""
     digest = path.with_name(path.name + ".sha256")
     return digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip()
-
-
-def running_status(meta: dict) -> str:
-    """ "running" as run.json says, checked against the process that wrote it: a run killed
-    where it could not say so (kill -9, a power cut) shows as stopped, not running for ever.
-    A process on another host (a shared runs folder) cannot be checked from here."""
-    pid, host = meta.get("pid"), meta.get("host")
-    if not isinstance(pid, int) or host != platform.node():
-        return f"running? (on {host})" if isinstance(host, str) else "running?"
-    try:
-        os.kill(pid, 0)  # signal 0: is it alive? nothing is sent
-    except ProcessLookupError:
-        return "stopped (process gone)"
-    except OSError:  # alive, as another user (EPERM); or not checkable here
-        pass
-    return "running"
 
 
 def writable(folder: Path, prefix: str = ".probe-") -> Path:
@@ -408,50 +440,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-RUN_FILES = ("config.yaml", "run.json", "summary.json", "metrics.jsonl", "checkpoint.pt", "last.safetensors")
-
-
-def list_runs(root: Path) -> list[dict]:
-    """One row per run folder and per saved ensemble (`kind` says which), newest first:
-    unfinished and damaged ones included (a folder left empty, or with a damaged or missing
-    file, says so; one bad file never hides the others); other folders (sweeps/) and hidden
-    ones are neither."""
-    rows = []
-    if not root.is_dir():
-        return rows
-    for path in sorted(root.iterdir(), key=lambda p: p.name, reverse=True):
-        if path.name.startswith(".") or not path.is_dir():
-            continue
-        if (path / "ensemble.json").is_file():
-            rows.append(ensemble_row(Run(path)))
-            continue
-        run = Run(path)
-        empty = not any(path.iterdir())
-        if not empty and not any((path / f).is_file() for f in RUN_FILES):
-            continue
-        status, summary, meta = ("empty: never started", {}, {}) if empty else run.record()
-        last = (run.metrics() or [{}])[-1]
-        rows.append(
-            {
-                "id": run.id,
-                "kind": "run",
-                "status": status,
-                "data": meta.get("data"),
-                "model": meta.get("model"),
-                "epochs": f"{last.get('epoch', 0)}/{meta.get('epochs', '?')}",
-                "val_acc": number(last.get("val_acc")),
-                "test_acc": number(summary.get("test_acc")),
-                "seconds": number(summary.get("train_seconds")),
-            }
-        )
-    return rows
-
-
-def number(value) -> float | None:
-    """A number read from a run's files, or None (a damaged file may hold anything)."""
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def member_ids(folder: Run) -> list[str]:
     """The run ids of a saved ensemble's members, as far as its ensemble.json can be read."""
     try:
@@ -461,25 +449,3 @@ def member_ids(folder: Run) -> list[str]:
     if not isinstance(members, list):
         return ["? (its ensemble.json is damaged: `visionbench runs` lists the runs)"]
     return [str(m.get("id", "?")) if isinstance(m, dict) else "?" for m in members]
-
-
-def ensemble_row(folder: Run) -> dict:
-    """A saved ensemble (`visionbench ensemble --save`) as a row of the runs list: its vote and
-    members in place of the model, the vote's test accuracy as measured when it was saved."""
-    try:
-        meta, summary = folder.read_json("ensemble.json"), folder.read_json("summary.json")
-        members = [m.get("id", "?") if isinstance(m, dict) else "?" for m in meta.get("members", [])]
-        status = "finished" if summary else "saved"
-    except (VisionbenchError, TypeError):
-        meta, summary, members, status = {}, {}, [], "damaged: ensemble.json or summary.json"
-    return {
-        "id": folder.id,
-        "kind": "ensemble",
-        "status": status,
-        "data": None,
-        "model": f"{meta.get('vote', '?')} vote: {', '.join(members)}",
-        "epochs": "-",
-        "val_acc": None,
-        "test_acc": number(summary.get("top1")),
-        "seconds": None,
-    }
