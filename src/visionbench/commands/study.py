@@ -33,6 +33,7 @@ training split - and the report says so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -64,7 +65,10 @@ class StudyRun:
     cfg: RunConfig
     values: dict = field(default_factory=dict)  # the grid values of this cell
     writeup: dict = field(default_factory=dict)  # {top1, setting}: what the write-up reported
-    note: str = ""  # e.g. our pretraining in place of unavailable weights
+    note: str = ""  # the study file's note on the run; our pretraining in place of unavailable weights
+    # computed (commands/study_plan.py): this scale's plan against the full plan, then the full
+    # plan against the write-up's stated settings (`writeup: {states: {...}}`)
+    differences: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -122,10 +126,6 @@ def load_study(path: str | Path, scale: str) -> Study:
     return Study(path, spec, scale)
 
 
-def settings(tree: dict | None) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in (tree or {}).items()]
-
-
 def writeup_for(writeup, values: dict) -> dict:
     """The write-up's figure for one cell: `writeup` is one {top1, setting, for} or a list of
     them, each `for` naming the grid values its figure belongs to (none: every cell)."""
@@ -138,27 +138,31 @@ def writeup_for(writeup, values: dict) -> dict:
 
 def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
     """Every run of the study at its scale, configs resolved up front (a bad key fails first);
-    `data_dir` (--data-dir) is every run's data root, as `visionbench train --data-dir` sets it."""
-    from ..config import resolve_config
+    `data_dir` (--data-dir) is every run's data root, as `visionbench train --data-dir` sets it.
+    Precedence (commands/study_plan.py): the study's `set` < the scale's `set` < the run's own
+    `set` < the scale's entry for the run < the grid cell. Each run is also resolved at `full`
+    scale: a shortened run keeps its schedule's shape, and its differences from the full plan
+    and from the write-up's stated settings are computed."""
+    from .study_plan import keep_shape, resolve, run_overrides, scale_differences, writeup_differences
 
-    # the study's settings < the run's < the scale's < the scale's for this run
-    shared, scaled = settings(study.spec.get("set")), settings(study.scale_spec().get("set"))
-    if data_dir:
-        shared.append(f"data.dir={json.dumps(str(data_dir))}")
+    root = [f"data.dir={json.dumps(str(data_dir))}"] if data_dir else []
     per_run = study.scale_spec().get("runs") or {}
     runs = []
     for key, run in study.spec["runs"].items():
         run = run or {}
         if per_run.get(key) == "skip":
             continue
-        own = dict(per_run.get(key) or {})
-        grid = own.pop("grid", None) or run.get("grid") or {}  # a scale may sweep fewer values
+        grid = (per_run.get(key) or {}).get("grid") or run.get("grid") or {}  # a scale may sweep fewer values
         combos = [dict(zip(grid, c)) for c in itertools.product(*grid.values())] or [{}]
         for values in combos:
             run_id = cell_id(f"{study.name}-{key}", values) if values else f"{study.name}-{key}"
-            overrides = shared + settings(run.get("set")) + scaled + settings(own) + settings(values)
-            cfg = resolve_config([], overrides + [f"name={run_id}"])
-            runs.append(StudyRun(key, run_id, cfg, values, writeup_for(run.get("writeup"), values)))
+            overrides, explicit = run_overrides(study.spec, study.scale, key, run, values)
+            full_overrides, _ = run_overrides(study.spec, "full", key, run, values)
+            full = resolve(full_overrides + root)
+            cfg = keep_shape(resolve(overrides + root + [f"name={run_id}"]), full, explicit)
+            writeup = writeup_for(run.get("writeup"), values)
+            differences = scale_differences(cfg, full) + writeup_differences(full, writeup.get("states"))
+            runs.append(StudyRun(key, run_id, cfg, values, writeup, run.get("note", ""), differences))
     return runs
 
 
@@ -258,7 +262,8 @@ def substitute_pretraining(r: StudyRun, runs_dir, say) -> StudyRun:
             fix="run the study again: finished runs are skipped, interrupted ones resumed",
         )
     model = r.cfg.model.model_copy(update={"pretrained": False, "weights": f"run:{pre_id}"})
-    return StudyRun(r.key, r.id, r.cfg.model_copy(update={"model": model}), r.values, r.writeup, note)
+    note = "; ".join(n for n in (r.note, note) if n)
+    return dataclasses.replace(r, cfg=r.cfg.model_copy(update={"model": model}), note=note)
 
 
 # --- the steps after the runs -------------------------------------------------------------------
