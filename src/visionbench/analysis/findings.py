@@ -179,7 +179,7 @@ def check_no_better(check: dict, cells: list[Cell], floor: float) -> tuple[str, 
     a_sel, b_sel = check["no_better"]
     verdict, numbers = gap(one(cells, a_sel), best_of(groups(cells, b_sel)), floor)
     # "no better": a gap inside the noise is what the claim says; only a clear win refutes it
-    return verdict, numbers
+    return (FAILS if verdict == HOLDS else HOLDS), numbers
 
 
 def check_order(check: dict, cells: list[Cell], floor: float) -> tuple[str, str]:
