@@ -96,6 +96,10 @@ def test_untestable_when_a_run_is_missing_elsewhere_or_without_its_step():
     out = verdict({"better": ["a", "b"]}, cells)
     assert out["verdict"] == UNTESTABLE and "digits" in out["why"]
     assert verdict({"better": ["a", "vgg"]}, cells)["verdict"] == UNTESTABLE  # skipped at this scale
+    ours = [Cell("a", top1=70.0, weights="our pretraining, not ImageNet's"), Cell("c", top1=60.0)]
+    assert verdict({"better": ["a", "c"]}, ours)["verdict"] == HOLDS
+    out = verdict({"better": ["a", "c"]}, ours, needs="imagenet")
+    assert out["verdict"] == UNTESTABLE and "not ImageNet" in out["why"]
     check = {"unstable": {"run": "a", "spread": 2}}
     assert verdict(check, cells)["verdict"] == UNTESTABLE  # no lr-find step ran
     steps = [

@@ -19,10 +19,13 @@ stands for the best of them):
 A gap is told from noise by the seeds: cells that differ only in `seed` are repeats of one
 setting. With >= 2 seeds a side, a gap must exceed the larger seed-to-seed standard deviation;
 with one seed, the claim's `noise` (points, default NOISE_FLOOR), and a gap under it is "not
-distinguishable from seed noise" until the study runs >= 2 seeds."""
+distinguishable from seed noise" until the study runs >= 2 seeds. A claim about pretrained
+networks says `needs: imagenet`: a run that started from our own pretraining instead (no
+ImageNet weights here) cannot test it."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
 
@@ -33,6 +36,7 @@ HOLDS, FAILS, NOISE, UNTESTABLE = (
     "not testable at this scale",
 )
 NOISE_FLOOR = 1.0  # points of top-1: the seed-to-seed spread of a short CIFAR-10 run, at least
+FINDING_KEYS = ("claim", "check", "noise", "needs")
 CHECKS = ("better", "best", "no_better", "order", "at_least", "unfreezing_helps", "unstable")
 
 
@@ -45,7 +49,8 @@ class Cell:
     top1: float | None = None  # test top-1, %
     stage_top1: float | None = None  # validation top-1 at the end of its first freeze stage, %
     final_val: float | None = None  # validation top-1 at the end, %
-    untestable: str = ""  # why it cannot test the write-up's claim here (other data, not ImageNet weights)
+    untestable: str = ""  # why it cannot test the write-up's claim here (e.g. other data than the write-up's)
+    weights: str = ""  # set when it started from other weights than it asked for (our pretraining)
 
 
 @dataclass
@@ -237,6 +242,8 @@ def evaluate(findings: list[dict], cells: list[Cell], steps: list[dict] | None =
     for finding in findings:
         check, floor = finding["check"], finding.get("noise", NOISE_FLOOR)
         kind = next(k for k in CHECKS if k in check)
+        if finding.get("needs") == "imagenet":  # our pretraining does not test a claim about ImageNet's
+            cells = [dataclasses.replace(c, untestable=c.untestable or c.weights) for c in cells]
         try:
             if kind == "unstable":
                 verdict, numbers = check_unstable(check, steps or [], cells)
@@ -265,7 +272,8 @@ WHY = {
 
 
 def check_finding(finding, where: str) -> None:
-    """A study file's finding is {claim: text, check: {ONE_OF_CHECKS: ...}, noise: points}:
+    """A study file's finding is {claim: text, check: {ONE_OF_CHECKS: ...}, noise: points,
+    needs: imagenet}:
     anything else is an error naming the nearest valid key (the study loader calls this)."""
     from ..errors import VisionbenchError, did_you_mean
 
@@ -276,11 +284,17 @@ def check_finding(finding, where: str) -> None:
             fix="e.g. - {claim: 'A beats B', check: {better: [A, B]}}",
         )
     for key in finding:
-        if key not in ("claim", "check", "noise"):
+        if key not in FINDING_KEYS:
             raise VisionbenchError(
-                f"finding '{finding['claim']}': unknown key '{key}'.{did_you_mean(key, ('claim', 'check', 'noise'))}",
+                f"finding '{finding['claim']}': unknown key '{key}'.{did_you_mean(key, FINDING_KEYS)}",
                 where=where,
             )
+    if finding.get("needs") not in (None, "imagenet"):
+        raise VisionbenchError(
+            f"finding '{finding['claim']}': needs: {finding['needs']!r} is not known",
+            where=where,
+            fix="needs: imagenet",
+        )
     check = finding.get("check")
     kinds = [k for k in check or {} if k in CHECKS]
     extra = [k for k in check or {} if k not in (*CHECKS, "each", "among")]

@@ -51,8 +51,8 @@ from .search import check_results
 from .sweep import Cell, cell_id, run_cell, run_grid
 
 SCALES = ("smoke", "cpu", "full")
-FILE_KEYS = ("name", "title", "writeup", "about", "reference", "set", "scales", "runs", "steps")
-RUN_KEYS = ("set", "grid", "writeup")
+FILE_KEYS = ("name", "title", "writeup", "about", "reference", "set", "scales", "runs", "steps", "findings")
+RUN_KEYS = ("set", "grid", "writeup", "note")
 STEPS = ("lr_find", "ensemble", "predict", "explain")
 
 
@@ -69,6 +69,7 @@ class StudyRun:
     # computed (commands/study_plan.py): this scale's plan against the full plan, then the full
     # plan against the write-up's stated settings (`writeup: {states: {...}}`)
     differences: list[str] = field(default_factory=list)
+    full: RunConfig | None = None  # the same run's plan at full scale: what its findings are about
 
 
 @dataclass
@@ -162,7 +163,7 @@ def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
             cfg = keep_shape(resolve(overrides + root + [f"name={run_id}"]), full, explicit)
             writeup = writeup_for(run.get("writeup"), values)
             differences = scale_differences(cfg, full) + writeup_differences(full, writeup.get("states"))
-            runs.append(StudyRun(key, run_id, cfg, values, writeup, run.get("note", ""), differences))
+            runs.append(StudyRun(key, run_id, cfg, values, writeup, run.get("note", ""), differences, full))
     return runs
 
 
