@@ -101,9 +101,11 @@ def describe_data(cfg: RunConfig) -> str:
 
 
 def describe(key: str, value, cfg: RunConfig) -> str:
-    if key == "model.input_size" and value is None:
+    if key == "model.input_size":
         side = OFFICIAL.get(cfg.data.name, (0,) * 5)[4]
-        return f"{side} px (the data's own)" if side else "the data's own size"
+        if value is None:
+            return f"{side} px (the data's own)" if side else "the data's own size"
+        return f"{value} px" + (f" (from {side} px)" if side and side != value else "")
     if key == "finetune.stages":
         return freeze_plan(value)
     if isinstance(value, float):
@@ -119,7 +121,8 @@ def freeze_plan(stages: list) -> str:
     for s in stages:
         mult = s.get("backbone_lr_mult", 1.0)
         what = s.get("freeze", "none") + (f" (backbone lr x{mult:g})" if mult != 1.0 else "")
-        parts.append(f"{s['epochs']} epochs {what}" if s.get("epochs") else f"then {what}")
+        n = s.get("epochs")
+        parts.append(f"{n} epoch{'s' if n != 1 else ''} {what}" if n else f"then {what}")
     return ", ".join(parts)
 
 
