@@ -108,6 +108,8 @@ def describe(key: str, value, cfg: RunConfig) -> str:
         return f"{value} px" + (f" (from {side} px)" if side and side != value else "")
     if key == "finetune.stages":
         return freeze_plan(value)
+    if key == "params" and isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:g}"
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
