@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from visionbench.analysis.findings import FAILS, HOLDS, NOISE, UNTESTABLE, Cell, check_finding, evaluate
+from visionbench.analysis.findings import (
+    FAILS,
+    HOLDS,
+    NOISE,
+    UNTESTABLE,
+    Cell,
+    check_finding,
+    check_findings,
+    evaluate,
+)
 from visionbench.errors import VisionbenchError
 
 
@@ -116,3 +125,11 @@ def test_a_malformed_finding_is_an_error_naming_the_nearest_check():
         check_finding({"claim": "x", "check": {"beter": ["a", "b"]}}, "f.yaml")
     with pytest.raises(VisionbenchError, match="claime.*claim"):
         check_finding({"claim": "x", "claime": 1, "check": {"better": ["a", "b"]}}, "f.yaml")
+    with pytest.raises(VisionbenchError, match="no run or ensemble 'mobilenet_22'.*mobilenet_224"):
+        check_findings(
+            [{"claim": "x", "check": {"better": ["mobilenet_22", "vote"]}}], ["mobilenet_224", "vote"], "f"
+        )
+    with pytest.raises(VisionbenchError, match="'simple'.*simple_cnn"):
+        check_findings(
+            [{"claim": "x", "check": {"at_least": {"run": "simple", "top1": 80}}}], ["simple_cnn"], "f"
+        )

@@ -304,3 +304,44 @@ def check_finding(finding, where: str) -> None:
             f"finding '{finding['claim']}': check needs exactly one of {', '.join(CHECKS)}; got '{bad}'.{did_you_mean(bad, CHECKS)}",
             where=where,
         )
+
+
+def named_runs(check: dict) -> list[str]:
+    """The run keys (or ensemble names) a check names: strings, and `run:` in mappings."""
+    names: list[str] = []
+
+    def walk(node):
+        if isinstance(node, str):
+            names.append(node)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict) and "run" in node:
+            walk(node["run"])
+
+    for kind, arg in check.items():
+        if kind in ("each", "suggestion"):
+            continue
+        if kind in ("at_least", "unstable"):
+            walk(arg.get("run") if isinstance(arg, dict) else None)
+        else:
+            walk(arg)
+    return names
+
+
+def check_findings(findings, known: list[str], where: str) -> None:
+    """Every finding well formed and naming only runs or ensembles the study has."""
+    from ..errors import VisionbenchError, did_you_mean
+
+    if findings is None:
+        return
+    if not isinstance(findings, list):
+        raise VisionbenchError("findings: must be a list of {claim, check}", where=where)
+    for finding in findings:
+        check_finding(finding, where)
+        for name in named_runs(finding["check"]):
+            if name not in known:
+                raise VisionbenchError(
+                    f"finding '{finding['claim']}': no run or ensemble '{name}'.{did_you_mean(name, known)}",
+                    where=where,
+                )

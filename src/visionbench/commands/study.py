@@ -10,18 +10,24 @@ A study file (YAML; examples/writeups/ holds one per write-up):
     reference: writeup-002-cifar10    # analysis/references.yaml entries beside ours: one, or a list
                                       # (the write-up's first, then e.g. a paper's table)
     set: {key: value}                 # every run, every scale
-    scales:                           # smoke (<= 2 min, the tests), cpu (<= 30 min, 2 cores), full
+    scales:                           # smoke (<= 2 min, the tests), cpu (<= 45 min, 2 cores), full
       smoke: {set: {...}, runs: {RUN: {key: value, grid: {...}} | skip}, steps: {KIND: {option: value}},
               note: "what differs at this scale"}
+                                      # the scale's `set`: defaults a run's own `set` beats; a scale
+                                      # changes a run only through its `runs:` entry
     runs:
-      RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
-                                      # writeup: one, or a list of {top1, setting, for: {key: value}}
-                                      # (`for`: the grid cell its figure is of)
+      RUN: {set: {key: value}, grid: {key: [values]}, note: "our choices where the write-up is silent",
+            writeup: {top1: 66.71, setting: "...", states: {optim.lr: 0.001, params: 62006}}}
+                                      # writeup: one, or a list of {top1, setting, states, for: {key: value}}
+                                      # (`for`: the grid cell its figure is of; `states`: what the
+                                      # write-up states, checked against the full plan)
     steps:                            # in order, after the runs
       - lr_find: {run: RUN, repeats: 3}
       - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
       - predict: {model: RUN or ensemble NAME, images: unlabelled | PATH, count: 50}
       - explain: {run: RUN, count: 8}
+    findings:                         # the write-up's conclusions, checked (analysis/findings.py)
+      - {claim: "A beats B", check: {better: [A, B]}, noise: 1.0, needs: imagenet}
 
 A re-run skips finished runs and resumes interrupted ones (the sweep's rules); an lr-find or
 explain step is kept when its options and the run it reads (its summary.json) are unchanged and
@@ -144,8 +150,11 @@ def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
     `set` < the scale's entry for the run < the grid cell. Each run is also resolved at `full`
     scale: a shortened run keeps its schedule's shape, and its differences from the full plan
     and from the write-up's stated settings are computed."""
+    from ..analysis.findings import check_findings
     from .study_plan import keep_shape, resolve, run_overrides, scale_differences, writeup_differences
 
+    ensembles = [s["ensemble"]["name"] for s in study.spec.get("steps") or [] if "ensemble" in s]
+    check_findings(study.spec.get("findings"), [*study.spec["runs"], *ensembles], str(study.path))
     root = [f"data.dir={json.dumps(str(data_dir))}"] if data_dir else []
     per_run = study.scale_spec().get("runs") or {}
     runs = []
