@@ -32,7 +32,7 @@ def run_overrides(spec: dict, scale: str, key: str, run: dict, values: dict) -> 
     """One run's key=value settings at `scale`, lowest first: the study's `set` < the scale's
     `set` (defaults for every run) < the run's own `set` < the scale's entry for this run < the
     grid cell's values. A scale changes what a run states only through its `runs:` entry.
-    Also returns the keys the scale set for this run itself (those are not reshaped)."""
+    Also returns the keys the scale sets (those are taken as they are, not reshaped)."""
     scale_spec = (spec.get("scales") or {}).get(scale) or {}
     own = {k: v for k, v in ((scale_spec.get("runs") or {}).get(key) or {}).items() if k != "grid"}
     overrides = (
@@ -42,7 +42,7 @@ def run_overrides(spec: dict, scale: str, key: str, run: dict, values: dict) -> 
         + settings(own)
         + settings(values)
     )
-    return overrides, set(own)
+    return overrides, set(own) | set(scale_spec.get("set") or {})
 
 
 def resolve(overrides: list[str]) -> RunConfig:
@@ -53,7 +53,7 @@ def keep_shape(cfg: RunConfig, full: RunConfig, explicit: set[str]) -> RunConfig
     """A run the scale shortened keeps its full plan's shape: warmup and each freeze stage last
     the same share of the epochs (write-up 003's rsb-a3 at 5 epochs was 5 epochs of warmup, the
     cosine never ran; 004's 30 head-only epochs outlasted a 4-epoch run). A scale that sets
-    `sched.warmup_epochs` or `finetune.stages` for the run itself is taken at its word."""
+    `sched.warmup_epochs` or `finetune.stages` itself is taken at its word."""
     ratio = cfg.train.epochs / full.train.epochs
     if ratio == 1:
         return cfg
