@@ -133,3 +133,35 @@ def test_a_malformed_finding_is_an_error_naming_the_nearest_check():
         check_findings(
             [{"claim": "x", "check": {"at_least": {"run": "simple", "top1": 80}}}], ["simple_cnn"], "f"
         )
+
+
+def test_the_report_reads_runs_and_ensembles_into_verdicts():
+    """study_report.findings_rows on hand-made records: test top-1 from summary.json, the
+    validation top-1 at the end of the first freeze stage, an ensemble's members (as its
+    summary.json lists them), and a run from our pretraining untestable for an ImageNet claim."""
+    from types import SimpleNamespace as NS
+
+    from visionbench.analysis.study_report import findings_rows
+    from visionbench.commands.study import StudyRun
+    from visionbench.config import resolve_config
+
+    full = resolve_config([], ["data.name=cifar10", "finetune.stages=[{epochs: 2, freeze: head-only}, {}]"])
+    ours = full.model_copy(update={"model": full.model.model_copy(update={"weights": "run:x-ourpretrain"})})
+    runs = [StudyRun("m64", "s-cpu-m64", full, full=full), StudyRun("r50", "s-cpu-r50", ours, full=full)]
+    curve = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.6}, {"epoch": 4, "val_acc": 0.8}]
+    records = [NS(id=r.id, summary={"test_acc": t}, metrics=curve) for r, t in zip(runs, (0.86, 0.90))]
+    vote = {
+        "kind": "ensemble",
+        "name": "s-cpu-vote",
+        "top1": 0.92,
+        "members": [{"id": "s-cpu-m64", "top1": 0.86}],
+    }
+    study = NS(name="s-cpu", spec={"findings": [
+        {"claim": "vote", "check": {"better": ["vote", ["m64"]]}},
+        {"claim": "unfreeze", "check": {"unfreezing_helps": ["m64"]}},
+        {"claim": "r50", "check": {"better": ["r50", "m64"]}, "needs": "imagenet"},
+    ]})  # fmt: skip
+    _, rows = findings_rows(study, runs, records, [vote])
+    assert [r[1] for r in rows] == [HOLDS, HOLDS, UNTESTABLE]
+    assert "vote 92.00 vs m64 86.00" in rows[0][3] and "at the end 80.00" in rows[1][3]
+    assert "60.00" in rows[1][3] and "our pretraining" in rows[2][2]

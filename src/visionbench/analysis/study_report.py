@@ -84,7 +84,8 @@ def findings_rows(study, runs, records, outputs: list[dict]) -> tuple[list[str],
     by_run_id = {r.id: c for r, c in zip(runs, cells)}
     for out in outputs:
         if out["kind"] == "ensemble":  # an ensemble speaks for the write-up as far as its members do
-            members = [by_run_id[m] for m in out["members"] if m in by_run_id]
+            ids = [m["id"] if isinstance(m, dict) else m for m in out["members"]]  # summary.json: {id, top1}
+            members = [by_run_id[m] for m in ids if m in by_run_id]
             cells.append(
                 Cell(
                     out["name"].removeprefix(f"{study.name}-"),
