@@ -94,9 +94,9 @@ def test_rerun_resumes_a_cut_run_and_skips_finished_ones(tmp_path, monkeypatch):
     from conftest import interrupt_at
 
     file = WRITEUPS / "003-mnist-resnet50-rsb.yaml"
-    # our pretraining (135 train images of classes 0-4: 8 steps of 16), standard (270: 8 steps of 32),
-    # then rsb_a3 (1 step of 2048): cut inside the last
-    interrupt_at(monkeypatch, 17)
+    # our pretraining (135 train images of classes 0-4: 1 step of 128), standard (270: 2 steps of
+    # 128), then rsb_a3 (1 step of 256): cut inside the last
+    interrupt_at(monkeypatch, 4)
     res = study(file, tmp_path / "runs")
     assert res.exit_code == 128 + 15, res.output
     monkeypatch.undo()

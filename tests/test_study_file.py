@@ -96,18 +96,19 @@ def test_a_bad_study_file_is_refused_before_anything_is_made(tmp_path):
     file.write_text(TWO)
     (tmp_path / "afile").write_text("")
     res = runner.invoke(app, ["study", str(file), "--runs-dir", str(tmp_path / "afile")])
-    assert res.exit_code == 2 and "give --runs-dir a folder" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "pass a folder" in res.output and "Traceback" not in res.output
     file.write_bytes(b"name: caf\xe9\nruns: {a: }\n")  # latin-1, not UTF-8
     res = runner.invoke(app, ["study", str(file), "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 2 and "UTF-8" in res.output and "Traceback" not in res.output
 
 
 def test_the_keys_others_add_are_accepted(tmp_path):
-    """findings (a list of claims), a scale's note, a run's note: checked for shape only."""
+    """findings (a list of claims), a scale's note, a run's note, a write-up's stated settings."""
     file = tmp_path / "study.yaml"
     file.write_text(
-        "name: t\nfindings: [{claim: a beats b}]\nscales: {cpu: {note: smaller}}\n"
-        "runs: {a: {note: why, writeup: [{top1: 50, for: {seed: 0}}]}}\n"
+        "name: t\nfindings: [{claim: a reaches 10%, check: {at_least: {run: a, top1: 10}}}]\n"
+        "scales: {cpu: {note: smaller}}\n"
+        "runs: {a: {note: why, writeup: [{top1: 50, for: {seed: 0}, states: {optim.lr: 0.1}}]}}\n"
     )
     assert [r.key for r in plan(load_study(file, "cpu"))] == ["a"]
 

@@ -1,6 +1,7 @@
-"""A study's report: the write-up's own figures beside ours, row by row, with the differences
-in data, epochs and resolution spelled out; then the usual report of the study's runs and
-ensembles, and the outputs of its steps (lr-find plots, predictions)."""
+"""A study's report: the write-up's findings with a verdict on each; its own figures beside
+ours, row by row, with every difference from the full plan and the write-up computed; then the
+usual report of the study's runs and ensembles, and the outputs of its steps (lr-find plots,
+predictions)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,22 @@ import tempfile
 from pathlib import Path
 
 from .compare import read_runs, reference_block
+from .findings import Cell, evaluate
 from .report import Figure, render_html, report_context, split_refs
 
 
 def beside_rows(runs, records) -> tuple[list[str], list[list[str]]]:
     """One row per run of the study: the write-up's setting and figure, ours, the difference."""
     by_id = {r.id: r for r in records}
-    header = ["run", "write-up's setting", "write-up top-1 %", "ours: test top-1 %", "difference", "notes"]
+    header = [
+        "run",
+        "write-up's setting",
+        "write-up top-1 %",
+        "ours: test top-1 %",
+        "gap",
+        "differences",
+        "notes",
+    ]
     body = []
     for r in runs:
         rec = by_id.get(r.id)
@@ -40,10 +50,55 @@ def beside_rows(runs, records) -> tuple[list[str], list[list[str]]]:
                 f"{theirs:.2f}" if theirs is not None else "-",
                 f"{100 * ours:.2f}" if ours is not None else "-",
                 f"{100 * ours - theirs:+.2f} points" if ours is not None and theirs is not None else "-",
+                "; ".join(r.differences) or "none",  # computed by the plan (commands/study_plan.py)
                 notes,
             ]
         )
     return header, body
+
+
+def run_cell(r, rec) -> Cell:
+    """What a claim reads of one run: its test top-1, its validation top-1 at the end of its
+    first freeze stage and at the end, and whether it can speak for the write-up here."""
+    cell = Cell(r.key, dict(r.values))
+    full = r.full or r.cfg
+    if r.cfg.data.name != full.data.name:
+        cell.untestable = f"trained on {r.cfg.data.name} here, the write-up's data is {full.data.name}"
+    if r.cfg.model.weights != full.model.weights:  # our pretraining in place of ImageNet's
+        cell.weights = f"{r.key} started from our pretraining, not ImageNet's weights"
+    if rec is None:
+        return cell
+    cell.top1 = 100 * rec.summary["test_acc"] if rec.summary.get("test_acc") is not None else None
+    val = {row["epoch"]: 100 * row["val_acc"] for row in rec.metrics if row.get("val_acc") is not None}
+    stages = r.cfg.finetune.stages
+    if val:
+        cell.final_val = val[max(val)]
+        cell.stage_top1 = val.get(stages[0].epochs) if stages and stages[0].epochs else None
+    return cell
+
+
+def findings_rows(study, runs, records, outputs: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The findings table: each claim of the study file, its verdict, why, and the numbers."""
+    by_id = {r.id: r for r in records}
+    cells = [run_cell(r, by_id.get(r.id)) for r in runs]
+    by_run_id = {r.id: c for r, c in zip(runs, cells)}
+    for out in outputs:
+        if out["kind"] == "ensemble":  # an ensemble speaks for the write-up as far as its members do
+            ids = [m["id"] if isinstance(m, dict) else m for m in out["members"]]  # summary.json: {id, top1}
+            members = [by_run_id[m] for m in ids if m in by_run_id]
+            cells.append(
+                Cell(
+                    out["name"].removeprefix(f"{study.name}-"),
+                    top1=100 * out["top1"],
+                    untestable=next((m.untestable for m in members if m.untestable), ""),
+                    weights=next((m.weights for m in members if m.weights), ""),
+                )
+            )
+    rows = [
+        [f["claim"], f["verdict"], f["why"], f["numbers"]]
+        for f in evaluate(study.spec.get("findings") or [], cells, outputs)
+    ]
+    return ["the write-up's finding", "verdict", "why", "the numbers"], rows
 
 
 def step_sections(outputs: list[dict]) -> list[dict]:
@@ -104,6 +159,7 @@ def write_study_report(study, runs, outputs: list[dict], html: Path, runs_dir) -
             "scale": study.scale,
             "scale_note": scale.get("note", ""),
             "file": str(study.path),
+            "findings": findings_rows(study, runs, records, outputs),
             "beside": beside_rows(runs, records),
             "references": [
                 (reference_block(ref, records), "the write-up" if i == 0 else "the reference")

@@ -10,19 +10,24 @@ A study file (YAML; examples/writeups/ holds one per write-up):
     reference: writeup-002-cifar10    # analysis/references.yaml entries beside ours: one, or a list
                                       # (the write-up's first, then e.g. a paper's table)
     set: {key: value}                 # every run, every scale
-    scales:                           # smoke (<= 2 min, the tests), cpu (<= 30 min, 2 cores), full
+    scales:                           # smoke (<= 2 min, the tests), cpu (<= 45 min, 2 cores), full
       smoke: {set: {...}, runs: {RUN: {key: value, grid: {...}} | skip}, steps: {KIND: {option: value}},
               note: "what differs at this scale"}
+                                      # the scale's `set`: defaults a run's own `set` beats; a scale
+                                      # changes a run only through its `runs:` entry
     runs:
-      RUN: {set: {key: value}, grid: {key: [values]}, writeup: {top1: 66.71, setting: "..."}}
-                                      # writeup: one, or a list of {top1, setting, for: {key: value}}
-                                      # (`for`: the grid cell its figure is of)
-    findings: [{...}]                 # the write-up's claims, checked by the report
+      RUN: {set: {key: value}, grid: {key: [values]}, note: "our choices where the write-up is silent",
+            writeup: {top1: 66.71, setting: "...", states: {optim.lr: 0.001, params: 62006}}}
+                                      # writeup: one, or a list of {top1, setting, states, for: {key: value}}
+                                      # (`for`: the grid cell its figure is of; `states`: what the
+                                      # write-up states, checked against the full plan)
     steps:                            # in order, after the runs
       - lr_find: {run: RUN, repeats: 3, iters: 200}
       - ensemble: {name: NAME, runs: [RUN, ...], vote: hard, tie_break: RUN}
       - predict: {model: RUN or ensemble NAME, images: unlabelled | PATH, count: 50}
       - explain: {run: RUN, count: 8}
+    findings:                         # the write-up's conclusions, checked (analysis/findings.py)
+      - {claim: "A beats B", check: {better: [A, B]}, noise: 1.0, needs: imagenet}
 
 The file is checked whole before the first run trains (study_file.py: every key, shape, name and
 run config at every scale). `key=value` overrides set every run's config over the file's. A
@@ -36,6 +41,7 @@ training split - and the report says so.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable
@@ -60,7 +66,11 @@ class StudyRun:
     cfg: RunConfig
     values: dict = field(default_factory=dict)  # the grid values of this cell
     writeup: dict = field(default_factory=dict)  # {top1, setting}: what the write-up reported
-    note: str = ""  # e.g. our pretraining in place of unavailable weights
+    note: str = ""  # the study file's note on the run; our pretraining in place of unavailable weights
+    # computed (commands/study_plan.py): this scale's plan against the full plan, then the full
+    # plan against the write-up's stated settings (`writeup: {states: {...}}`)
+    differences: list[str] = field(default_factory=list)
+    full: RunConfig | None = None  # the same run's plan at full scale: what its findings are about
 
 
 @dataclass
@@ -143,10 +153,6 @@ def check_scale(study: Study) -> list[dict]:
     return check_steps(study.spec, study.scale, study.path, keys, skipped, ids, study.name)
 
 
-def settings(tree: dict | None) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in (tree or {}).items()]
-
-
 def writeup_for(writeup, values: dict) -> dict:
     """The write-up's figure for one cell: `writeup` is one {top1, setting, for} or a list of
     them, each `for` naming the grid values its figure belongs to (none: every cell)."""
@@ -159,28 +165,39 @@ def writeup_for(writeup, values: dict) -> dict:
 
 def plan(study: Study, data_dir: str | Path | None = None) -> list[StudyRun]:
     """Every run of the study at its scale, configs resolved up front (a bad key fails first);
-    `data_dir` (--data-dir) is every run's data root, as `visionbench train --data-dir` sets it."""
-    from ..config import resolve_config
+    `data_dir` (--data-dir) is every run's data root, as `visionbench train --data-dir` sets it.
+    Precedence (commands/study_plan.py): the study's `set` < the scale's `set` < the run's own
+    `set` < the scale's entry for the run < the grid cell. Each run is also resolved at `full`
+    scale: a shortened run keeps its schedule's shape, and its differences from the full plan
+    and from the write-up's stated settings are computed."""
+    from ..analysis.findings import check_findings
+    from .study_plan import keep_shape, resolve, run_overrides, scale_differences, writeup_differences
 
-    # the study's settings < the run's < the scale's < the scale's for this run
-    shared, scaled = settings(study.spec.get("set")), settings(study.scale_spec().get("set"))
-    if data_dir:
-        shared.append(f"data.dir={json.dumps(str(data_dir))}")
+    ensembles = [s["ensemble"]["name"] for s in study.spec.get("steps") or [] if "ensemble" in s]
+    check_findings(study.spec.get("findings"), [*study.spec["runs"], *ensembles], str(study.path))
+    root = [f"data.dir={json.dumps(str(data_dir))}"] if data_dir else []
     per_run = study.scale_spec().get("runs") or {}
     runs = []
     for key, run in study.spec["runs"].items():
         run = run or {}
         if per_run.get(key) == "skip":
             continue
-        own = dict(per_run.get(key) or {})
-        grid = own.pop("grid", None) or run.get("grid") or {}  # a scale may sweep fewer values
+        grid = (per_run.get(key) or {}).get("grid") or run.get("grid") or {}  # a scale may sweep fewer values
         combos = [dict(zip(grid, c)) for c in itertools.product(*grid.values())] or [{}]
         for values in combos:
             run_id = cell_id(f"{study.name}-{key}", values) if values else f"{study.name}-{key}"
-            overrides = shared + settings(run.get("set")) + scaled + settings(own) + settings(values)
+            overrides, explicit = run_overrides(study.spec, study.scale, key, run, values)
             overrides += study.overrides  # the command line's, as `train` takes them: last
-            cfg = resolve_config([], overrides + [f"name={run_id}"])
-            runs.append(StudyRun(key, run_id, cfg, values, writeup_for(run.get("writeup"), values)))
+            explicit |= {o.split("=", 1)[0].strip() for o in study.overrides}  # taken as they are
+            full_overrides, _ = run_overrides(study.spec, "full", key, run, values)
+            try:  # a bad value at full is said there, whichever scale is planned
+                full = resolve(full_overrides + root)
+            except VisionbenchError as e:
+                raise VisionbenchError(e.what, where=f"{study.path}, at scale full", fix=e.fix) from None
+            cfg = keep_shape(resolve(overrides + root + [f"name={run_id}"]), full, explicit)
+            writeup = writeup_for(run.get("writeup"), values)
+            differences = scale_differences(cfg, full) + writeup_differences(full, writeup.get("states"))
+            runs.append(StudyRun(key, run_id, cfg, values, writeup, run.get("note", ""), differences, full))
     return runs
 
 
@@ -366,4 +383,5 @@ def substitute_pretraining(r: StudyRun, runs_dir, say) -> StudyRun:
             fix="run the study again: finished runs are skipped, interrupted ones resumed",
         )
     model = r.cfg.model.model_copy(update={"pretrained": False, "weights": f"run:{pre_id}"})
-    return StudyRun(r.key, r.id, r.cfg.model_copy(update={"model": model}), r.values, r.writeup, note)
+    note = "; ".join(n for n in (r.note, note) if n)
+    return dataclasses.replace(r, cfg=r.cfg.model_copy(update={"model": model}), note=note)

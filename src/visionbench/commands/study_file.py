@@ -31,7 +31,7 @@ SCALES = ("smoke", "cpu", "full")
 FILE_KEYS = ("name", "title", "writeup", "about", "reference", "set", "scales", "runs", "steps", "findings")
 SCALE_KEYS = ("note", "set", "runs", "steps")
 RUN_KEYS = ("set", "grid", "writeup", "note")
-WRITEUP_KEYS = ("top1", "setting", "for")
+WRITEUP_KEYS = ("top1", "setting", "for", "states")
 STEP_OPTIONS = {
     "lr_find": ("run", "repeats", "iters"),
     "ensemble": ("name", "runs", "vote", "tie_break"),
@@ -140,6 +140,7 @@ class WriteupEntry(Strict):
     top1: Annotated[float, Field(strict=True)] | None = None  # a number: 86.4, not "86.4%"
     setting: str = ""
     for_: dict[str, Any] = Field({}, alias="for")
+    states: dict[str, Any] = {}  # what the write-up states (study_plan.writeup_differences checks them)
 
 
 def as_list(value):

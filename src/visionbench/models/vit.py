@@ -21,8 +21,9 @@ def patch_size_for(img_size: int, tokens: int = 8) -> int:
 class SmallViT(nn.Module):
     """Patch embedding, class token, learned positions, pre-norm transformer, linear head."""
 
-    def __init__(self, num_classes, in_chans, img_size, patch, dim, depth, heads, dropout):
+    def __init__(self, num_classes, in_chans, img_size, patch, dim, depth, heads, dropout, emb_dropout=0.0):
         super().__init__()
+        self.emb_dropout = nn.Dropout(emb_dropout)  # on the embedded tokens (vit-pytorch's emb_dropout)
         grid = img_size // patch
         self.patch_embed = nn.Conv2d(in_chans, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -36,7 +37,7 @@ class SmallViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
+        x = self.emb_dropout(torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed)
         return self.head(self.norm(self.encoder(x))[:, 0])
 
 
@@ -50,12 +51,14 @@ def vit_small(
     depth: int = 6,
     heads: int = 3,
     dropout: float = 0.0,
+    emb_dropout: float = 0.0,
 ) -> nn.Module:
-    """ViT for 28-64 px images; patch size from the input size unless given."""
+    """ViT for 28-64 px images; patch size from the input size unless given; `emb_dropout` on
+    the embedded tokens (write-up 002's ViT: dropout 0.1, emb_dropout 0.1)."""
     patch = patch_size or patch_size_for(img_size)
     if img_size % patch:
         raise VisionbenchError(
             f"vit_small: patch size {patch} does not divide the {img_size} px input",
             fix="leave model.kwargs.patch_size unset to choose one",
         )
-    return SmallViT(num_classes, in_chans, img_size, patch, dim, depth, heads, dropout)
+    return SmallViT(num_classes, in_chans, img_size, patch, dim, depth, heads, dropout, emb_dropout)
