@@ -71,3 +71,10 @@ def test_a_teacher_of_other_data_or_kind_is_refused_before_any_folder():
     from visionbench.runs import runs_root
 
     assert not (runs_root() / "s1").exists() and not (runs_root() / "s2").exists()
+
+
+def test_a_teacher_of_other_channels_is_refused_before_any_folder():
+    """The same images in RGB have the same fingerprint but not the same inputs."""
+    train(resolve_config([], [*TINY, "train.epochs=1", "name=rgb", "data.channels=3"]), quiet=True)
+    with pytest.raises(VisionbenchError, match="3x8x8 inputs differ"):
+        train(resolve_config([], [*TINY, "train.teacher=rgb", "name=grey"]), quiet=True)

@@ -58,9 +58,14 @@ def test_torchrun_two_processes_match_one_process(tmp_path, mnist_slice):
     assert a["test_n"] == b["test_n"] == 600
     assert abs(a["test_acc"] - b["test_acc"]) <= 0.005, (a["test_acc"], b["test_acc"])
     assert a["test_acc"] > 0.6  # it learned: the comparison means something
-    # train metrics are reduced over both ranks: the epochs saw the same global batches
-    for ra, rb in zip(single.metrics(), ddp.metrics(), strict=True):
-        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-3)
+    # train metrics are reduced over both ranks: the first epoch saw the same global batches from
+    # the same weights, so its loss is the same to rounding. After it the two runs drift apart in
+    # the last bits (two half batches are not summed in one batch's order) and training amplifies
+    # it: measured on an AVX-512 EPYC, epochs 2 and 3 differed by 0.12% and 3% (2.28799 equal).
+    first, *rest = zip(single.metrics(), ddp.metrics(), strict=True)
+    assert first[0]["train_loss"] == pytest.approx(first[1]["train_loss"], rel=1e-5)
+    for ra, rb in rest:
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=0.05)
     assert len(ddp.metrics()) == 3 and (ddp.path / "checkpoint.pt").is_file()
 
 

@@ -225,7 +225,9 @@ class TrainConfig(Section):
     label_smoothing: Fraction = 0.0
     loss: Annotated[str, registered("loss")] = "ce"  # engine/losses.py LOSSES; bce: as in RSB
     # weighted loss: balanced = n / (classes x count_c) over the images trained on, or one weight a class
-    class_weights: Annotated[str | list[float], AfterValidator(class_weight_setting)] = "none"
+    class_weights: Annotated[str | list[Annotated[float, Number]], AfterValidator(class_weight_setting)] = (
+        "none"
+    )
     # distillation (engine/distill.py): a finished run or saved ensemble (run:ID | ensemble:NAME, or
     # its id or folder) whose soft targets at distill_temperature make distill_weight of the loss
     teacher: str | None = None
@@ -366,15 +368,32 @@ def _check_keys(tree: dict, source: str, model: type[BaseModel] = RunConfig, pre
                     _check_keys(entry, source, item, f"{prefix}{key}[{i}].")
 
 
+def setting_path(loc: tuple) -> tuple:
+    """A validation error's location as the setting's key: pydantic adds the branch of a union
+    it tried ('train.amp.bool', 'train.class_weights.str'), which is no key of ours."""
+    keep = []
+    for part in loc:
+        if (
+            isinstance(part, str)
+            and not re.fullmatch(r"[a-z_][a-z0-9_]*", part)
+            or part in ("bool", "str", "int", "float")
+        ):
+            break
+        keep.append(part)
+    return tuple(keep)
+
+
 def build_config(tree: dict, source: str = "config") -> RunConfig:
     _check_keys(tree, source)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
+        errors = e.errors()
+        path = setting_path(errors[0]["loc"])
+        said = dict.fromkeys(x["msg"] for x in errors if setting_path(x["loc"]) == path)  # a union: each way
+        key = ".".join(map(str, path))
         raise VisionbenchError(
-            f"bad value for '{key}': {err['msg']} (got {err.get('input')!r})",
+            f"bad value for '{key}': {'; or '.join(said)} (got {errors[0].get('input')!r})",
             where=source,
             fix="`visionbench train --help-config` lists every key with its default",
         ) from None

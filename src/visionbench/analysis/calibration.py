@@ -105,12 +105,14 @@ def calibration_record(logits: np.ndarray, targets: np.ndarray, **context) -> di
     }
 
 
-def read_temperature(run: Run, weights: str) -> float | None:
-    """The temperature fitted for run `run`'s `weights` file, or None: not calibrated, or
-    calibrated for its other weights file (T fits the weights it was fitted on)."""
+def read_temperature(run: Run, weights: str, views: str | None = None) -> float | None:
+    """The temperature fitted for run `run`'s `weights` file under the test-time `views`, or
+    None: not calibrated, or calibrated for its other weights file or other views (T fits the
+    logits it was fitted on: averaged over views they are softer)."""
     record = run.read_json(CALIBRATION_FILE)
     t = record.get("temperature")
-    return float(t) if t is not None and record.get("weights", "last") == weights else None
+    same_views = views is None or record.get("tta", "none") == views
+    return float(t) if t is not None and record.get("weights", "last") == weights and same_views else None
 
 
 def calibrate_run(

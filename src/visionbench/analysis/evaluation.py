@@ -240,5 +240,5 @@ def evaluate_predictor(
         tta=predictor.views(tta),
         folder=folder,
         ensemble=ensemble,
-        temperature=ensemble.temperatures if ensemble else predictor.temperature,
+        temperature=ensemble.temperatures(tta) if ensemble else predictor.temperature_for(tta),
     )

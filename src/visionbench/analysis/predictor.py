@@ -85,11 +85,16 @@ class Member(LoadedRun):
 
     @cached_property
     def temperature(self) -> float | None:
-        """The temperature fitted for these weights (calibration.json), or None."""
-        return read_temperature(self.run, self.weights)
+        """The temperature fitted for these weights under the run's own views, or None."""
+        return self.temperature_for(None)
+
+    def temperature_for(self, tta: str | bool | None = None) -> float | None:
+        """The temperature fitted for these weights under the views `tta` names (calibration.json),
+        or None: a temperature fitted under other views is not used."""
+        return read_temperature(self.run, self.weights, self.views(tta))
 
     def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
-        return Outputs.from_logits(self.logits(images, tta), self.temperature)
+        return Outputs.from_logits(self.logits(images, tta), self.temperature_for(tta))
 
     def confidence(self) -> str:
         """How this predictor's confidence is computed, in one line."""
@@ -149,14 +154,15 @@ class Ensemble:
     def fingerprint(self) -> str:
         return self.members[0].fingerprint
 
-    @property
-    def temperatures(self) -> list[float | None]:
-        return [m.temperature for m in self.members]
+    def temperatures(self, tta: str | bool | None = None) -> list[float | None]:
+        return [m.temperature_for(tta) for m in self.members]
 
-    def combine(self, member_logits: np.ndarray, calibrated: bool = True) -> Outputs:
+    def combine(
+        self, member_logits: np.ndarray, calibrated: bool = True, tta: str | bool | None = None
+    ) -> Outputs:
         """The vote over the members' logits (M, N, C), each member's probabilities calibrated
-        by its own temperature (unless `calibrated` is false)."""
-        temperatures = self.temperatures if calibrated else [None] * len(self.members)
+        by its own temperature for the views `tta` names (unless `calibrated` is false)."""
+        temperatures = self.temperatures(tta) if calibrated else [None] * len(self.members)
         probs = np.stack([softmax(m, t) for m, t in zip(member_logits, temperatures)])
         mean = soft_vote(probs, self.weights)
         raw = self.combine(member_logits, False) if any(t is not None for t in temperatures) else None
@@ -174,7 +180,7 @@ class Ensemble:
         return Outputs(shares, preds, log_shares, member_logits, second=mean, uncalibrated=raw)
 
     def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
-        return self.combine(np.stack([m.logits(images, tta) for m in self.members]))
+        return self.combine(np.stack([m.logits(images, tta) for m in self.members]), tta=tta)
 
     def confidence(self) -> str:
         """How the vote's confidence is computed, in one line."""

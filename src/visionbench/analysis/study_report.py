@@ -66,6 +66,8 @@ def run_cell(r, rec) -> Cell:
         cell.untestable = f"trained on {r.cfg.data.name} here, the write-up's data is {full.data.name}"
     if r.cfg.model.weights != full.model.weights:  # our pretraining in place of ImageNet's
         cell.weights = f"{r.key} started from our pretraining, not ImageNet's weights"
+    elif full.model.pretrained and not r.cfg.model.pretrained:  # e.g. model.pretrained=false given
+        cell.weights = f"{r.key} trained from scratch here, not from ImageNet's weights"
     if rec is None:
         return cell
     cell.top1 = 100 * rec.summary["test_acc"] if rec.summary.get("test_acc") is not None else None

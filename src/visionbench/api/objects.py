@@ -231,7 +231,7 @@ class Run(Predicts):
         return open_predictor(self.path, None, weights, device)
 
     def evaluate(self, weights: str = "last", tta: bool | str | None = None, device: str = "auto") -> Result:
-        """`visionbench eval`: the test evaluation, its bundle written to RUN/eval-<weights>[-tta]/;
+        """`visionbench eval`: the test evaluation, its bundle written to RUN/eval-<weights>[-<views>]/;
         a dict of metrics.json's schema (top1, top5, loss, ece, per_class, confusion, ...) with
         the bundle's figures.
 
@@ -330,7 +330,7 @@ class Ensemble(Predicts):
 
     def evaluate(self, tta: bool | str | None = None) -> Result:
         """The test evaluation again (with TTA: each member averages the image and its mirror);
-        a saved ensemble writes its bundle into ENSEMBLE/eval[-tta]/.
+        a saved ensemble writes its bundle into ENSEMBLE/eval[-<views>]/.
 
         >>> vb.load("trio").evaluate(tta=True)["top1"]
         """

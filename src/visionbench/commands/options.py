@@ -118,5 +118,5 @@ def as_overrides(tree: dict, prefix: str = "") -> list[str]:
         if isinstance(value, dict) and prefix + key not in leaves:
             items += as_overrides(value, f"{prefix}{key}.")
         else:
-            items.append(f"{prefix}{key}={json.dumps(value)}")
+            items.append(f"{prefix}{key}={json.dumps(value, default=str)}")  # a Path as its text
     return items

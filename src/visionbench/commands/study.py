@@ -216,14 +216,13 @@ def run_study(
     folder = study_folder(runs_root(runs_dir) / study.name)
     said = f" with {' '.join(study.overrides)}" if study.overrides else ""
     say(f"study {study.name}: {len(runs)} runs, {len(study.steps)} steps{said}")
-    runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
-    results = run_grid(
-        [Cell(r.id, r.values, r.cfg) for r in runs],
-        runs_dir,
-        say=say,
-        fix=f"the study file (or a key=value) changed since that run was made: remove the run folder to train it again "
-        f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)",
+    fix = (
+        f"the study file (or a key=value) changed since that run was made: remove the run folder to train it again "
+        f"(or all of {runs_root(runs_dir) / study.name}-* to start the study afresh)"
     )
+    check_before_pretraining(runs, runs_dir, fix)
+    runs = [substitute_pretraining(r, runs_dir, say) for r in runs]
+    results = run_grid([Cell(r.id, r.values, r.cfg) for r in runs], runs_dir, say=say, fix=fix)
     check_results(results)
     statuses = {r["id"]: r["status"] for r in results}
     before = steps_done(folder)
@@ -241,6 +240,24 @@ def run_study(
         "runs": statuses,
         "steps": outputs,
     }
+
+
+def check_before_pretraining(runs: list[StudyRun], runs_dir, fix: str) -> None:
+    """What run_grid checks, checked before any of our pretraining trains (minutes to hours):
+    no run (or pretraining run) of the study is another process's, and no run already made
+    (save one that starts from our pretraining, checked once that is decided) has other settings."""
+    from .sweep import check_unchanged, check_unowned
+
+    cells = [Cell(r.id, r.values, r.cfg) for r in runs]
+    check_unowned(
+        cells + [Cell(f"{r.id}-ourpretrain", {}, r.cfg) for r in runs if r.cfg.model.pretrained], runs_dir
+    )
+
+    def substituted(cell: Cell) -> bool:
+        saved = runs_root(runs_dir) / cell.id / "config.yaml"
+        return saved.is_file() and Run(saved.parent).config().model.weights == f"run:{cell.id}-ourpretrain"
+
+    check_unchanged([c for c in cells if not substituted(c)], runs_dir, fix)
 
 
 def study_folder(folder: Path) -> Path:

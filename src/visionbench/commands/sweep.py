@@ -202,7 +202,8 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
     data.dir is where the data was found, not what it is (the checkpoint checks its fingerprint):
     --data-dir one time and $VISIONBENCH_DATA the next is the same run; the evaluation batch may
     have been brought down to fit in memory (engine/memory.py) and changes no result; train.amp=true
-    was recorded as the autocast chosen for the device (engine/device.py resolve_amp)."""
+    was recorded as the autocast chosen for the device (engine/device.py resolve_amp), and an unset
+    train.accumulate as the micro-batches chosen when the batch did not fit (engine/memory.py)."""
 
     def flat(tree: dict, prefix: str = "") -> dict:
         out = {}
@@ -217,6 +218,7 @@ def same_settings(saved: RunConfig, wanted: RunConfig) -> bool:
         if k not in NO_RESULT_KEYS
         and not (k in AUTO_KEYS and v is None)
         and not (k == "train.amp" and v is True)
+        and not (k == "train.accumulate" and v == 1)  # chosen when the set batch did not fit
     )
 
 

@@ -168,11 +168,21 @@ def load_teacher(cfg: RunConfig, data: Prepared, root: Path, device, console: Co
             f"train.teacher={ref} names {found}",
             fix=f"write train.teacher={'ensemble' if is_ensemble else 'run'}:{name}",
         )
-    if predictor.fingerprint != data.dataset.fingerprint:
+    shape = tuple(predictor.spec.shape)
+    if predictor.fingerprint != data.dataset.fingerprint or shape != tuple(data.dataset.shape):
         raise VisionbenchError(
             f"the teacher '{predictor.id}' was trained and tested on other data than this run's (its data "
-            "fingerprint differs): it would be shown images it never learned to read",
+            f"fingerprint or its {'x'.join(map(str, shape))} inputs differ): it would be shown images it "
+            "never learned to read",
             fix="distil from a run (or ensemble) trained on this run's data and data settings",
+        )
+    held = {(m.cfg.data.val_fraction, m.cfg.data.split_seed) for m in predictor.members}
+    if held != {(cfg.data.val_fraction, cfg.data.split_seed)}:
+        console.print(
+            f"warning: the teacher '{escape(predictor.id)}' held out another validation split "
+            "(data.val_fraction, data.split_seed): it may have trained on this run's validation images, "
+            "so validation figures (and what is chosen by them) read high",
+            style="yellow",
         )
     members = predictor.members
     console.print(
@@ -506,7 +516,8 @@ def finish(
         "test_top5": rep["top5"],
         "test_balanced_acc": rep["balanced_acc"],  # beside top-1: a class never predicted shows here
         "test_macro_f1": rep["macro_f1"],
-        "test_loss": rep["loss"],
+        "test_loss": rep.get("loss_uncalibrated", rep["loss"]),  # the model's own NLL, as before calibration
+        "test_loss_calibrated": rep["loss"] if "loss_uncalibrated" in rep else None,
         "best_val_acc": best if data.val is not None else None,
         "epochs": len(rows),  # fewer than train.epochs after an early stop
         "train_seconds": sum(r["seconds"] for r in rows),
