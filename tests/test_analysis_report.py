@@ -97,6 +97,7 @@ def test_html_report_renders_offline_without_errors(explained_run, tmp_path):
     assert console == []
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_markdown_report_links_figures_that_exist(explained_run, tmp_path):
     md = tmp_path / "docs" / "report.md"
     res = runner.invoke(

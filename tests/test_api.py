@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_python_and_cli_runs_end_with_bitwise_equal_weights(tmp_path, one_thread):
     settings = ["model.kwargs={width: 8}", "optim.lr=0.05", "aug.crop_padding=1"]
     res = runner.invoke(
@@ -177,6 +178,7 @@ def test_one_explain_index_is_a_list_of_one(tiny_run):
     assert [r["index"] for r in explained["images"]] == [3]
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_runs_compare_and_ensemble(tiny_run, tmp_path):
     runs_dir = tmp_path / "more"
     b = vb.train(
@@ -204,6 +206,7 @@ def test_runs_compare_and_ensemble(tiny_run, tmp_path):
     assert again.evaluate()["top1"] == pytest.approx(pair.report["top1"])
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_sweep_and_lr_find(tmp_path):
     tiny = {
         "data": "digits",

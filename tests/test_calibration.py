@@ -87,6 +87,7 @@ def test_a_run_is_calibrated_and_its_bundle_and_predictions_use_it(tiny_run):
     assert confidence != pytest.approx(softmax(logits).max(1), abs=1e-4)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_soft_vote_averages_calibrated_probabilities(digit_runs):
     members = [load_member(r, digit_runs) for r in ("a", "b")]
     assert all(m.temperature for m in members)

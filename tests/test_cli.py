@@ -27,6 +27,7 @@ def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_demo_reaches_95_percent_on_digits(tmp_path):
     res = invoke("demo", "--runs-dir", str(tmp_path / "runs"))
     assert res.exit_code == 0, res.output
@@ -37,6 +38,7 @@ def test_demo_reaches_95_percent_on_digits(tmp_path):
     assert f"{summary['test_acc']:.2%}" in res.output
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_train_then_runs_then_eval_agree(tmp_path):
     res = invoke("train", *TINY, "--name", "one", "--json")
     assert res.exit_code == 0, res.output
@@ -140,6 +142,7 @@ def test_data_info_digits():
     assert info["splits"]["train"]["n"] + info["splits"]["test"]["n"] == 1797
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_models_lists_registry():
     rows = json.loads(invoke("models", "--json").stdout)
     assert {"simple_cnn", "small_cnn", "scratch_cnn", "vit_small", "vgg16", "resnet152"} <= {

@@ -202,6 +202,7 @@ def test_stream_refuses_archives(tmp_path):
         load_dataset(f"folder:{archive}", None, stream=True)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_streamed_folder_trains_and_evaluates(tmp_path):
     from visionbench.commands.evaluate import evaluate
     from visionbench.commands.train import train
@@ -229,6 +230,7 @@ def test_streamed_folder_trains_and_evaluates(tmp_path):
     assert evaluate(run.id)["n"] == 6
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_animated_gif_and_multipage_tiff_give_their_first_frame():
     import io
 

@@ -38,6 +38,7 @@ def test_the_soft_loss_is_hintons():
     )  # a student that answers as its teacher: nothing to learn
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_student_learns_from_the_teacher_alone_and_resumes_exactly(tmp_path, monkeypatch):
     """distill_weight=1: the labels are never used, so what the student learns came from its
     teacher; a run stopped mid-epoch and resumed ends with the same weights."""

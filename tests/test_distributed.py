@@ -132,6 +132,7 @@ def _main_first_on_rank(rank: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_main_first_shares_any_error_of_rank_0(tmp_path):
     # rank 0 fails creating the run folder: rank 1 must stop at once, not wait for the timeout
     import torch.multiprocessing as mp

@@ -72,6 +72,7 @@ def test_tta_bundle_is_separate_and_differs(digit_runs):
     assert not np.allclose(a, b)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_ensemble_reports_members_and_votes_and_saves(digit_runs):
     args = ["ensemble", "a", "b", "c", "--runs-dir", str(digit_runs)]
     res = invoke(*args, "--tie-break", "b", "--save", "trio")
@@ -141,6 +142,7 @@ def test_a_run_json_missing_its_shape_is_a_clear_error_not_a_traceback(digit_run
 @pytest.mark.parametrize(
     "trained, later", [("1", "1"), ("0", "1")], ids=["bf16-autocast", "fp32-then-bf16-cpu"]
 )
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_one_image_one_figure_in_every_command(tmp_path, monkeypatch, trained, later):
     """Training's test pass, `eval`, `predict` and an ensemble compute the same logits for the
     same image and weights: under the run's recorded autocast (bf16 on this CPU, native or

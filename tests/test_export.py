@@ -22,6 +22,7 @@ def export(tiny_run, *args: str):
     return res
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch_on_64_real_images(tiny_run, fmt):
     if fmt == "onnx":
@@ -65,6 +66,7 @@ def test_torchscript_export_leaves_model_in_contiguous_layout(tiny_run, tmp_path
     assert module(torch.rand(1, 1, 8, 8)).shape == (1, 10)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_each_format_keeps_its_own_metadata(tiny_run):
     """ONNX then TorchScript into the run's export/: the second does not overwrite the first's
     metadata and parity record."""

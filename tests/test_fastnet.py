@@ -265,6 +265,7 @@ def test_flip_translate_views_average_to_the_plain_logits_of_an_invariant_model(
     )
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_fast_recipe_trains_resumes_exactly_and_tests_with_tta(tmp_path, monkeypatch):
     from conftest import cut_then_resume
 
@@ -353,6 +354,7 @@ def test_cuda_autocast_is_bf16_from_ampere_and_fp16_with_a_scaler_before(monkeyp
     assert device_module.resolve_amp(False, cuda) is False
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_fp16_steps_go_through_the_gradient_scaler(monkeypatch):
     """The fp16 path (pre-Ampere GPUs) scales the loss, unscales before clipping, and keeps the
     scale in the checkpoint; run here on the CPU's fp16 autocast, declared native for the test."""
@@ -371,6 +373,7 @@ def test_fp16_steps_go_through_the_gradient_scaler(monkeypatch):
     assert Run(run.path).read_json("summary.json")["test_acc"] > 0.3
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
 def test_default_threads_follow_the_cores_the_process_may_use():
     """Pinned to one core (taskset, a container's cpuset), a run uses one thread, not the

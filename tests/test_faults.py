@@ -44,6 +44,7 @@ def wait_for_new_checkpoint(run_dir, old: str | None, proc: subprocess.Popen) ->
     raise AssertionError("no checkpoint within 120 s")
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_kill_9_at_random_steps_then_resume_gives_identical_weights(tmp_path, tiny_overrides):
     overrides = tiny_overrides + ["train.epochs=4", "train.threads=1", "model.dropout=0.2"]
     full = train(resolve_config([], overrides + ["name=full"]), quiet=True)
@@ -74,6 +75,7 @@ def test_kill_9_at_random_steps_then_resume_gives_identical_weights(tmp_path, ti
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_sigterm_during_validation_saves_and_resume_equals_uninterrupted(monkeypatch, tiny_overrides):
     cfg = resolve_config([], tiny_overrides)
     full = train(cfg.model_copy(update={"name": "full"}), quiet=True)
@@ -94,6 +96,7 @@ def test_sigterm_during_validation_saves_and_resume_equals_uninterrupted(monkeyp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_periodic_checkpoints_do_not_change_the_result(tiny_overrides):
     plain = train(resolve_config([], tiny_overrides), quiet=True)
     cut = train(resolve_config([], tiny_overrides + ["train.checkpoint_steps=3"]), quiet=True)
@@ -103,6 +106,7 @@ def test_periodic_checkpoints_do_not_change_the_result(tiny_overrides):
     assert cut.metrics()[1]["train_acc"] == plain.metrics()[1]["train_acc"]
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_eight_concurrent_runs_in_one_folder_are_all_listed_and_whole(tmp_path, tiny_overrides):
     # no names: all eight pick the same <time>-<data>-<model> id and must each claim their own
     cmd = CLI + ["train", "--quiet", *tiny_overrides, "train.epochs=1", "train.threads=1"]
@@ -174,6 +178,7 @@ def test_a_full_disk_stops_training_with_a_clear_error_and_resume_finishes(small
     assert run.finished and [r["epoch"] for r in run.metrics()] == [1, 2]
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_signal_during_the_test_pass_marks_the_run_interrupted_and_resume_equals_uninterrupted(
     monkeypatch, tiny_overrides
 ):
@@ -197,6 +202,7 @@ def test_a_signal_during_the_test_pass_marks_the_run_interrupted_and_resume_equa
     assert resumed.read_json("summary.json")["test_acc"] == full.read_json("summary.json")["test_acc"]
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_output_closed_by_head_marks_the_run_interrupted_and_resume_finishes(tmp_path, tiny_overrides):
     cmd = CLI + ["train", *tiny_overrides, "train.threads=1", "train.epochs=3", "name=piped"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

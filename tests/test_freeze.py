@@ -64,6 +64,7 @@ def test_until_a_layer_freezes_what_comes_before_it():
         staged(model, FinetuneConfig(stages=[FreezeStage(freeze="head-only"), FreezeStage()]))
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_resumed_staged_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides):
     stages = "finetune.stages=[{epochs: 1, freeze: head-only}, {backbone_lr_mult: 0.1}]"
     cfg = resolve_config([], tiny_overrides + [stages, "model.dropout=0.2"])
@@ -93,6 +94,7 @@ def test_frozen_stage_leaves_the_backbone_as_loaded(tiny_overrides):
     assert head.read_json("weights.json")["loaded"] == list(a)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_stages_past_the_last_epoch_are_named_in_one_warning(tiny_overrides, capsys):
     model = create_model("small_cnn", num_classes=10, width=4)
     two = [FreezeStage(epochs=5, freeze="head-only"), FreezeStage(freeze="none")]

@@ -46,6 +46,7 @@ def same_weights(a: Run, b: Run) -> bool:
     return all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_cached_features_end_with_the_weights_of_the_frozen_backbone(one_thread):
     through = trained(HEAD_THEN_ALL + ["name=through", "finetune.cache_features=off"])
     cached = trained(HEAD_THEN_ALL + ["name=cached", "finetune.cache_features=on"])
@@ -65,6 +66,7 @@ def test_a_second_run_reads_the_features_back(one_thread, capsys):
     assert "computed" not in second
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_run_ending_frozen_is_tested_on_cached_features_with_the_same_outputs(
     one_thread, capsys, monkeypatch
 ):
@@ -155,6 +157,7 @@ def test_views_equal_the_augmented_epochs_and_cycle(one_thread):
     assert len(flipped) > len(seen[0]) // 2  # two views, not one served twice
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_resume_inside_a_cached_stage_is_exact(tmp_path, monkeypatch, one_thread):
     full = trained(HEAD_THEN_ALL + ["name=full"])
 

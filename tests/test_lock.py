@@ -65,6 +65,7 @@ def gone_pid() -> int:
     return done.pid
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_run_another_process_trains_is_refused_then_resumes_after_its_kill_9(
     tmp_path, tiny_run, tiny_overrides, holder
 ):
@@ -93,6 +94,7 @@ def test_a_run_another_process_trains_is_refused_then_resumes_after_its_kill_9(
     assert is_locked(path) is False  # and so did the run at its end
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_the_training_process_holds_its_run_until_the_end(tmp_path, tiny_overrides):
     seen = []
 

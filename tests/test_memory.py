@@ -98,6 +98,7 @@ def test_inference_bytes_are_the_largest_input_and_output_held_at_once(one_threa
     assert torch.equal(rng, torch.get_rng_state())  # the run's random stream is not consumed
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_an_eval_batch_too_large_is_brought_down_chosen_or_set_and_a_rerun_still_skips(
     tiny_overrides, monkeypatch, capsys
 ):

@@ -53,6 +53,7 @@ def test_grid_cut_short_then_rerun_skips_finished_and_resumes(tmp_path, monkeypa
     assert "model.kwargs.width \\ optim.lr" in third.output
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_sweep_file_and_a_changed_setting_under_the_same_name(tmp_path):
     spec = tmp_path / "sweep.yaml"
     spec.write_text("name: f\nset: {train.threads: 1}\ngrid: {seed: [0, 1]}\n")
@@ -66,6 +67,7 @@ def test_sweep_file_and_a_changed_setting_under_the_same_name(tmp_path):
     assert res.exit_code == 2 and "optim.lr" in res.output
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_optuna_search_with_journal_file_runs_each_trial_as_a_run(tmp_path):
     res = invoke(
         "sweep",

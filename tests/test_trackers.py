@@ -100,6 +100,7 @@ def test_a_failing_tracker_is_one_warning_and_the_run_finishes(tiny_overrides, t
     assert json.loads((run.path / "tracking.json").read_text())["error"] == "OSError: disk full"
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_an_unreachable_store_is_one_warning_too(tiny_overrides, tmp_path, monkeypatch, capsys):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://tracking.invalid")

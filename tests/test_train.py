@@ -51,6 +51,7 @@ BALANCED = ["data.sampler=balanced", "train.class_weights=balanced"]
         "mid-epoch-2-balanced",
     ],
 )
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_resumed_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_overrides, stop_step, extra, bf16):
     # dropout: RNG state matters too; bf16: the CPU autocast path (native here, or emulated)
     monkeypatch.setenv("VISIONBENCH_CPU_BF16", bf16)
@@ -97,6 +98,7 @@ def test_finished_run_is_never_overwritten(tiny_overrides):
     assert before == after
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_run_record_has_everything(tiny_overrides):
     run = train(resolve_config([], tiny_overrides), quiet=True)
     for f in (
@@ -161,6 +163,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tiny_overrid
     assert all(torch.isfinite(v.float()).all() for v in best.values())
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_finite_but_diverging_loss_is_warned_once_and_recorded(monkeypatch, tiny_overrides, capsys):
     real_build = train_module.build_model
 
@@ -271,6 +274,7 @@ def test_resume_refuses_changed_data(tmp_path, monkeypatch):
         train(None, resume="changing", quiet=True)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_run_killed_before_its_first_checkpoint_can_be_resumed(tiny_overrides):
     first = train(resolve_config([], tiny_overrides + ["name=early", "train.epochs=1"]), quiet=True)
     for f in list(first.path.glob("checkpoint.pt*")) + [first.path / "summary.json"]:

@@ -85,6 +85,7 @@ def test_a_file_matching_only_the_head_is_an_error_a_new_head_is_not():
     check_fit(target, head, "simple_cnn", load_state(target, other_size), other_size, "w.pth", "fix")  # CIFAR
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_run_weights_of_another_model_name_that_model_and_the_fix_works(tiny_overrides):
     from visionbench.commands.train import train
     from visionbench.config import resolve_config
