@@ -121,6 +121,8 @@ def test_run_record_has_everything(tiny_overrides):
     # one test evaluation: training's bundle has `visionbench eval`'s schema and figures
     metrics = run.read_json("eval-last/metrics.json")
     assert metrics["top1"] == summary["test_acc"] and metrics["n"] == summary["test_n"] == 359
+    # the names scripts read: balanced accuracy and macro-F1 beside top-1
+    assert (summary["balanced_acc"], summary["macro_f1"]) == (metrics["balanced_acc"], metrics["macro_f1"])
     assert {"per_class", "confusion", "ece", "mistakes"} <= set(metrics)
     report = run.read_json("run.json")["data_report"]
     assert report["splits"]["train"] + report["splits"]["val"] == 1438

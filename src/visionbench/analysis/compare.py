@@ -127,8 +127,8 @@ def compare_table(runs: list[RunRecord], rows: str = "model.name", cols: str | N
                 "acc_mean": float(acc.mean()),
                 "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else None,
                 # beside top-1: a class the runs never predict shows in these (None: older runs)
-                "balanced_acc_mean": percent(mean_of([m.summary.get("test_balanced_acc") for m in members])),
-                "macro_f1_mean": percent(mean_of([m.summary.get("test_macro_f1") for m in members])),
+                "balanced_acc_mean": percent(mean_of([m.summary.get("balanced_acc") for m in members])),
+                "macro_f1_mean": percent(mean_of([m.summary.get("macro_f1") for m in members])),
                 "params": mean_of([m.summary.get("params") for m in members]),
                 "train_seconds": mean_of([m.summary.get("train_seconds") for m in members]),
                 "images_per_s": mean_of([m.images_per_s for m in members]),

@@ -87,8 +87,8 @@ def leaderboard(records: list[RunRecord]) -> tuple[list[str], list[list[str]]]:
             str(r.summary.get("epochs", "-")),
             pct(r.summary.get("test_acc")),
             pct(r.summary.get("test_top5")),
-            pct(r.summary.get("test_balanced_acc")),  # None for runs finished before it existed
-            pct(r.summary.get("test_macro_f1")),
+            pct(r.summary.get("balanced_acc")),  # None for runs finished before it existed
+            pct(r.summary.get("macro_f1")),
             num(r.summary.get("params"), ","),
             num(r.summary.get("train_seconds"), ".1f"),
             num(r.images_per_s, ",.0f"),

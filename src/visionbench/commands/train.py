@@ -514,8 +514,8 @@ def finish(
     summary = {
         "test_acc": rep["top1"],
         "test_top5": rep["top5"],
-        "test_balanced_acc": rep["balanced_acc"],  # beside top-1: a class never predicted shows here
-        "test_macro_f1": rep["macro_f1"],
+        "balanced_acc": rep["balanced_acc"],  # beside top-1: a class never predicted shows here
+        "macro_f1": rep["macro_f1"],
         "test_loss": rep.get("loss_uncalibrated", rep["loss"]),  # the model's own NLL, as before calibration
         "test_loss_calibrated": rep["loss"] if "loss_uncalibrated" in rep else None,
         "best_val_acc": best if data.val is not None else None,

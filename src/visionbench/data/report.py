@@ -14,7 +14,7 @@ IMBALANCE_RATIO = 3.0  # largest / smallest class in a split above this gets a w
 IMBALANCE_ADVICE = (
     "with imbalanced classes, train with train.class_weights=balanced (a weighted loss) or "
     "data.sampler=balanced (class-balanced batches), and judge runs by balanced accuracy and "
-    "macro-F1 (summary.json test_balanced_acc, test_macro_f1): top-1 hides a class never predicted"
+    "macro-F1 (summary.json balanced_acc, macro_f1): top-1 hides a class never predicted"
 )
 
 

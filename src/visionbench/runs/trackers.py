@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlparse
 from ..errors import VisionbenchError
 from .record import Run
 
-TEST_METRICS = ("test_acc", "test_top5", "test_balanced_acc", "test_macro_f1", "test_loss")
+TEST_METRICS = ("test_acc", "test_top5", "balanced_acc", "macro_f1", "test_loss")
 # what an MLflow run carries as artifacts: the figures, the summary and what reproduces the run
 ARTIFACTS = (
     "summary.json",
