@@ -99,14 +99,19 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def frozen_fingerprint(model: nn.Module, split: Split) -> str:
-    """sha256 of every tensor the frozen layers compute with: their weights and buffers."""
+def state_digest(model: nn.Module, skip: Callable[[str], bool] = lambda name: False) -> str:
+    """sha256 of every tensor of the model's state (weights and buffers) but those `skip` names."""
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
-        if not split.rest.owns(name):
+        if not skip(name):
             h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
+
+
+def frozen_fingerprint(model: nn.Module, split: Split) -> str:
+    """sha256 of every tensor the frozen layers compute with: their weights and buffers."""
+    return state_digest(model, split.rest.owns)
 
 
 def read_features(folder: Path, meta: dict) -> dict[str, np.ndarray]:
