@@ -181,3 +181,17 @@ def test_an_ensemble_teacher_gives_the_calibrated_soft_vote_of_predict(monkeypat
     x, _ = next(data.loader("test", np.arange(16)).epoch(0))
     voted = pair.outputs(data.dataset.splits["test"].images[:16], tta=False).probs
     assert np.allclose(teacher.probs(x).numpy(), voted, atol=1e-5)
+
+
+def test_a_cached_teacher_teaches_a_head_trained_on_cached_frozen_features(capsys):
+    """Unaugmented, neither the teacher nor the frozen layers need the images each step: the
+    head trains on the frozen layers' cached output and the teacher's cached targets, and ends
+    with the weights of running both every step."""
+    train(resolve_config([], [*FIXED, "train.epochs=1", "name=t"]), quiet=True)
+    head = [*FIXED, "train.epochs=1", "finetune.freeze=head-only", "train.teacher=run:t"]
+    capsys.readouterr()
+    cached = train(resolve_config([], [*head, "name=cached", "finetune.cache_features=on"]))
+    assert "the rest (head) trains on it" in capsys.readouterr().out
+    through = train(resolve_config([], [*head, "name=through", "finetune.cache_features=off"]), quiet=True)
+    a, b = cached.load_weights("last"), through.load_weights("last")
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=1e-5) for k in a)

@@ -44,6 +44,10 @@ class FeatureLoader:
     def __len__(self) -> int:
         return len(self.images)
 
+    def indices(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        """Each batch's image indices (a distillation teacher's cached targets are read by them)."""
+        return self.images.indices(epoch, start_batch)
+
     def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         features = self.views[epoch % len(self.views)]
         for idx in self.images.indices(epoch, start_batch):
@@ -78,8 +82,8 @@ def run_reason(cfg: RunConfig, world: int, model: nn.Module) -> str | None:
         return "distributed training (torchrun) runs the whole model on every rank"
     if cfg.data.stream:
         return "data.stream decodes the images from their files every epoch"
-    if cfg.train.teacher:
-        return "train.teacher's networks read the images of every batch"
+    if cfg.train.teacher and aug:  # unaugmented, its targets are cached by image (commands/teacher.py)
+        return "train.teacher's networks read the augmented images of every batch"
     if cfg.train.ema or cfg.train.lookahead:
         return f"train.{'ema' if cfg.train.ema else 'lookahead'} averages the whole model's weights"
     if hasattr(model, "start_epoch"):
