@@ -127,6 +127,7 @@ def test_an_augmented_student_runs_its_teacher_every_step_and_says_so(capsys, te
     assert teacher_images == [32] * (trained_images(run) // 32)
 
 
+@pytest.mark.slow  # three trainings: over 2 s on 2 cores
 def test_a_cached_teacher_resumes_exactly(monkeypatch, tmp_path):
     from conftest import cut_then_resume
 
