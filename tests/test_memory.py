@@ -148,7 +148,7 @@ def test_the_memory_check_counts_a_teachers_parameters_activations_and_targets(t
     from visionbench.engine.distill import Teacher
     from visionbench.models.build import build_model
 
-    cfg = resolve_config([], tiny_overrides + QUICK)
+    cfg = resolve_config([], tiny_overrides + QUICK + ["aug.crop_padding=0"])  # unaugmented: cached
     data = prepare_data(cfg, torch.device("cpu"))
     model, ranks = build_model(cfg, data.dataset, torch.device("cpu")), Ranks(torch.device("cpu"))
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
@@ -157,3 +157,6 @@ def test_the_memory_check_counts_a_teachers_parameters_activations_and_targets(t
     assert taught.per_image - alone.per_image == 2 * 1024  # both networks run, one after the other
     params = 4 * (4 * 9 + 4 + 256 * 10 + 10)
     assert taught.fixed - alone.fixed == 2 * params + 4 * len(data.keep) * 10
+    data.cfg = resolve_config([], tiny_overrides + QUICK)  # aug.crop_padding=1: the teacher runs each step
+    taught = memory.batch_memory(model, data, ranks, teacher=Teacher([net, net], [1, 1], 0.5, 4.0))
+    assert taught.fixed - alone.fixed == 2 * params

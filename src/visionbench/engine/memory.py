@@ -21,6 +21,7 @@ from ..models.build import auto_settings, input_size_errors
 from .device import amp_dtype
 from .distill import Teacher
 from .distributed import Ranks
+from .features import augmentations
 
 # A step's peak over the activations the forward pass saves: measured 1.03 (ResNet-50, 28 px,
 # batch 32) and 1.09 (ResNet-18, 224 px, batch 16) on the CPU from the process's peak RSS,
@@ -121,12 +122,13 @@ def device_free(device: torch.device) -> int | None:
 def teacher_memory(teacher: Teacher | None, data: Prepared, device: torch.device, amp=None) -> BatchMemory:
     """A distillation teacher's share of a step: its networks' inference activations an image
     (run one after another under no_grad, beside the student's saved ones: the largest counts),
-    and its parameters and buffers with its cached targets (one float32 row a training image)."""
+    and its parameters and buffers with its cached targets (one float32 row a training image,
+    cached where the run has no train-time augmentation)."""
     if teacher is None:
         return BatchMemory(0, 0, 0)
     shape = data.dataset.shape
     per_image = max(inference_bytes_per_image(m, shape, device, amp) for m in teacher.models)
-    cached = 4 * len(data.keep) * len(data.dataset.classes)
+    cached = 0 if augmentations(data.cfg.aug) else 4 * len(data.keep) * len(data.dataset.classes)
     return BatchMemory(per_image, teacher.nbytes() + cached, 0)
 
 
