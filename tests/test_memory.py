@@ -139,3 +139,24 @@ def test_other_forward_errors_are_not_taken_for_small_inputs(tiny_overrides):
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         with input_size_errors(cfg, type("Data", (), {"shape": (1, 8, 8), "classes": list("ab")})):
             nn.Linear(3, 2)(torch.rand(2, 4))
+
+
+def test_the_memory_check_counts_a_teachers_parameters_activations_and_targets(tiny_overrides, one_thread):
+    """A teacher's inference activations an image (its largest module's input + output, here
+    the ReLU's 4x8x8 in and out) beside the student's, and its weights and cached targets."""
+    from visionbench.data.prepare import prepare_data
+    from visionbench.engine.distill import Teacher
+    from visionbench.models.build import build_model
+
+    cfg = resolve_config([], tiny_overrides + QUICK + ["aug.crop_padding=0"])  # unaugmented: cached
+    data = prepare_data(cfg, torch.device("cpu"))
+    model, ranks = build_model(cfg, data.dataset, torch.device("cpu")), Ranks(torch.device("cpu"))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
+    alone = memory.batch_memory(model, data, ranks)
+    taught = memory.batch_memory(model, data, ranks, teacher=Teacher([net, net], [1, 1], 0.5, 4.0))
+    assert taught.per_image - alone.per_image == 2 * 1024  # both networks run, one after the other
+    params = 4 * (4 * 9 + 4 + 256 * 10 + 10)
+    assert taught.fixed - alone.fixed == 2 * params + 4 * len(data.keep) * 10
+    data.cfg = resolve_config([], tiny_overrides + QUICK)  # aug.crop_padding=1: the teacher runs each step
+    taught = memory.batch_memory(model, data, ranks, teacher=Teacher([net, net], [1, 1], 0.5, 4.0))
+    assert taught.fixed - alone.fixed == 2 * params

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..analysis.calibration import calibrate_run
 from ..analysis.evaluation import evaluation
 from ..analysis.plots import plot_curves
-from ..analysis.predictor import Ensemble, Outputs, open_predictor
+from ..analysis.predictor import Outputs
 from ..config import RunConfig, dump_config
 from ..console import bars_off, count_bar, make_console
 from ..data.loader import TensorLoader
@@ -56,6 +56,7 @@ from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
 from ..runs.lock import refuse_if_owned
 from ..runs.trackers import Tracker, require_tracker, start_tracker
+from .teacher import cache_targets, check_teacher, load_teacher, record_teacher
 
 
 class Interrupted(VisionbenchError):
@@ -95,15 +96,17 @@ def train(
     asked, (cfg, data) = cfg, load_data(cfg, ranks, console)
     cfg = recorded_amp(cfg, ranks.device, console)
     model = build_model(cfg, data.dataset, ranks.device)  # data and model errors come before any folder
-    cfg = fit_batch(
-        cfg, asked, data, model, ranks, lambda m: console.print(escape(m)), bool(resumed)
-    )  # or an error
+    teacher = load_teacher(cfg, data, root, ranks.device, console)  # or an error, before any folder
+    if resumed:
+        check_teacher(resumed, teacher)  # the teacher it started with, or an error
+    say = lambda m: console.print(escape(m))
+    cfg = fit_batch(cfg, asked, data, model, ranks, say, bool(resumed), teacher)  # or an error
     weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     if not resumed and (warning := state.freezing.unreached()):
         console.print(escape(warning), style="yellow")
     features = frozen_features(cfg, model, data, state, ranks, console)  # cache_features=on errors, too
-    teacher = load_teacher(cfg, data, root, ranks.device, console)  # or an error, before any folder
+    cache_targets(cfg, data, teacher, console)  # once per training image, where they stay the same
     # from here on the run is this process's (locked) and a run that stops says so in run.json;
     # a finished one is let go before its tracker's last write (no one trains it again)
     with claim_folder(cfg, ranks, root, resumed) as run, recorded_failure(run) as record:
@@ -118,6 +121,7 @@ def train(
             console.print(f"resuming [bold]{run.id}[/] at epoch {state.epoch + 1}, batch {state.batch}")
         else:
             start_record(run, cfg, ranks.device, weights_report, console, restarted=bool(resumed))
+            record_teacher(run, teacher)
         announce(run, cfg, data, model, ranks.device, console)
         record.tracker = tracker = (
             start_tracking(cfg, run, state.epoch, console) if ranks.is_main else Tracker()
@@ -133,7 +137,6 @@ def train(
             with stop_on_signals(at_once=True):
                 tta, last = bool(tta_views(cfg.train.tta)), state.epoch - 1
                 # the rest on cached features, or all; the validation pass fits the temperature
-                say = lambda msg: console.print(escape(msg))
                 val = lambda: features.evaluated("val", scored, tta, last)
                 temperature = calibrate_run(run, cfg, data, val, amp, say)
                 tested = features.evaluated("test", scored, tta, last)
@@ -151,48 +154,6 @@ def recorded_amp(cfg: RunConfig, device: torch.device, console: Console) -> RunC
     if amp is not cfg.train.amp and amp:
         console.print(f"autocast: {amp} (native on this {device.type}; train.amp=false for fp32)")
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"amp": amp})})
-
-
-def load_teacher(cfg: RunConfig, data: Prepared, root: Path, device, console: Console) -> Teacher | None:
-    """train.teacher's networks on this run's device, refused unless trained and tested on the
-    same data (their inputs are this run's batches, normalised as its loader does)."""
-    ref = cfg.train.teacher
-    if not ref:
-        return None
-    kind, name = ref.split(":", 1) if ref.startswith(("run:", "ensemble:")) else ("", ref)
-    predictor = open_predictor(name, root, None, str(device))
-    is_ensemble = isinstance(predictor, Ensemble)
-    if kind and (kind == "ensemble") != is_ensemble:
-        found = "a saved ensemble" if is_ensemble else "a run"
-        raise VisionbenchError(
-            f"train.teacher={ref} names {found}",
-            fix=f"write train.teacher={'ensemble' if is_ensemble else 'run'}:{name}",
-        )
-    shape = tuple(predictor.spec.shape)
-    if predictor.fingerprint != data.dataset.fingerprint or shape != tuple(data.dataset.shape):
-        raise VisionbenchError(
-            f"the teacher '{predictor.id}' was trained and tested on other data than this run's (its data "
-            f"fingerprint or its {'x'.join(map(str, shape))} inputs differ): it would be shown images it "
-            "never learned to read",
-            fix="distil from a run (or ensemble) trained on this run's data and data settings",
-        )
-    held = {(m.cfg.data.val_fraction, m.cfg.data.split_seed) for m in predictor.members}
-    if held != {(cfg.data.val_fraction, cfg.data.split_seed)}:
-        console.print(
-            f"warning: the teacher '{escape(predictor.id)}' held out another validation split "
-            "(data.val_fraction, data.split_seed): it may have trained on this run's validation images, "
-            "so validation figures (and what is chosen by them) read high",
-            style="yellow",
-        )
-    members = predictor.members
-    console.print(
-        f"distilling {escape(predictor.id)} ({len(members)} network{'s' * (len(members) > 1)}): "
-        f"train.distill_weight={cfg.train.distill_weight}, train.distill_temperature={cfg.train.distill_temperature}"
-    )
-    weights = predictor.weights if is_ensemble else [1.0]
-    return Teacher(
-        [m.model for m in members], weights, cfg.train.distill_weight, cfg.train.distill_temperature
-    )
 
 
 def resumable(ref: str, root: Path) -> Run:

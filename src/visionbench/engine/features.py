@@ -44,6 +44,10 @@ class FeatureLoader:
     def __len__(self) -> int:
         return len(self.images)
 
+    def indices(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
+        """Each batch's image indices (a distillation teacher's cached targets are read by them)."""
+        return self.images.indices(epoch, start_batch)
+
     def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         features = self.views[epoch % len(self.views)]
         for idx in self.images.indices(epoch, start_batch):
@@ -78,8 +82,8 @@ def run_reason(cfg: RunConfig, world: int, model: nn.Module) -> str | None:
         return "distributed training (torchrun) runs the whole model on every rank"
     if cfg.data.stream:
         return "data.stream decodes the images from their files every epoch"
-    if cfg.train.teacher:
-        return "train.teacher's networks read the images of every batch"
+    if cfg.train.teacher and aug:  # unaugmented, its targets are cached by image (commands/teacher.py)
+        return "train.teacher's networks read the augmented images of every batch"
     if cfg.train.ema or cfg.train.lookahead:
         return f"train.{'ema' if cfg.train.ema else 'lookahead'} averages the whole model's weights"
     if hasattr(model, "start_epoch"):
@@ -99,14 +103,19 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def frozen_fingerprint(model: nn.Module, split: Split) -> str:
-    """sha256 of every tensor the frozen layers compute with: their weights and buffers."""
+def state_digest(model: nn.Module, skip: Callable[[str], bool] = lambda name: False) -> str:
+    """sha256 of every tensor of the model's state (weights and buffers) but those `skip` names."""
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
-        if not split.rest.owns(name):
+        if not skip(name):
             h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
+
+
+def frozen_fingerprint(model: nn.Module, split: Split) -> str:
+    """sha256 of every tensor the frozen layers compute with: their weights and buffers."""
+    return state_digest(model, split.rest.owns)
 
 
 def read_features(folder: Path, meta: dict) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -46,9 +47,12 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, batch, t0 = 0, start_batch, time.perf_counter()
-    for batch, (x, y) in enumerate(loader.epoch(epoch, start_batch), start=start_batch):
+    # a teacher's cached targets are read by the images' indices in the training set
+    cached = teacher is not None and teacher.cached is not None
+    indices = loader.indices(epoch, start_batch) if cached else repeat(None)
+    for batch, ((x, y), idx) in enumerate(zip(loader.epoch(epoch, start_batch), indices), start=start_batch):
         optimizer.zero_grad(set_to_none=True)
-        logits, loss = forward_backward(model, x, y, loss_fn, amp_dtype, scaler, accumulate, teacher)
+        logits, loss = forward_backward(model, x, y, loss_fn, amp_dtype, scaler, accumulate, teacher, idx)
         optimizer_step(optimizer, scaler, grad_clip and (grad_clip, model.parameters()))
         scheduler.step()
         if ema is not None:
@@ -80,17 +84,21 @@ def train_one_epoch(
     }
 
 
-def forward_backward(model, x, y, loss_fn, amp_dtype=None, scaler=None, parts: int = 1, teacher=None):
+def forward_backward(
+    model, x, y, loss_fn, amp_dtype=None, scaler=None, parts: int = 1, teacher=None, idx=None
+):
     """The batch's logits and mean loss, its gradients left in the parameters. With `parts` > 1
     (train.accumulate) the batch runs as that many micro-batches, each loss weighted by its
     share of the batch: the summed gradients are the whole batch's (BatchNorm aside), in the
     memory of one micro-batch. Under fp16 autocast `scaler` scales the loss (engine/device.py);
-    a `teacher` (engine/distill.py) blends its soft targets into it."""
+    a `teacher` (engine/distill.py) blends its soft targets into it, cached ones read by the
+    images' training-set indices `idx`."""
     outs, total = [], torch.zeros((), device=x.device)
-    for xs, ys in zip(x.chunk(parts), y.chunk(parts)) if parts > 1 else ((x, y),):
+    idxs = idx.chunk(parts) if idx is not None else repeat(None)
+    for xs, ys, ids in zip(x.chunk(parts), y.chunk(parts), idxs) if parts > 1 else ((x, y, idx),):
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(xs)
-            loss = loss_fn(out, ys) if teacher is None else teacher.blend(loss_fn(out, ys), out, xs)
+            loss = loss_fn(out, ys) if teacher is None else teacher.blend(loss_fn(out, ys), out, xs, ids)
             loss = loss if parts == 1 else loss * (len(ys) / len(y))
         (scaler.scale(loss) if scaler else loss).backward()
         outs.append(out.detach())

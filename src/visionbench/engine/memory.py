@@ -19,7 +19,9 @@ from ..data.prepare import Prepared
 from ..errors import VisionbenchError
 from ..models.build import auto_settings, input_size_errors
 from .device import amp_dtype
+from .distill import Teacher
 from .distributed import Ranks
+from .features import augmentations
 
 # A step's peak over the activations the forward pass saves: measured 1.03 (ResNet-50, 28 px,
 # batch 32) and 1.09 (ResNet-18, 224 px, batch 16) on the CPU from the process's peak RSS,
@@ -117,10 +119,23 @@ def device_free(device: torch.device) -> int | None:
     return memory_available() if device.type == "cpu" else None  # mps: not known
 
 
-def batch_memory(model: nn.Module, data: Prepared, ranks: Ranks, amp=None):
+def teacher_memory(teacher: Teacher | None, data: Prepared, device: torch.device, amp=None) -> BatchMemory:
+    """A distillation teacher's share of a step: its networks' inference activations an image
+    (run one after another under no_grad, beside the student's saved ones: the largest counts),
+    and its parameters and buffers with its cached targets (one float32 row a training image,
+    cached where the run has no train-time augmentation)."""
+    if teacher is None:
+        return BatchMemory(0, 0, 0)
+    shape = data.dataset.shape
+    per_image = max(inference_bytes_per_image(m, shape, device, amp) for m in teacher.models)
+    cached = 0 if augmentations(data.cfg.aug) else 4 * len(data.keep) * len(data.dataset.classes)
+    return BatchMemory(per_image, teacher.nbytes() + cached, 0)
+
+
+def batch_memory(model: nn.Module, data: Prepared, ranks: Ranks, amp=None, teacher: Teacher | None = None):
     """What one rank's training step needs and has (the least any rank has), or None where the
     free memory is not known. Processes on one CPU machine share its memory: each counts on its
-    share."""
+    share. A distillation `teacher` counts too."""
     device, world = ranks.device, ranks.world
     with input_size_errors(data.cfg, data.dataset):  # the run's first forward pass: too small inputs said
         per_image = saved_bytes_per_image(
@@ -132,7 +147,9 @@ def batch_memory(model: nn.Module, data: Prepared, ranks: Ranks, amp=None):
     arrays = sum(s.images.nbytes for s in data.dataset.splits.values() if isinstance(s.images, np.ndarray))
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     shared = world if device.type == "cpu" else 1
-    return BatchMemory(per_image, STATE_COPIES * params + arrays, free // shared)
+    taught = teacher_memory(teacher, data, device, amp)
+    fixed = STATE_COPIES * params + arrays + taught.fixed
+    return BatchMemory(per_image + taught.per_image, fixed, free // shared)
 
 
 def fit_batch(
@@ -143,10 +160,12 @@ def fit_batch(
     ranks: Ranks,
     say: Callable[[str], None] = print,
     resumed: bool = False,
+    teacher: Teacher | None = None,
 ) -> RunConfig:
-    """The run's config with training and evaluation batches that fit in memory (or an error)."""
+    """The run's config with training and evaluation batches that fit in memory (or an error);
+    a distillation `teacher`'s networks take their share."""
     amp = amp_dtype(cfg.train.amp, ranks.device)
-    mem = batch_memory(model, data, ranks, amp)
+    mem = batch_memory(model, data, ranks, amp, teacher)
     if mem is None:
         return cfg
     cfg = fit_train_batch(cfg, asked, data, mem, ranks, say, resumed)
@@ -183,7 +202,8 @@ def fit_train_batch(
     largest = mem.largest_batch() * world
     why = (
         f"a batch of {batch:,} needs about {size_text(mem.need(-(-batch // (world * parts))))} of memory "
-        f"in training ({size_text(mem.per_image)} an image for {cfg.model.name}'s activations at "
+        f"in training ({size_text(mem.per_image)} an image for {cfg.model.name}'s activations"
+        f"{' and its teacher' * bool(cfg.train.teacher)} at "
         f"{input_text(cfg, data)} px), more than {SHARE:.0%} of the {size_text(mem.free)} free on {device}"
     )
     if largest < world:
