@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from visionbench.cli import app
@@ -82,6 +83,10 @@ def test_writeup_004_pretraining_vote_and_labels_then_a_rerun_makes_nothing(tmp_
     html = Path(out["report"]).read_text()
     assert "our pretraining" in html and "not ImageNet" in html
     assert "32 px (from 8 px)" in html  # the resolution the networks saw, not only the data's
+    # our short pretraining recomputes its BatchNorm statistics (engine/precise_bn.py): the frozen
+    # features a head-only stage starts from are eval-mode ones
+    pretrained = next((tmp_path / "runs").glob("*mobilenet_64-ourpretrain"))
+    assert yaml.safe_load((pretrained / "config.yaml").read_text())["train"]["precise_bn"] > 0
     steps = {s["kind"]: s for s in out["steps"]}
     vote = json.loads((tmp_path / "runs" / steps["ensemble"]["name"] / "summary.json").read_text())
     assert vote["vote"] == "hard" and vote["tie_break"].endswith("resnet50_224") and len(vote["members"]) == 3

@@ -235,6 +235,10 @@ class TrainConfig(Section):
     distill_temperature: Positive = 4.0
     ema: Fraction = 0.0  # decay of an EMA of the weights, evaluated and saved instead (0: off)
     lookahead: NonNegative = 0  # every N steps pull the weights to a slow average (engine/ema.py; 0: off)
+    # after each epoch, BatchNorm statistics recomputed over this many training images through the
+    # epoch's final weights (engine/precise_bn.py): short runs' eval-mode figures then match their
+    # weights (0: off, BatchNorm's own running averages)
+    precise_bn: NonNegative = 0
     tta: Annotated[str, registered("tta")] = "none"  # engine/tta.py: views averaged in the final test
     # temperature scaling fitted on the validation split after training (analysis/calibration.py):
     # eval, predict and soft votes report calibrated probabilities; the argmax never changes

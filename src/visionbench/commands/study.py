@@ -364,6 +364,9 @@ def pretrained_available(cfg: RunConfig) -> bool:
     return True
 
 
+PRETRAIN_PRECISE_BN = 4096  # images, as pycls's PreciseBN takes 8,192 of ImageNet
+
+
 def substitute_pretraining(r: StudyRun, runs_dir, say) -> StudyRun:
     """A run that wants pretrained weights that cannot be had starts instead from our own
     pretraining run (trained first): the same network, from scratch, on the first half of
@@ -387,6 +390,9 @@ def substitute_pretraining(r: StudyRun, runs_dir, say) -> StudyRun:
             "model": r.cfg.model.model_copy(update={"pretrained": False}),
             "data": r.cfg.data.model_copy(update={"classes": half}),
             "finetune": type(r.cfg.finetune)(),
+            # a short run from scratch: BatchNorm's running averages lag its weights, and the
+            # frozen features a fine-tune starts from are eval-mode ones (engine/precise_bn.py)
+            "train": r.cfg.train.model_copy(update={"precise_bn": PRETRAIN_PRECISE_BN}),
         }
     )
     note = f"our pretraining ({pre_id}: classes {half[0]}-{half[-1]} of the same train split), not ImageNet's"

@@ -46,6 +46,7 @@ from ..engine.loop import evaluate, predict, train_epoch_in_pieces
 from ..engine.losses import create_loss
 from ..engine.memory import fit_batch
 from ..engine.optim import create_optimizer, create_scheduler
+from ..engine.precise_bn import recompute_bn_stats
 from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..engine.tta import tta_views
 from ..errors import VisionbenchError
@@ -220,6 +221,9 @@ def train_epochs(
             if state.batch:  # stopped mid-epoch, checkpointed
                 raise interrupted(run, stop)
             bar.finish()
+            if cfg.train.precise_bn:  # before validation: every figure and saved weight has them
+                batches = inputs.train.epoch(state.epoch)
+                recompute_bn_stats(inputs.val_model, batches, cfg.train.precise_bn, amp, ranks.average)
             row = end_epoch(run, state, sums, scored, inputs, amp)
             tracker.epoch(row)
             state.epoch += 1

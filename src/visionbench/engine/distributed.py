@@ -63,6 +63,14 @@ class Ranks:
         dist.all_reduce(t)
         return {**stats, **{k: type(stats[k])(v) for k, v in zip(keys, t.tolist())}}
 
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        """Each of `tensors` replaced in place by its mean over all ranks."""
+        if self.world == 1:
+            return
+        for t in tensors:
+            dist.all_reduce(t)
+            t /= self.world
+
     def any(self, flag: bool) -> bool:
         """True on every rank when any rank says so: all ranks stop (or checkpoint) at one step."""
         if self.world == 1:
