@@ -37,7 +37,7 @@ AUGMENTED = [
 ]
 
 # class-balanced draws (with replacement) and a weighted loss
-BALANCED = ["data.sampler=balanced", "train.class_weights=balanced"]
+BALANCED = ["data.sampler=balanced", "train.class_weights=balanced", "train.precise_bn=300"]
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ BALANCED = ["data.sampler=balanced", "train.class_weights=balanced"]
         "mid-epoch-2",
         "mid-epoch-2-augmented-ema",
         "end-of-epoch-1-bf16-autocast",
-        "mid-epoch-2-balanced",
+        "mid-epoch-2-balanced-precise-bn",
     ],
 )
 @pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
