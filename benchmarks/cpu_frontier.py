@@ -38,6 +38,7 @@ bar (>= 90.5% mean over >= 2 seeds, <= 0.15 PFLOP), cheapest first.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -108,13 +109,24 @@ def whitening_flops(cfg, n_train: int) -> float:
     return min(WHITEN_IMAGES, n_train) * side**2 * 2 * dim**2
 
 
+@functools.cache
+def flops_per_image(model: str) -> tuple[float, float]:
+    """(forward + backward, forward) FLOPs of one image through the model of the config `model`
+    (its JSON), counted once per model and size."""
+    from visionbench.config import RunConfig
+
+    cfg = RunConfig.model_validate_json(model)
+    return train_flops_per_image(cfg), train_flops_per_image(cfg, backward=False)
+
+
 def run_pflop(cfg, train_images: float, test_images: int, whiten_from: int) -> float:
     """PFLOP of a run of `cfg` that trains `train_images` and tests `test_images` with its TTA."""
+    from visionbench.config import RunConfig
     from visionbench.engine.tta import tta_views
 
     views = max(1, len(tta_views(cfg.train.tta)))
-    flops = train_flops_per_image(cfg) * train_images
-    flops += train_flops_per_image(cfg, backward=False) * test_images * views
+    train, test = flops_per_image(RunConfig(model=cfg.model).model_dump_json())
+    flops = train * train_images + test * test_images * views
     return (flops + whitening_flops(cfg, whiten_from)) / 1e15
 
 
