@@ -210,9 +210,9 @@ def main() -> None:
             int(seed), data_dir, runs_dir, out, overrides, name, peak_n=1024 if args.quick else 4096
         )
 
-    import torch
-
     names, seeds = pick_variants(args.variants), args.seeds or ([0] if args.quick else [0, 1])
+    import torch  # after the names are checked: a typo is said at once
+
     stem = "frontier-quick" if args.quick else "frontier"
     json_path, md_path = Path(args.json or f"{stem}.json"), Path(args.markdown or f"{stem}.md")
     done = json.loads(json_path.read_text()) if json_path.exists() else {"quick": args.quick, "runs": []}
