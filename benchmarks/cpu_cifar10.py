@@ -50,34 +50,52 @@ def matmul_peak(dtype, threads: int, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def train_flops_per_image(cfg) -> float:
-    """Forward + backward FLOPs of one training image through the run's model."""
+def train_flops_per_image(cfg, backward: bool = True) -> float:
+    """Forward + backward FLOPs of one training image through the run's model at the size it
+    runs at (model.input_size, else CIFAR's 32 px); `backward=False`: one test view's forward."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from visionbench.models import create_model
 
-    model = create_model(cfg.model.name, num_classes=10, **cfg.model.kwargs)
-    x = torch.randn(8, 3, 32, 32)
+    size = cfg.model.input_size or 32
+    model = create_model(cfg.model.name, num_classes=10, img_size=size, **cfg.model.kwargs)
+    x = torch.randn(8, 3, size, size)
     with FlopCounterMode(display=False) as counter:
-        model(x).sum().backward()
+        out = model(x) if backward else model.eval()(x)
+        if backward:
+            out.sum().backward()
     return counter.get_total_flops() / len(x)
 
 
-def one_run(seed: int, data_dir: str, runs_dir: str, out: str) -> None:
-    """A child process: peak, then the fast run in this process, then its MFU -> `out` JSON."""
+def fast_config(seed: int, data_dir: str, overrides: list[str] = (), name: str = "fast"):
+    """The `fast` recipe on the CIFAR-10 JPEG copy at `data_dir`, with `overrides` (key=value)."""
+    from visionbench.config import resolve_config
+
+    cli = {"data": {"name": "cifar10", "dir": data_dir}}
+    return resolve_config([], [*overrides, f"seed={seed}", f"name={name}-seed{seed}"], cli, "fast")
+
+
+def one_run(
+    seed: int,
+    data_dir: str,
+    runs_dir: str,
+    out: str,
+    overrides: list[str] = (),
+    name: str = "fast",
+    peak_n: int = 4096,
+) -> None:
+    """A child process: peak (`peak_n`^2 matmuls), then the fast run (with `overrides`) in this
+    process, then its MFU -> `out` JSON."""
     import torch
 
     from visionbench.commands.train import train
-    from visionbench.config import resolve_config
     from visionbench.engine.device import amp_dtype, pick_device
 
-    cfg = resolve_config(
-        [], [f"seed={seed}", f"name=fast-seed{seed}"], {"data": {"name": "cifar10", "dir": data_dir}}, "fast"
-    )
+    cfg = fast_config(seed, data_dir, overrides, name)
     autocast = amp_dtype(cfg.train.amp, pick_device(cfg.train.device))
     threads = cfg.train.threads or os.cpu_count() or 1
-    peak = matmul_peak(autocast or torch.float32, threads)
+    peak = matmul_peak(autocast or torch.float32, threads, peak_n)
     run = train(cfg, runs_dir=runs_dir, quiet=True)
     rows, summary = run.metrics(), run.read_json("summary.json")
     images = sum(r["images_per_s"] * r["seconds"] for r in rows)
@@ -94,9 +112,19 @@ def one_run(seed: int, data_dir: str, runs_dir: str, out: str) -> None:
                 "dtype": str(autocast or torch.float32).removeprefix("torch."),
                 "mfu": flops / peak,
                 "epochs": len(rows),
+                "train_images": images,
+                "test_images": summary["test_n"],
             }
         )
     )
+
+
+def timed_child(args: list[str], out: str) -> dict:
+    """`python ARGS` as a fresh process; the JSON it wrote to `out`, with its wall time from the
+    process's start to its exit (`wall`, seconds)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, *args], check=True)
+    return json.loads(Path(out).read_text()) | {"wall": time.perf_counter() - t}
 
 
 TYPICAL = r"""
@@ -185,12 +213,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             out = f"{tmp}/seed{seed}.json"
-            t = time.perf_counter()  # process start to exit
-            subprocess.run(
-                [sys.executable, __file__, "--data-dir", data_dir, "--one-run", str(seed), tmp, out],
-                check=True,
+            runs.append(
+                timed_child([__file__, "--data-dir", data_dir, "--one-run", str(seed), tmp, out], out)
             )
-            runs.append(json.loads(Path(out).read_text()) | {"wall": time.perf_counter() - t})
             r = runs[-1]
             print(
                 f"seed {seed}: {r['test_acc']:.2%} in {r['wall'] / 60:.1f} min "
