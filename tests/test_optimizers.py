@@ -22,11 +22,25 @@ def one_param(values, grads):
 
 
 def test_lamb_step_is_adam_step_scaled_by_trust_ratio():
-    p = one_param([3.0, 4.0], [1.0, -2.0])
+    p = one_param([[3.0, 4.0]], [[1.0, -2.0]])
     Lamb([p], lr=0.1, weight_decay=0.1, eps=0.0).step()
-    u = torch.tensor([1.0, -1.0]) + 0.1 * torch.tensor([3.0, 4.0])  # Adam's first step is sign(g)
-    expected = torch.tensor([3.0, 4.0]) - 0.1 * (5.0 / u.norm()) * u
+    u = torch.tensor([[1.0, -1.0]]) + 0.1 * torch.tensor([[3.0, 4.0]])  # Adam's first step is sign(g)
+    expected = torch.tensor([[3.0, 4.0]]) - 0.1 * (5.0 / u.norm()) * u
     assert torch.allclose(p.detach(), expected.double(), atol=1e-6)
+
+
+def test_lamb_steps_biases_and_norm_weights_as_adam():
+    """A 1-D parameter (bias, BatchNorm weight) takes Adam's step, not one scaled by its own
+    norm: zero_init_residual's BatchNorm weights start at 0 and would only grow by (1 + lr) a
+    step - 1.2e-3 after 100 steps of lr 1e-3, so every residual branch stays shut."""
+    gamma = one_param([0.0, 0.0], [-1.0, -1.0])  # a zero-init BatchNorm weight
+    opt = Lamb([gamma], lr=1e-3, weight_decay=0.0, eps=0.0)
+    for _ in range(100):  # the same gradient each step: the loss wants the branch open
+        opt.step()
+    assert torch.allclose(gamma.detach(), f64([0.1, 0.1]), atol=1e-9)  # 100 Adam steps of lr
+    bias = one_param([3.0, 4.0], [1.0, -2.0])
+    Lamb([bias], lr=0.1, weight_decay=0.0, eps=0.0).step()
+    assert torch.allclose(bias.detach(), f64([2.9, 4.1]))  # sign(g) at lr, not x ||w|| = 5
 
 
 def test_lars_scales_by_weight_over_grad_norm():
