@@ -17,6 +17,7 @@ PLOTS = {
     "confusion": "{bundle}/confusion.png",
     "confusion_normalized": "{bundle}/confusion_normalized.png",
     "reliability": "{bundle}/reliability.png",
+    "pr_curves": "{bundle}/pr_curves.png",  # multi-label runs
     "mistakes": "{bundle}/mistakes.png",
     "explain": "explain/explain.png",
 }

@@ -57,6 +57,7 @@ from ..runs import Run, RunView, check_writable, default_run_id, environment, ru
 from ..runs.lock import refuse_if_owned
 from ..runs.trackers import Tracker, require_tracker, start_tracker
 from .teacher import cache_targets, check_teacher, load_teacher, record_teacher
+from .train_multilabel import finish_multilabel, task_config, tune_thresholds
 
 
 class Interrupted(VisionbenchError):
@@ -138,10 +139,18 @@ def train(
                 tta, last = bool(tta_views(cfg.train.tta)), state.epoch - 1
                 # the rest on cached features, or all; the validation pass fits the temperature
                 val = lambda: features.evaluated("val", scored, tta, last)
-                temperature = calibrate_run(run, cfg, data, val, amp, say)
+                if data.multilabel:  # per-class thresholds; temperature scaling is for a softmax
+                    thresholds = tune_thresholds(run, cfg, data, val, amp, say)
+                else:
+                    temperature = calibrate_run(run, cfg, data, val, amp, say)
                 tested = features.evaluated("test", scored, tta, last)
                 wall = time.perf_counter() - t_start
-                finish(run, cfg, data, scored, tested, amp, state.best, wall, console, temperature)
+                if data.multilabel:
+                    finish_multilabel(
+                        run, cfg, data, scored, tested, amp, state.best, wall, console, thresholds
+                    )
+                else:
+                    finish(run, cfg, data, scored, tested, amp, state.best, wall, console, temperature)
     if ranks.is_main:
         tracker.finish(run)
     return run
@@ -201,6 +210,7 @@ def train_epochs(
         "amp_dtype": amp,
         "accumulate": cfg.train.accumulate,
         "teacher": teacher,
+        "multilabel": data.multilabel,
     }
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing, data.loss_weights)
     if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left
@@ -242,6 +252,8 @@ def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tup
         say = lambda msg: console.print(escape(msg), style="dim")
         data = prepare_data(cfg, ranks.device, say, update, ranks.shard)
     cfg, notes = auto_settings(cfg, len(data.keep), data.dataset.shape, data.dataset.originals)
+    notes = data.task_notes() + notes
+    cfg = task_config(cfg, data)
     distributed.check_batch(cfg.train.batch_size, ranks.world)
     data.cfg = cfg
     notes += data.weights_notes()  # or a train.class_weights error, before any folder
@@ -469,9 +481,7 @@ def finish(
         out, targets.numpy(), test.images, data.dataset.classes, run_id=run.id, weights="last",
         tta=cfg.train.tta, folder=run.path / "eval-last", temperature=temperature,
     )  # fmt: skip
-    rows = run.metrics()
-    if rows:
-        plot_curves(rows, run.path / "curves.png", title=run.id)
+    rows = save_curves(run)
     summary = {
         "test_acc": rep["top1"],
         "test_top5": rep["top5"],
@@ -499,6 +509,14 @@ def finish(
         f"{rep['balanced_acc']:.2%}, macro-F1 {rep['macro_f1']:.2%}, {rep['n']:,} images)  "
         f"run: {escape(str(run.path))}"
     )
+
+
+def save_curves(run: Run) -> list[dict]:
+    """The run's metrics rows, drawn as curves.png."""
+    rows = run.metrics()
+    if rows:
+        plot_curves(rows, run.path / "curves.png", title=run.id)
+    return rows
 
 
 def start_tracking(cfg: RunConfig, run: Run, epoch: int, console: Console) -> Tracker:
