@@ -193,14 +193,16 @@ def multilabel_evaluation(
     weights: str | None,
     tta: str | None = None,
     folder: Path | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """The multi-label counterpart of evaluation.evaluation: the summary and, with `folder`,
-    the bundle written there."""
+    """The multi-label counterpart of evaluation.evaluation: the summary (with `extra`, e.g. an
+    ensemble's members) and, with `folder`, the bundle written there."""
     rep = {
         "run": run_id,
         "weights": weights,
         "tta": tta,
         **multilabel_summary(logits, targets, classes, thresholds),
+        **(extra or {}),
     }
     if folder is not None:
         try:

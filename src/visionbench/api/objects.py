@@ -152,9 +152,10 @@ class Predicts:
 
         if out:
             check_out(Path(out))
-        rows = predict_rows(self.predictor(**open_args), images, top_k, tta_mode(tta))
+        predictor = self.predictor(**open_args)
+        rows = predict_rows(predictor, images, top_k, tta_mode(tta))
         if out:
-            write_predictions(rows, Path(out))
+            write_predictions(rows, Path(out), predictor.multilabel)
         return table(rows)
 
 
