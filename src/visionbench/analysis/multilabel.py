@@ -20,6 +20,7 @@ image (a softmax) and are not computed for multi-label runs.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import VisionbenchError, write_error
 from ..runs import Run
+from .plots import plot_pr_curves
 
 THRESHOLDS_FILE = "thresholds.json"
 DEFAULT_THRESHOLD = 0.5  # a class with no positive validation image keeps it
@@ -150,17 +152,13 @@ def label_sets(probs: np.ndarray, thresholds: np.ndarray, classes: list[str]) ->
 
 
 def write_multilabel_bundle(folder: Path, rep: dict, logits, targets, title: str) -> None:
-    from .evaluation import write_csv
-    from .plots import plot_pr_curves
-
     folder.mkdir(parents=True, exist_ok=True)
     Run(folder).write_json("metrics.json", rep)
     keys = ("ap", "precision", "recall", "f1", "support", "threshold")
-    write_csv(
-        folder / "per_class.csv",
-        ["class", *keys],
-        [[c, *("" if v[k] is None else v[k] for k in keys)] for c, v in rep["per_class"].items()],
-    )
+    with open(folder / "per_class.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", *keys])
+        w.writerows([c, *("" if v[k] is None else v[k] for k in keys)] for c, v in rep["per_class"].items())
     probs, targets = sigmoid(logits), np.asarray(targets)
     curves = {c: pr_curve(probs[:, i], targets[:, i]) for i, c in enumerate(rep["per_class"])}
     aps = {c: v["ap"] for c, v in rep["per_class"].items()}

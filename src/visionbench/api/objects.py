@@ -298,7 +298,9 @@ class Run(Predicts):
         facts = [["status", self.status], ["folder", str(self.path)]]
         if s:
             facts += [
-                ["test top-1 / top-5", f"{s['test_acc']:.2%} / {s['test_top5']:.2%}"],
+                ["test mAP / exact match", f"{s['map']:.2%} / {s['exact_match']:.2%}"]
+                if "map" in s  # a multi-label run
+                else ["test top-1 / top-5", f"{s['test_acc']:.2%} / {s['test_top5']:.2%}"],
                 ["epochs, training seconds", f"{s['epochs']}, {s['train_seconds']:.1f}"],
                 ["model, parameters", f"{s['model']}, {s['params']:,}"],
             ]

@@ -20,8 +20,8 @@ from ..data.prepare import Prepared
 from ..engine.loop import predict
 from ..engine.tta import tta_views
 from ..errors import VisionbenchError
-from ..models import count_params
 from ..runs import Run
+from .train_summary import run_facts, save_curves
 
 
 def task_config(cfg: RunConfig, data: Prepared) -> RunConfig:
@@ -70,8 +70,6 @@ def finish_multilabel(
 ):
     """Last weights, the multi-label test evaluation (RUN/eval-last/), then summary.json with
     `map`: its presence marks the run finished; the last line names the mAP."""
-    from .train import diverging, save_curves  # the shared steps of a single-label finish
-
     run.save_weights("last.safetensors", scored)
     logits, targets = predict(*tested, amp, tta_views(cfg.train.tta))
     rep = multilabel_evaluation(
@@ -90,18 +88,7 @@ def finish_multilabel(
         "balanced_acc": None,
         "test_loss": rep["loss"],
         "per_class_ap": {c: v["ap"] for c, v in rep["per_class"].items()},
-        "best_val_acc": best if data.val is not None else None,
-        "epochs": len(rows),
-        "train_seconds": sum(r["seconds"] for r in rows),
-        "wall_seconds_this_process": wall,
-        "params": count_params(scored),
-        "device": str(data.device),
-        "data": cfg.data.name,
-        "model": cfg.model.name,
-        "seed": cfg.seed,
-        "test_n": rep["n"],
-        "tta": cfg.train.tta,
-        "warnings": [w for w in (diverging(rows, cfg, len(data.dataset.classes)),) if w],
+        **run_facts(cfg, data, scored, best, wall, rows, rep["n"]),
     }
     run.set_status("finished")
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .decode import as_bytes
+from .decode import as_bytes, stored_size
 
 SEPARATOR = ";"  # fastai's label_delim and the usual Kaggle style ("a;b")
 
@@ -48,7 +48,7 @@ def merge_duplicates(rows: list[tuple], depth: int) -> tuple[list[tuple], int]:
     folder, `depth` parts in) is filed under several class folders of a split with the same
     bytes become one row labelled with the set of those classes; then every row is a set.
     Returns (rows, files merged); with none merged, the rows as they were (single-label).
-    Only colliding names are hashed: 001.jpg in every class folder of a single-label set is
+    Only colliding names are read and hashed: 001.jpg in every class folder of a single-label set is
     common, and its copies differ."""
     groups: dict[tuple, list[int]] = {}
     for i, (split, _, name, _) in enumerate(rows):
@@ -60,7 +60,9 @@ def merge_duplicates(rows: list[tuple], depth: int) -> tuple[list[tuple], int]:
         by_bytes: dict[str, list[int]] = {}
         for i in members:
             blob = as_bytes(rows[i][3])
-            if isinstance(blob, bytes):  # unreadable files stay apart: the decoder names them
+            # files that are no image (Git LFS pointers, HTML saved as .jpg) stay apart: the
+            # decoder names each one, and the same pointer in two folders is no label set
+            if isinstance(blob, bytes) and stored_size(blob):
                 by_bytes.setdefault(hashlib.sha256(blob).hexdigest(), []).append(i)
         merged |= {same[0]: same for same in by_bytes.values() if len({rows[i][1] for i in same}) > 1}
     if not merged:

@@ -90,7 +90,10 @@ class Prepared:
         how = (
             "a;b label sets" if self.cfg.data.name.startswith("csv:") else "files under several class folders"
         )
-        return [DETECTED.format(why=f"the data has {how}")]
+        labels = [s.labels for s in self.dataset.splits.values()]
+        several = sum(int((y.sum(1) > 1).sum()) for y in labels)
+        why = f"{several:,} of {sum(map(len, labels)):,} images have several labels: {how}"
+        return [DETECTED.format(why=why)]
 
     @cached_property
     def class_weights(self) -> np.ndarray | None:

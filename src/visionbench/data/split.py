@@ -22,6 +22,12 @@ def strata(labels: np.ndarray) -> np.ndarray:
     return np.where(labels.any(1), rarity.argmin(1), -1)
 
 
+def class_members(labels: np.ndarray, c: int) -> np.ndarray:
+    """Whether each image is of class `c` (multi-label: has it among its labels)."""
+    labels = np.asarray(labels)
+    return labels[:, c] > 0 if is_multilabel(labels) else labels == c
+
+
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Images per class; a multi-label image counts once for each of its labels."""
     labels = np.asarray(labels)
