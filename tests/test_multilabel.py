@@ -228,6 +228,16 @@ def test_a_file_under_several_class_folders_makes_a_multilabel_folder(tmp_path):
     assert ds.splits["train"].labels.ndim == 1 and sum(len(s) for s in ds.splits.values()) == 40
 
 
+def test_every_image_under_every_class_folder_stays_single_label(tmp_path):
+    """The same blank 0.png in a/ and b/ (a test fixture, not label sets): no set could teach."""
+    for c in "ab":
+        (tmp_path / "same" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 60, 0, 0)).save(tmp_path / "same" / c / f"{i}.png")
+    ds = load_dataset(f"folder:{tmp_path / 'same'}")
+    assert ds.splits["train"].labels.ndim == 1 and sum(len(s) for s in ds.splits.values()) == 8
+
+
 def test_average_precision_matches_scikit_learn():
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)

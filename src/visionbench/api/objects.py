@@ -93,6 +93,8 @@ def bundle_figures(bundle: str | Path) -> dict[str, Figure]:
 def evaluation(rep: dict, bundle: str | Path | None = None) -> Result:
     """An evaluation (metrics.json's schema) with its bundle's figures and a one-line headline."""
     shown = {"top1": "top-1 {:.2%}", "top5": "top-5 {:.2%}", "loss": "loss {:.4f}", "ece": "ECE {:.2%}"}
+    if rep.get("task") == "multilabel":
+        shown = {"map": "mAP {:.2%}", "macro_f1": "macro-F1 {:.2%}", "exact_match": "exact match {:.2%}"}
     numbers = ", ".join(f.format(rep[k]) for k, f in shown.items() if rep.get(k) is not None)
     tta = f" (TTA: {rep['tta']})" if rep.get("tta") else ""
     headline = f"{rep.get('run', '')} on {rep.get('n', 0):,} test images{tta}: {numbers}"

@@ -47,7 +47,8 @@ def merge_duplicates(rows: list[tuple], depth: int) -> tuple[list[tuple], int]:
     """Folder rows (split, class, file, blob) where one file name (its path below the class
     folder, `depth` parts in) is filed under several class folders of a split with the same
     bytes become one row labelled with the set of those classes; then every row is a set.
-    Returns (rows, files merged); with none merged, the rows as they were (single-label).
+    Returns (rows, files merged); with none merged, the rows as they were (single-label): so
+    too when no training image has several labels, or every one has all of them.
     Only colliding names are read and hashed: 001.jpg in every class folder of a single-label set is
     common, and its copies differ."""
     groups: dict[tuple, list[int]] = {}
@@ -65,15 +66,16 @@ def merge_duplicates(rows: list[tuple], depth: int) -> tuple[list[tuple], int]:
             if isinstance(blob, bytes) and stored_size(blob):
                 by_bytes.setdefault(hashlib.sha256(blob).hexdigest(), []).append(i)
         merged |= {same[0]: same for same in by_bytes.values() if len({rows[i][1] for i in same}) > 1}
-    if not merged:
-        return rows, 0
     dropped = {i for same in merged.values() for i in same[1:]}
     out = []
     for i, (split, _, name, blob) in enumerate(rows):
-        if i in dropped:
-            continue
-        classes = sorted({rows[j][1] for j in merged.get(i, [i])})
-        out.append((split, tuple(classes), name, blob))
+        if i not in dropped:
+            out.append((split, tuple(sorted({rows[j][1] for j in merged.get(i, [i])})), name, blob))
+    train = [set(label) for split, label, _, _ in out if split == "train"]
+    if not any(len(label) > 1 for label in train) or all(label == set().union(*train) for label in train):
+        # copies only outside train, or every training image under every class folder (the
+        # same blank test image in each): nothing a label set could teach -- single-label
+        return rows, 0
     return out, len(merged)
 
 
