@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from visionbench.analysis.multilabel import average_precision, multilabel_summary, tune_thresholds
 from visionbench.cli import app
+from visionbench.config import parse_overrides, resolve_config
 from visionbench.data.multilabel import label_set
 from visionbench.data.sources import load_dataset
 from visionbench.data.split import stratified_split
@@ -83,6 +84,11 @@ def in_trained(trained, monkeypatch):
 def test_label_sets_drop_spaces_empties_and_repeats():
     assert label_set(" square ; red;;red ") == ("red", "square")
     assert label_set("") == ()
+
+
+def test_task_is_a_short_key_on_the_command_line():
+    assert parse_overrides(["task=multilabel"]) == {"data": {"task": "multilabel"}}
+    assert resolve_config([], ["task=single"]).data.task == "single"
 
 
 def test_a_csv_of_label_sets_trains_multilabel_says_so_and_records_map(trained):

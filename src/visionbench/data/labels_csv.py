@@ -12,8 +12,8 @@ from .decode import check_resize
 from .images import SPLIT_NAMES, check_classes, class_name, decode_rows, is_hidden, with_test_split
 from .multilabel import SEPARATOR, label_set
 
-FILE_COLUMNS = ("file", "filename", "path", "image", "image_path")
-LABEL_COLUMNS = ("label", "class", "category", "target")
+FILE_COLUMNS = ("file", "filename", "path", "image", "image_path", "image_name", "fname")
+LABEL_COLUMNS = ("label", "class", "category", "target", "labels", "tags")  # the last two: multi-label CSVs
 
 
 def _column(header: list[str], names: tuple[str, ...], what: str, path: Path) -> str:
