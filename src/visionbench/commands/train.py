@@ -138,18 +138,14 @@ def train(
                 tta, last = bool(tta_views(cfg.train.tta)), state.epoch - 1
                 # the rest on cached features, or all; the validation pass fits the temperature
                 val = lambda: features.evaluated("val", scored, tta, last)
-                if data.multilabel:  # per-class thresholds; temperature scaling is for a softmax
-                    thresholds = tune_thresholds(run, cfg, data, val, amp, say)
-                else:
-                    temperature = calibrate_run(run, cfg, data, val, amp, say)
+                # multi-label: per-class thresholds tuned (temperature scaling is for a softmax)
+                fit_on_val, end = (
+                    (tune_thresholds, finish_multilabel) if data.multilabel else (calibrate_run, finish)
+                )
+                fitted = fit_on_val(run, cfg, data, val, amp, say)  # the temperature, or the thresholds
                 tested = features.evaluated("test", scored, tta, last)
                 wall = time.perf_counter() - t_start
-                if data.multilabel:
-                    finish_multilabel(
-                        run, cfg, data, scored, tested, amp, state.best, wall, console, thresholds
-                    )
-                else:
-                    finish(run, cfg, data, scored, tested, amp, state.best, wall, console, temperature)
+                end(run, cfg, data, scored, tested, amp, state.best, wall, console, fitted)
     if ranks.is_main:
         tracker.finish(run)
     return run
