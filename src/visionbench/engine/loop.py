@@ -60,7 +60,7 @@ def train_one_epoch(
         if ema is not None:
             ema.update(model)
         loss_sum += loss.detach() * len(y)
-        correct += hits(logits.detach(), y, multilabel)
+        correct += is_right(logits.detach(), y, multilabel).sum()
         seen += len(y)
         if on_step is not None:
             on_step(batch, loss)
@@ -123,12 +123,12 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler=None, clip=None) -> 
         optimizer.step()
 
 
-def hits(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
-    """Images predicted right: the argmax class (of a soft target, its largest share); for
-    multi-hot targets, every label's sigmoid on the right side of 0.5 (logit 0)."""
+def is_right(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Whether each image is predicted right: the argmax class (of a soft target, its largest
+    share); for multi-hot targets, every label's sigmoid on the right side of 0.5 (logit 0)."""
     if multilabel:
-        return ((logits > 0) == (y > 0.5)).all(1).sum()
-    return (logits.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum()
+        return ((logits > 0) == (y > 0.5)).all(1)
+    return logits.argmax(1) == (y if y.ndim == 1 else y.argmax(1))
 
 
 PARTIAL_SUMS = ("loss_sum", "correct", "seen", "seconds")
@@ -204,7 +204,7 @@ def evaluate(model: nn.Module, loader: TensorLoader, amp_dtype: torch.dtype | No
     loss = F.binary_cross_entropy_with_logits if multilabel else F.cross_entropy
     return {
         "loss": loss(logits, targets).item(),
-        "acc": hits(logits, targets, multilabel).item() / max(len(targets), 1),
+        "acc": is_right(logits, targets, multilabel).float().mean().item(),
         "logits": logits,
         "targets": targets,
     }
