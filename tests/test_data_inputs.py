@@ -280,7 +280,9 @@ def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
         for i in range(2):
             buf = io.BytesIO()
             Image.new(mode, size).save(buf, "JPEG" if mode == "CMYK" else "PNG")
-            (root / cls / f"{mode}{i}.{'jpg' if mode == 'CMYK' else 'png'}").write_bytes(buf.getvalue())
+            # named for the class too: one name with the same bytes in two class folders is one
+            # multi-label image (data.task)
+            (root / cls / f"{cls}{mode}{i}.{'jpg' if mode == 'CMYK' else 'png'}").write_bytes(buf.getvalue())
     res = CliRunner().invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
     info = json.loads(res.stdout)
     assert info["originals"] | {"size_chosen_for": None} == {

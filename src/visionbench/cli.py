@@ -272,6 +272,9 @@ def eval_cmd(
     if as_json:
         print(json.dumps(rep))
         return
+    if rep.get("task") == "multilabel":
+        print_multilabel(rep)
+        return
     out.print(
         f"[bold]{escape(rep['run'])}[/] on {rep['n']:,} test images (TTA: {escape(rep['tta'])}): "
         f"top-1 {rep['top1']:.2%}  top-5 {rep['top5']:.2%}  balanced {rep['balanced_acc']:.2%}  "
@@ -293,6 +296,25 @@ def eval_cmd(
         )
     out.print(table)
     out.print(f"bundle: {escape(rep['bundle'])}")
+
+
+def print_multilabel(rep: dict) -> None:
+    """A multi-label evaluation: mAP first, then AP, F1 and threshold per class."""
+    if "members" in rep:
+        for m in rep["members"]:
+            out.print(f"  member {escape(m['id'])}: mAP {m['map']:.2%}")
+    out.print(
+        f"[bold]{escape(rep['run'])}[/] on {rep['n']:,} test images (TTA: {escape(rep['tta'])}): "
+        f"mAP {rep['map']:.2%}  macro-F1 {rep['macro_f1']:.2%}  micro-F1 {rep['micro_f1']:.2%}  "
+        f"exact match {rep['exact_match']:.2%}  loss {rep['loss']:.4f}"
+    )
+    table = Table("class", "AP", "precision", "recall", "f1", "threshold", "n")
+    for cls, v in rep["per_class"].items():
+        ap = "-" if v["ap"] is None else f"{v['ap']:.2%}"
+        cells = (f"{v[k]:.2%}" for k in ("precision", "recall", "f1"))
+        table.add_row(escape(cls), ap, *cells, f"{v['threshold']:.2f}", str(v["support"]))
+    out.print(table)
+    out.print(f"bundle: {escape(rep['bundle'])}" if "bundle" in rep else "")
 
 
 def print_members(rep: dict) -> None:
@@ -332,6 +354,9 @@ def ensemble(
     rep = evaluate_ensemble(ens, tta, runs_dir, save)
     if as_json:
         print(json.dumps(rep))
+        return
+    if rep.get("task") == "multilabel":
+        print_multilabel(rep)
         return
     print_members(rep)
     classes = list(rep["per_class"])

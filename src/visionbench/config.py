@@ -124,6 +124,9 @@ class DataConfig(Section):
     # balanced: each training epoch draws its images with probability 1/count of their class (with
     # replacement; as many draws as images), seeded by (seed, epoch) as the shuffle is: resumable
     sampler: Literal["shuffle", "balanced"] = "shuffle"
+    # multilabel: each image has a set of labels (sigmoid per class, BCE); auto: multilabel when a
+    # csv: label column holds `a;b` sets or a folder holds one file under several class folders
+    task: Literal["auto", "single", "multilabel"] = "auto"
 
 
 class AugConfig(Section):
@@ -312,6 +315,10 @@ def config_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[st
     return keys
 
 
+# keys short enough to give bare on the command line: `task=multilabel` is data.task
+SHORT_KEYS = {"task": "data.task"}
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['optim.lr=0.05', 'aug.flip=true'] -> nested dict; values parsed as YAML scalars."""
     valid = config_keys()
@@ -322,7 +329,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
                 f"cannot read '{item}': expected key=value", fix="write e.g. optim.lr=0.05"
             )
         key, raw = item.split("=", 1)
-        key = key.strip()
+        key = SHORT_KEYS.get(key.strip(), key.strip())
         if key not in valid:
             raise VisionbenchError(
                 f"unknown config key '{key}'.{did_you_mean(key, valid)}",

@@ -42,6 +42,7 @@ import torch
 from ..errors import write_error
 from ..runs import Run
 from .metrics import balanced_accuracy, calibration, confusion_matrix, macro_f1, precision_recall_f1
+from .multilabel import multilabel_evaluation, multilabel_summary
 from .plots import plot_confusion, plot_image_grid, plot_reliability
 from .predictor import Ensemble, Outputs, Predictor, load_test_split
 from .vote import agreement
@@ -230,6 +231,8 @@ def evaluate_predictor(
     """Predict the test split of a run or an ensemble and evaluate it (see `evaluation`)."""
     images, targets = load_test_split(predictor)
     ensemble = predictor if isinstance(predictor, Ensemble) else None
+    if predictor.multilabel:
+        return multilabel_predictor_evaluation(predictor, images, targets, tta, folder)
     return evaluation(
         predictor.outputs(images, tta),
         targets,
@@ -242,3 +245,22 @@ def evaluate_predictor(
         ensemble=ensemble,
         temperature=ensemble.temperatures(tta) if ensemble else predictor.temperature_for(tta),
     )
+
+
+def multilabel_predictor_evaluation(predictor: Predictor, images, targets, tta, folder: Path | None) -> dict:
+    """`evaluate_predictor` for multi-label runs and soft-vote ensembles (analysis/multilabel.py);
+    an ensemble adds "vote", "weights" and each member's mAP."""
+    out = predictor.outputs(images, tta)
+    ensemble = isinstance(predictor, Ensemble)
+    members = {
+        "vote": predictor.vote,
+        "weights": predictor.weights,
+        "members": [
+            {"id": m.id, "map": multilabel_summary(logits, targets, predictor.classes, m.thresholds)["map"]}
+            for m, logits in zip(predictor.members, out.members)
+        ],
+    } if ensemble else None  # fmt: skip
+    return multilabel_evaluation(
+        out.logits, targets, predictor.classes, out.thresholds, run_id=predictor.id,
+        weights=None if ensemble else predictor.weights, tta=predictor.views(tta), folder=folder, extra=members,
+    )  # fmt: skip

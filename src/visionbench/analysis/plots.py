@@ -193,3 +193,23 @@ def plot_overlaid_curves(series: dict[str, list[dict]], path: Path, title: str =
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_pr_curves(curves: dict, aps: dict, path: Path, title: str = "") -> None:
+    """Precision against recall, one step curve per class ({class: (recall, precision)}),
+    each class's AP in the legend (a class without a positive image has none: no curve)."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, (recall, precision) in curves.items():
+        if aps.get(name) is not None:
+            ax.step(recall, precision, where="post", label=f"{name} (AP {aps[name]:.2f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    if len(curves) <= 20:  # beyond that the legend hides the curves
+        ax.legend(fontsize="small")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -38,6 +38,7 @@ from ..errors import VisionbenchError
 from ..runs import runs_root
 from ..runs.reopen import DataSpec, LoadedRun, open_run, verified_data
 from .calibration import read_temperature, softmax
+from .multilabel import read_thresholds, sigmoid
 from .vote import hard_vote, member_weights, soft_vote, vote_shares
 
 VOTES = ("hard", "soft")
@@ -56,6 +57,13 @@ class Outputs:
     members: np.ndarray | None = None  # (M, N, C)
     second: np.ndarray | None = None  # (N, C) orders classes of equal probs (hard vote: mean probs)
     uncalibrated: Outputs | None = None
+    thresholds: np.ndarray | None = None  # multi-label: (C,) per class; preds are then (N, C) 0/1
+
+    @classmethod
+    def from_sigmoid(cls, logits: np.ndarray, thresholds: np.ndarray) -> Outputs:
+        """Multi-label outputs: a sigmoid per class, each class predicted at its threshold."""
+        probs = sigmoid(logits)
+        return cls(probs, (probs >= thresholds).astype(np.int64), logits, thresholds=thresholds)
 
     @classmethod
     def from_logits(cls, logits: np.ndarray, temperature: float | None = None) -> Outputs:
@@ -93,11 +101,24 @@ class Member(LoadedRun):
         or None: a temperature fitted under other views is not used."""
         return read_temperature(self.run, self.weights, self.views(tta))
 
+    @property
+    def multilabel(self) -> bool:
+        return self.cfg.data.task == "multilabel"  # recorded by training once the data said so
+
+    @cached_property
+    def thresholds(self) -> np.ndarray:
+        """Multi-label: each class's threshold tuned on the validation split (0.5 untuned)."""
+        return read_thresholds(self.run, self.classes)
+
     def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
+        if self.multilabel:
+            return Outputs.from_sigmoid(self.logits(images, tta), self.thresholds)
         return Outputs.from_logits(self.logits(images, tta), self.temperature_for(tta))
 
     def confidence(self) -> str:
         """How this predictor's confidence is computed, in one line."""
+        if self.multilabel:
+            return f"confidence: a sigmoid per label, each label kept at its threshold ({self.id}/thresholds.json)"
         if self.temperature is None:
             return (
                 f"confidence: the softmax, uncalibrated (run '{self.id}' has no temperature for its "
@@ -127,6 +148,11 @@ class Ensemble:
     def __post_init__(self):
         if self.vote not in VOTES:
             raise VisionbenchError(f"unknown vote '{self.vote}'", fix="use --vote hard or --vote soft")
+        if self.multilabel and self.vote == "hard":
+            raise VisionbenchError(
+                "a hard vote picks one class per image; these runs are multi-label",
+                fix="use --vote soft: the members' probabilities are averaged per label",
+            )
         self.weights = self.weights or [1.0] * len(self.members)
         try:
             member_weights(len(self.members), self.weights)
@@ -154,6 +180,10 @@ class Ensemble:
     def fingerprint(self) -> str:
         return self.members[0].fingerprint
 
+    @property
+    def multilabel(self) -> bool:
+        return self.members[0].multilabel
+
     def temperatures(self, tta: str | bool | None = None) -> list[float | None]:
         return [m.temperature_for(tta) for m in self.members]
 
@@ -162,6 +192,8 @@ class Ensemble:
     ) -> Outputs:
         """The vote over the members' logits (M, N, C), each member's probabilities calibrated
         by its own temperature for the views `tta` names (unless `calibrated` is false)."""
+        if self.multilabel:
+            return self.combine_labels(member_logits)
         temperatures = self.temperatures(tta) if calibrated else [None] * len(self.members)
         probs = np.stack([softmax(m, t) for m, t in zip(member_logits, temperatures)])
         mean = soft_vote(probs, self.weights)
@@ -179,11 +211,23 @@ class Ensemble:
         log_shares = np.log(np.clip(shares, 1e-12, None))
         return Outputs(shares, preds, log_shares, member_logits, second=mean, uncalibrated=raw)
 
+    def combine_labels(self, member_logits: np.ndarray) -> Outputs:
+        """Multi-label soft vote: the (weighted) mean of the members' probabilities per label,
+        each label kept at the same weighted mean of the members' tuned thresholds."""
+        mean = np.clip(soft_vote(sigmoid(member_logits), self.weights), 1e-12, 1 - 1e-12)
+        thresholds = soft_vote(np.stack([m.thresholds[None] for m in self.members]), self.weights)[0]
+        logits = np.log(mean / (1 - mean))  # whose sigmoid is the mean: metrics read logits
+        return Outputs(
+            mean, (mean >= thresholds).astype(np.int64), logits, member_logits, thresholds=thresholds
+        )
+
     def outputs(self, images: np.ndarray, tta: str | bool | None = None) -> Outputs:
         return self.combine(np.stack([m.logits(images, tta) for m in self.members]), tta=tta)
 
     def confidence(self) -> str:
         """How the vote's confidence is computed, in one line."""
+        if self.multilabel:
+            return "confidence: the mean of the members' sigmoid per label, at their mean thresholds"
         if self.vote == "hard":
             return "confidence: the winner's share of the votes (a temperature changes no member's vote)"
         fitted = [f"{m.id} T={m.temperature:.3f}" for m in self.members if m.temperature is not None]
@@ -220,6 +264,11 @@ def check_compatible(members: list[Member]) -> None:
     """Members must predict the same classes, in the same order, from the same test data."""
     first = members[0]
     for m in members[1:]:
+        if m.multilabel != first.multilabel:
+            raise VisionbenchError(
+                f"runs '{first.id}' and '{m.id}' differ in task (data.task): one is multi-label",
+                fix="ensemble runs trained for the same task",
+            )
         if m.classes != first.classes:
             raise VisionbenchError(
                 f"runs '{first.id}' and '{m.id}' have different class lists "

@@ -38,6 +38,7 @@ FIGURES = [
     ("eval*/confusion.png", "confusion matrix"),
     ("eval*/confusion_normalized.png", "confusion matrix, normalised per true class"),
     ("eval*/reliability.png", "calibration: reliability diagram"),
+    ("eval*/pr_curves.png", "precision-recall per class (multi-label)"),
     ("eval*/mistakes.png", "most confident mistakes"),
     ("explain/explain.png", "explanations: saliency, SmoothGrad, Integrated Gradients, Grad-CAM"),
 ]

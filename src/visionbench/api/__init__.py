@@ -66,6 +66,7 @@ def train(
     weights: str | None = None,
     input_size: int | None = None,
     data_dir: str | Path | None = None,
+    task: str | None = None,
     config: str | Path | list | None = None,
     recipe: str | None = None,
     runs_dir: str | Path | None = None,
@@ -80,6 +81,7 @@ def train(
     >>> run = vb.train(data="digits", model="small_cnn", epochs=2, **{"optim.lr": 0.05})
     >>> run = vb.train(recipe="fast", data="cifar10", data_dir="data", train={"epochs": 3})
     >>> run.summary["test_acc"]
+    >>> vb.train(data="csv:photos/labels.csv", task="multilabel").summary["map"]  # data.task
     """
     from ..commands.train import train as fit
 

@@ -17,6 +17,7 @@ PLOTS = {
     "confusion": "{bundle}/confusion.png",
     "confusion_normalized": "{bundle}/confusion_normalized.png",
     "reliability": "{bundle}/reliability.png",
+    "pr_curves": "{bundle}/pr_curves.png",  # multi-label runs
     "mistakes": "{bundle}/mistakes.png",
     "explain": "explain/explain.png",
 }
@@ -92,6 +93,8 @@ def bundle_figures(bundle: str | Path) -> dict[str, Figure]:
 def evaluation(rep: dict, bundle: str | Path | None = None) -> Result:
     """An evaluation (metrics.json's schema) with its bundle's figures and a one-line headline."""
     shown = {"top1": "top-1 {:.2%}", "top5": "top-5 {:.2%}", "loss": "loss {:.4f}", "ece": "ECE {:.2%}"}
+    if rep.get("task") == "multilabel":
+        shown = {"map": "mAP {:.2%}", "macro_f1": "macro-F1 {:.2%}", "exact_match": "exact match {:.2%}"}
     numbers = ", ".join(f.format(rep[k]) for k, f in shown.items() if rep.get(k) is not None)
     tta = f" (TTA: {rep['tta']})" if rep.get("tta") else ""
     headline = f"{rep.get('run', '')} on {rep.get('n', 0):,} test images{tta}: {numbers}"
@@ -151,9 +154,10 @@ class Predicts:
 
         if out:
             check_out(Path(out))
-        rows = predict_rows(self.predictor(**open_args), images, top_k, tta_mode(tta))
+        predictor = self.predictor(**open_args)
+        rows = predict_rows(predictor, images, top_k, tta_mode(tta))
         if out:
-            write_predictions(rows, Path(out))
+            write_predictions(rows, Path(out), predictor.multilabel)
         return table(rows)
 
 
@@ -296,7 +300,9 @@ class Run(Predicts):
         facts = [["status", self.status], ["folder", str(self.path)]]
         if s:
             facts += [
-                ["test top-1 / top-5", f"{s['test_acc']:.2%} / {s['test_top5']:.2%}"],
+                ["test mAP / exact match", f"{s['map']:.2%} / {s['exact_match']:.2%}"]
+                if "map" in s  # a multi-label run
+                else ["test top-1 / top-5", f"{s['test_acc']:.2%} / {s['test_top5']:.2%}"],
                 ["epochs, training seconds", f"{s['epochs']}, {s['train_seconds']:.1f}"],
                 ["model, parameters", f"{s['model']}, {s['params']:,}"],
             ]

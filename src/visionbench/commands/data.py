@@ -11,6 +11,7 @@ from ..config import AugConfig
 from ..data import Dataset, channel_stats, load_dataset
 from ..data.cache import memo
 from ..data.report import dataset_report, with_advice
+from ..data.split import class_members
 
 
 def cache_state(ds: Dataset) -> dict | None:
@@ -60,11 +61,13 @@ def sample_grid(
     train = ds.splits["train"]
     rng = np.random.default_rng(seed)
     classes = list(range(min(len(ds.classes), max_classes)))
-    idx = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
+    picks = [rng.permutation(np.flatnonzero(class_members(train.labels, c)))[:per_class] for c in classes]
+    idx = np.concatenate(picks)
+    shown = np.repeat(classes, [len(p) for p in picks])  # a multi-label image: the class it was picked for
     images = np.asarray(train.images[idx])
     augmented = None
     if aug.crop_padding or aug.flip or Augment.wanted(aug):
         mean, std = channel_stats(train.images)
         augmented = augmented_view(images, train.labels[idx], aug, len(ds.classes), mean, std, seed)
-    plot_samples(images, train.labels[idx], ds.classes, out, augmented, title=f"{name}: train samples")
+    plot_samples(images, shown, ds.classes, out, augmented, title=f"{name}: train samples")
     return {"png": str(out), "samples": len(idx), "classes": len(classes), "augmented": augmented is not None}

@@ -60,6 +60,6 @@ def evaluate_ensemble(ens: Ensemble, tta: str | None = None, runs_dir=None, save
     folder = save_ensemble(ens, runs_dir, save) if save else None
     rep = evaluate_predictor(ens, tta, folder / bundle_name(ens, tta) if folder else None)
     if folder:
-        keys = ("vote", "top1", "n", "members", "agreement", "tie_break", "weights")
-        Run(folder).write_json("summary.json", {k: rep[k] for k in keys})
+        keys = ("vote", "top1", "map", "n", "members", "agreement", "tie_break", "weights")
+        Run(folder).write_json("summary.json", {k: rep[k] for k in keys if k in rep})  # map: multi-label
     return rep

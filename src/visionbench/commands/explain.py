@@ -135,6 +135,12 @@ def explain_run(
     if target not in ("pred", "true"):
         raise VisionbenchError(f"unknown target '{target}'", fix="use --target pred or --target true")
     loaded = open_run(ref, runs_dir, weights, device, done="explained")
+    if loaded.cfg.data.task == "multilabel":
+        raise VisionbenchError(
+            "explain maps one class per image (the predicted or the true one); this run is multi-label",
+            where=str(loaded.run.path),
+            fix="explain a single-label run; per-label maps for multi-label runs are not made yet",
+        )
     test = loaded.data.dataset.splits["test"]
     layer_name, layer_module = pick_layer(loaded.model, layer, batch_of(loaded, [0]) if layer else None)
     logits, targets = predict(loaded.model, loaded.data.test)

@@ -17,6 +17,7 @@ from ..engine.lr_find import range_test, suggest
 from ..engine.optim import create_optimizer
 from ..models.build import auto_settings, build_model, input_size_errors
 from .options import LR_FIND_ITERS
+from .train_multilabel import task_config
 
 KINDS = ("valley", "steepest", "minimum/10")
 
@@ -38,6 +39,7 @@ def find_lr(
     seed_everything(cfg.seed, device, cfg.train.deterministic, cfg.train.threads)
     data = prepare_data(cfg, device, say)
     cfg, notes = auto_settings(cfg, len(data.keep), data.dataset.shape, data.dataset.originals)
+    notes, cfg = data.task_notes() + notes, task_config(cfg, data)  # multi-label: BCE
     data.cfg = cfg
     for note in notes if say else []:
         say(note)

@@ -27,6 +27,7 @@ LR_FIND_ITERS = 200
 # `visionbench train`'s options, by the names a Python caller gives them
 TRAIN_OPTIONS = (
     "data", "model", "epochs", "lr", "batch_size", "seed", "device", "name", "weights", "input_size", "data_dir",
+    "task",
 )  # fmt: skip
 
 
@@ -56,13 +57,15 @@ def check_option(key: str, value) -> None:
 def train_options(options: dict) -> dict:
     """TRAIN_OPTIONS (a dict of them; unset ones None or absent) as a config tree; a weights
     file is stored absolute (run:RUN_ID as it is)."""
+    from ..config import deep_merge  # not at import: the CLI starts without pydantic
+
     get = options.get
     weights = get("weights")
     if weights and not str(weights).startswith("run:"):
         weights = str(Path(weights).resolve())
     return prune(
         {
-            **data_options(get("data"), get("data_dir")),
+            **deep_merge(data_options(get("data"), get("data_dir")), {"data": {"task": get("task")}}),
             "model": {"name": get("model"), "weights": weights, "input_size": get("input_size")},
             "train": {"epochs": get("epochs"), "batch_size": get("batch_size"), "device": get("device")},
             "optim": {"lr": get("lr")},

@@ -17,10 +17,14 @@ from ..data.arrays import LAYOUTS, image_batch, one_image
 from ..data.cache import check_fits
 from ..data.decode import IMAGE_EXTS, as_bytes, decode_all, file_bytes, to_rgb, unread_bytes
 from ..data.images import iter_files, left_out
+from ..data.multilabel import SEPARATOR
 from ..data.split import to_channels
 from ..errors import VisionbenchError
 
 CSV_HEADER = ["file", "label", "confidence", "top_k", "error"]
+# multi-label runs: `label` holds the predicted set as a labels CSV does ("a;b", so the file can
+# be read back as csv: data) and `probabilities` every class's, highest first ("a:0.97 b:0.81 c:0.02")
+MULTILABEL_CSV_HEADER = ["file", "label", "probabilities", "error"]
 
 
 def decode_images(
@@ -144,6 +148,14 @@ def label_rows(
         return []
     out = predictor.outputs(images, tta)
     classes = predictor.classes
+    if out.thresholds is not None:  # multi-label: the label set, every class's probability
+        return [
+            {
+                "label": SEPARATOR.join(classes[c] for c in np.flatnonzero(chosen)),
+                "probabilities": " ".join(f"{classes[c]}:{p[c]:.4f}" for c in np.argsort(-p, kind="stable")),
+            }
+            for chosen, p in zip(out.preds, out.probs)
+        ]
     return [
         {
             "label": classes[out.preds[i]],
@@ -167,10 +179,8 @@ def predict_rows(predictor: Predictor, inputs, top_k: int = 5, tta: str | None =
         raise VisionbenchError(
             "no image files found", where=str(inputs), fix="point --images at a folder of images"
         )
-    rows = [
-        {"file": s["file"], "label": "", "confidence": None, "top_k": "", "error": s["reason"]}
-        for s in skipped
-    ]
+    blank = {"probabilities": ""} if predictor.multilabel else {"confidence": None, "top_k": ""}
+    rows = [{"file": s["file"], "label": "", **blank, "error": s["reason"]} for s in skipped]
     rows += [{"file": n, **r, "error": ""} for n, r in zip(names, label_rows(predictor, images, top_k, tta))]
     return sorted(rows, key=lambda r: str(r["file"])) if folder else rows
 
@@ -202,14 +212,15 @@ def check_out(out: Path) -> None:
         )
 
 
-def write_predictions(rows: list[dict], out_csv: Path) -> None:
+def write_predictions(rows: list[dict], out_csv: Path, multilabel: bool = False) -> None:
+    """The CSV: CSV_HEADER's columns, or a multi-label run's MULTILABEL_CSV_HEADER."""
     out_csv.parent.mkdir(parents=True, exist_ok=True)
+    cell = lambda v: "" if v is None else f"{v:.4f}" if isinstance(v, float) else v
     with open(out_csv, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(CSV_HEADER)
-        for r in rows:
-            confidence = f"{r['confidence']:.4f}" if r["confidence"] is not None else ""
-            w.writerow([r["file"], r["label"], confidence, r["top_k"], r["error"]])
+        header = MULTILABEL_CSV_HEADER if multilabel else CSV_HEADER
+        w.writerow(header)
+        w.writerows([cell(r.get(k)) for k in header] for r in rows)
 
 
 def predict_folder(
@@ -220,6 +231,6 @@ def predict_folder(
     require_images(path)
     check_out(out_csv)
     rows = predict_rows(predictor, path, top_k, tta)
-    write_predictions(rows, out_csv)
+    write_predictions(rows, out_csv, predictor.multilabel)
     skipped = [{"file": r["file"], "reason": r["error"]} for r in rows if r["error"]]
     return {"predicted": len(rows) - len(skipped), "skipped": skipped, "csv": str(out_csv)}

@@ -22,7 +22,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..analysis.calibration import calibrate_run
 from ..analysis.evaluation import evaluation
-from ..analysis.plots import plot_curves
 from ..analysis.predictor import Outputs
 from ..config import RunConfig, dump_config
 from ..console import bars_off, count_bar, make_console
@@ -52,12 +51,13 @@ from ..engine.tta import tta_views
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model, init_from_training_images
-from ..models.torchvision_zoo import RESNETS
 from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
 from ..runs.lock import refuse_if_owned
 from ..runs.trackers import Tracker, require_tracker, start_tracker
 from .teacher import cache_targets, check_teacher, load_teacher, record_teacher
+from .train_multilabel import finish_multilabel, task_config, tune_thresholds
+from .train_summary import diverging, run_facts, save_curves
 
 
 class Interrupted(VisionbenchError):
@@ -139,10 +139,14 @@ def train(
                 tta, last = bool(tta_views(cfg.train.tta)), state.epoch - 1
                 # the rest on cached features, or all; the validation pass fits the temperature
                 val = lambda: features.evaluated("val", scored, tta, last)
-                temperature = calibrate_run(run, cfg, data, val, amp, say)
+                # multi-label: per-class thresholds tuned (temperature scaling is for a softmax)
+                fit_on_val, end = (
+                    (tune_thresholds, finish_multilabel) if data.multilabel else (calibrate_run, finish)
+                )
+                fitted = fit_on_val(run, cfg, data, val, amp, say)  # the temperature, or the thresholds
                 tested = features.evaluated("test", scored, tta, last)
                 wall = time.perf_counter() - t_start
-                finish(run, cfg, data, scored, tested, amp, state.best, wall, console, temperature)
+                end(run, cfg, data, scored, tested, amp, state.best, wall, console, fitted)
     if ranks.is_main:
         tracker.finish(run)
     return run
@@ -202,6 +206,7 @@ def train_epochs(
         "amp_dtype": amp,
         "accumulate": cfg.train.accumulate,
         "teacher": teacher,
+        "multilabel": data.multilabel,
     }
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing, data.loss_weights)
     if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left
@@ -246,6 +251,8 @@ def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tup
         say = lambda msg: console.print(escape(msg), style="dim")
         data = prepare_data(cfg, ranks.device, say, update, ranks.shard)
     cfg, notes = auto_settings(cfg, len(data.keep), data.dataset.shape, data.dataset.originals)
+    notes = data.task_notes() + notes
+    cfg = task_config(cfg, data)
     distributed.check_batch(cfg.train.batch_size, ranks.world)
     data.cfg = cfg
     notes += data.weights_notes()  # or a train.class_weights error, before any folder
@@ -425,31 +432,6 @@ def say_epoch(console: Console, row: dict, rows: list[dict], cfg: RunConfig, cla
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
-def diverging(rows: list[dict], cfg: RunConfig, num_classes: int) -> str | None:
-    """A warning at the first epoch whose mean training loss is over 3x an untrained network's
-    (the loss of all-zero logits: ln K for cross-entropy, ln 2 for BCE): the run is diverging,
-    yet still finite. Read from the logged rows, so a resumed run says the same."""
-    loss_fn = create_loss(cfg.train.loss, cfg.train.label_smoothing)
-    chance = loss_fn(torch.zeros(1, num_classes), torch.zeros(1, dtype=torch.long)).item()
-    row = next((r for r in rows if r["train_loss"] > 3 * chance), None)
-    if row is None:
-        return None
-    m = cfg.model  # torchvision's bottleneck ResNets diverge so in short warmups (RESULTS.md)
-    bottleneck = m.name.startswith(RESNETS) and m.name not in ("resnet18", "resnet34")
-    fixes = []
-    if bottleneck and not (m.kwargs.get("zero_init_residual") or m.pretrained or m.weights):
-        fixes.append("'model.kwargs={zero_init_residual: true}' (each block starts as the identity)")
-    if bottleneck and m.small_stem:
-        fixes.append("model.small_stem=false (the small stem keeps 11x the activations and learns slowly)")
-    fixes.append(f"optim.lr={cfg.optim.lr / 4:.3g} (now {cfg.optim.lr:.3g})")
-    clip = cfg.train.grad_clip
-    fixes.append(f"train.grad_clip={clip / 4:.3g} (now {clip:.3g})" if clip else "train.grad_clip=1.0")
-    return (
-        f"training loss {row['train_loss']:.3g} in epoch {row['epoch']} is {row['train_loss'] / chance:.0f}x "
-        f"an untrained network's ({chance:.3g}): training is diverging; try " + ", or ".join(fixes)
-    )
-
-
 def finish(
     run: Run,
     cfg: RunConfig,
@@ -473,9 +455,7 @@ def finish(
         out, targets.numpy(), test.images, data.dataset.classes, run_id=run.id, weights="last",
         tta=cfg.train.tta, folder=run.path / "eval-last", temperature=temperature,
     )  # fmt: skip
-    rows = run.metrics()
-    if rows:
-        plot_curves(rows, run.path / "curves.png", title=run.id)
+    rows = save_curves(run)
     summary = {
         "test_acc": rep["top1"],
         "test_top5": rep["top5"],
@@ -483,18 +463,7 @@ def finish(
         "macro_f1": rep["macro_f1"],
         "test_loss": rep.get("loss_uncalibrated", rep["loss"]),  # the model's own NLL, as before calibration
         "test_loss_calibrated": rep["loss"] if "loss_uncalibrated" in rep else None,
-        "best_val_acc": best if data.val is not None else None,
-        "epochs": len(rows),  # fewer than train.epochs after an early stop
-        "train_seconds": sum(r["seconds"] for r in rows),
-        "wall_seconds_this_process": wall,
-        "params": count_params(scored),
-        "device": str(data.device),
-        "data": cfg.data.name,
-        "model": cfg.model.name,
-        "seed": cfg.seed,
-        "test_n": rep["n"],
-        "tta": cfg.train.tta,
-        "warnings": [w for w in (diverging(rows, cfg, len(data.dataset.classes)),) if w],
+        **run_facts(cfg, data, scored, best, wall, rows, rep["n"]),
     }
     run.set_status("finished")
     run.write_json("summary.json", summary)  # written last: its presence marks the run finished

@@ -26,6 +26,7 @@ from .decode import (
     target_size,
     unread_bytes,
 )
+from .multilabel import all_classes, label_array, labels_of, merge_duplicates
 from .split import stratified_split
 
 SPLIT_NAMES = {
@@ -133,13 +134,17 @@ def check_no_empty_class_folders(path: Path, has_splits: bool) -> None:
             )
 
 
-def read_image_folder(path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False):
+def read_image_folder(
+    path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False, task: str = "auto"
+):
     """Read `<split>/<class>/<file>` (or `<class>/<file>`) trees, in a folder or an archive.
 
     Returns (classes, {split: (images NCHW, labels)}, skipped, originals: modes and sizes of the
     files as stored; see `summarize_origins`). Labels follow the sorted
     class names of the training split; a class found only outside train is an error.
     With `stream` (folders only) nothing is decoded: images are `FileImages`, read per batch.
+    Unless `task` is "single", one file filed under several class folders (same name, same
+    bytes) is one image with that set of labels, and every label a multi-hot row.
     """
     skipped: list[dict] = []  # refused archive members first, then files that fit no folder
     entries = list(iter_files(path, read=False, skipped=skipped))  # folders: paths, read once sized
@@ -168,11 +173,20 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
         else:
             where = "<split>/<class>/" if has_splits else "<class>/"
             skipped.append({"file": "/".join(parts), "reason": f"not inside a {where} folder"})
+    if task != "single":
+        rows, _ = merge_duplicates(rows, 2 if has_splits else 1)
     train_classes = check_classes(rows, path)
     if path.is_dir():
         check_no_empty_class_folders(path, has_splits)
     if stream:
         from .stream import file_splits
+
+        if rows and isinstance(rows[0][1], tuple):
+            raise VisionbenchError(
+                "data.stream reads single-label folders; this one files images under several classes",
+                where=str(path),
+                fix="drop data.stream (multi-label folders are cached), or data.task=single",
+            )
 
         splits, chosen = file_splits(rows, train_classes, img_size, resize)
         return train_classes, splits, skipped, chosen
@@ -182,7 +196,7 @@ def read_image_folder(path: Path, img_size: int | None = None, resize: str = "cr
 def check_classes(rows: list[tuple], path: Path) -> list[str]:
     """The sorted training classes of (split, class, ...) rows: at least two, no case clash,
     and no class that only other splits have (labels go by class name, never by index)."""
-    train_classes = sorted({c for s, c, _, _ in rows if s == "train"})
+    train_classes = sorted(all_classes(c for s, c, _, _ in rows if s == "train"))
     others = sorted({f"{s}/" for s, _, _, _ in rows})
     if not train_classes and others:
         raise VisionbenchError(
@@ -196,7 +210,7 @@ def check_classes(rows: list[tuple], path: Path) -> list[str]:
         raise VisionbenchError(
             "no training images (expected a train/ folder or class folders)", where=str(path)
         )
-    extra = sorted({c for s, c, _, _ in rows if s != "train"} - set(train_classes))
+    extra = sorted(all_classes(c for s, c, _, _ in rows if s != "train") - set(train_classes))
     if extra:
         raise VisionbenchError(
             f"classes found outside train but not in train: {', '.join(extra)}",
@@ -237,22 +251,22 @@ def decode_rows(
     whose every file failed is there, empty (load_dataset names it); a class whose every file
     failed is an error. Without `img_size`, decode.auto_size chooses one size for all; the
     files read and the arrays must fit in memory (cache.check_fits) before a byte is read."""
-    index = {c: i for i, c in enumerate(classes)}
     size, chosen = target_size(img_size, [r[3] for r in rows])
     files = unread_bytes(r[3] for r in rows)
     cache.check_fits(len(rows), (3, *(size or (0, 0))), source, files, streamable)
     origins: list[str | None] = []
     arrays = decode_all([as_bytes(r[3]) for r in rows], size, resize, origins)
-    picked: dict[str, list[tuple[np.ndarray, int]]] = {split: [] for split, *_ in rows}
+    picked: dict[str, list[tuple[np.ndarray, str | tuple]]] = {split: [] for split, *_ in rows}
     failed: dict[str, list[dict]] = {}  # per class
     for (split, cls, name, _), arr in zip(rows, arrays):
         if isinstance(arr, str):
             skipped.append({"file": name, "reason": arr})
-            failed.setdefault(cls, []).append(skipped[-1])
+            for c in labels_of(cls):
+                failed.setdefault(c, []).append(skipped[-1])
         else:
-            picked[split].append((arr, index[cls]))
-    decoded = {label for items in picked.values() for _, label in items}
-    dead = [c for c in failed if decoded and index[c] not in decoded]  # as good as an empty folder
+            picked[split].append((arr, cls))
+    decoded = all_classes(label for items in picked.values() for _, label in items)
+    dead = [c for c in failed if decoded and c not in decoded]  # as good as an empty folder
     if dead:
         raise no_readable(
             f"images of class {', '.join(dead[:5])}", [s for c in dead for s in failed[c]], source
@@ -263,12 +277,17 @@ def decode_rows(
         images = np.empty((len(items), *shape), np.uint8)  # filled in place: no stacked copy
         for i, (arr, _) in enumerate(items):
             images[i] = arr.transpose(2, 0, 1)
-        out[split] = (images, np.asarray([label for _, label in items], dtype=np.int64))
+        out[split] = (images, label_array([label for _, label in items], classes))
     return out, skipped, {**summarize_origins(origins), **chosen}
 
 
 def read_folder(
-    name: str, path: Path, img_size: int | None = None, resize: str = "crop", stream: bool = False
+    name: str,
+    path: Path,
+    img_size: int | None = None,
+    resize: str = "crop",
+    stream: bool = False,
+    task: str = "auto",
 ) -> Dataset:
     """A `folder:PATH` dataset: `read_image_folder`, with a fixed test split carved if none."""
     if not (path.is_dir() or is_archive(path)):
@@ -280,7 +299,7 @@ def read_folder(
             fix="extract the archive and give the folder, or drop data.stream (archives are cached)",
         )
     check_resize(resize)
-    ds = with_test_split(name, *read_image_folder(path, img_size, resize, stream))
+    ds = with_test_split(name, *read_image_folder(path, img_size, resize, stream, task))
     if stream:
         from .stream import stream_fingerprint
 

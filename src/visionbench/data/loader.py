@@ -48,7 +48,9 @@ class TensorLoader:
     ):
         self.device = torch.device(device)
         self.images = self._place(images)
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
+        # class indices, or multi-hot rows (multi-label) as the float targets BCE takes
+        dtype = np.float32 if np.ndim(labels) == 2 else np.int64
+        self.labels = torch.from_numpy(np.asarray(labels, dtype=dtype)).to(self.device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.channels_last = channels_last

@@ -17,9 +17,10 @@ from .augment import build_augment
 from .balance import class_weights, weights_line
 from .cache import Dataset, Split, memo
 from .loader import TensorLoader
+from .multilabel import DETECTED
 from .report import check_skipped, dataset_report
 from .sources import load_dataset
-from .split import channel_stats, stratified_split, to_channels
+from .split import channel_stats, is_multilabel, stratified_split, to_channels
 from .stream import FileImages, StreamLoader
 from .subset import select_classes
 
@@ -76,6 +77,24 @@ class Prepared:
     def test(self) -> TensorLoader:
         return self.loader("test")
 
+    @property
+    def multilabel(self) -> bool:
+        """Each image has a set of labels: multi-hot (N, C) targets, a sigmoid per class."""
+        return is_multilabel(self.dataset.splits["train"].labels)
+
+    def task_notes(self) -> list[str]:
+        """The line that says the data was found multi-label and the key that says otherwise
+        (none when data.task names the task, or for single-label data)."""
+        if not self.multilabel or self.cfg.data.task != "auto":
+            return []
+        how = (
+            "a;b label sets" if self.cfg.data.name.startswith("csv:") else "files under several class folders"
+        )
+        labels = [s.labels for s in self.dataset.splits.values()]
+        several = sum(int((y.sum(1) > 1).sum()) for y in labels)
+        why = f"{several:,} of {sum(map(len, labels)):,} images have several labels: {how}"
+        return [DETECTED.format(why=why)]
+
     @cached_property
     def class_weights(self) -> np.ndarray | None:
         """train.class_weights over the images trained on (after the validation carve-out), or
@@ -125,6 +144,9 @@ def prepare_data(
         "img_size": cfg.data.img_size,
         "resize": cfg.data.resize if cfg.data.resize != "crop" else None,
         "stream": cfg.data.stream or None,
+        # only `single` changes what is read (a;b as one class name); auto and multilabel read
+        # alike -- one array cache -- and data.task=multilabel makes single labels sets below
+        "task": "single" if cfg.data.task == "single" else None,
     }
     options = {k: v for k, v in options.items() if v is not None}
     ds = load_dataset(cfg.data.name, cfg.data.dir, say, on_progress, **options)
@@ -140,6 +162,15 @@ def prepare_data(
                 k: Split(to_channels(s.images, cfg.data.channels), s.labels) for k, s in ds.splits.items()
             },
         )
+    if cfg.data.task == "multilabel":
+        ds = replace(
+            ds,
+            splits={
+                k: Split(s.images, as_multi_hot(s.labels, len(ds.classes))) for k, s in ds.splits.items()
+            },
+        )
+    if is_multilabel(ds.splits["train"].labels):
+        check_multilabel_settings(cfg)
     if cfg.data.stream and (cfg.data.classes or cfg.data.per_class or cfg.data.test_per_class):
         raise VisionbenchError(
             "data.classes and data.per_class select from cached images, not streamed ones",
@@ -157,3 +188,32 @@ def prepare_data(
     key = f"stats-{fraction}-{cfg.data.split_seed}"
     mean, std = memo(ds, key, lambda: channel_stats(train.images, sample))
     return Prepared(cfg, ds, device, keep, held, mean, std, shard)
+
+
+def as_multi_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class indices as one-hot rows (data.task=multilabel on single-label data); multi-hot as is."""
+    labels = np.asarray(labels)
+    return labels if is_multilabel(labels) else np.eye(num_classes, dtype=np.int64)[labels]
+
+
+# settings that read one class per image: refused for multi-label data unless left at default
+SINGLE_LABEL_ONLY = (
+    "data.sampler",
+    "data.classes",
+    "data.per_class",
+    "data.test_per_class",
+    "train.class_weights",
+)
+
+
+def check_multilabel_settings(cfg: RunConfig) -> None:
+    """Refuse, for multi-label data, the settings that assume one class per image."""
+    for key in SINGLE_LABEL_ONLY:
+        section, name = key.split(".")
+        part = getattr(cfg, section)
+        value, default = getattr(part, name), type(part).model_fields[name].default
+        if value != default:
+            raise VisionbenchError(
+                f"{key}={value} reads one class per image; this data is multi-label",
+                fix=f"leave out {key} (default {default}), or set data.task=single",
+            )

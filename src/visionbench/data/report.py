@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import VisionbenchError
 from .cache import Dataset
+from .split import class_counts
 
 IMBALANCE_RATIO = 3.0  # largest / smallest class in a split above this gets a warning
 IMBALANCE_ADVICE = (
@@ -36,8 +37,7 @@ def dataset_report(ds: Dataset, carved: tuple[np.ndarray, np.ndarray] | None = N
         }
     pick = lambda values, idx: values if idx is None else values[idx]
     counts = {
-        p: np.bincount(pick(ds.splits[s].labels, idx), minlength=n_classes).tolist()
-        for p, (s, idx) in parts.items()
+        p: class_counts(pick(ds.splits[s].labels, idx), n_classes).tolist() for p, (s, idx) in parts.items()
     }
     warnings = zero_padded_twins(ds.classes)
     for split, per_class in counts.items():

@@ -65,7 +65,9 @@ def get_source(name: str) -> Source:
                 lambda root, path=path: [path],
                 lambda p, read=read, **kw: read(name, p, **kw),
                 hint=hint,
-                options=("img_size", "resize", "stream") if prefix == "folder:" else ("img_size", "resize"),
+                options=("img_size", "resize", "task", "stream")
+                if prefix == "folder:"
+                else ("img_size", "resize", "task"),
                 key_root=key_root,
             )
     if name not in SOURCES:
@@ -103,8 +105,8 @@ def load_dataset(
     if unknown:
         raise VisionbenchError(
             f"dataset '{name}' takes no option {', '.join(unknown)}",
-            fix="data.img_size and data.resize apply to folder: and csv: datasets, data.stream to "
-            "folder: datasets; leave them unset here",
+            fix="data.img_size, data.resize and data.task=single apply to folder: and csv: datasets, "
+            "data.stream to folder: datasets; leave them unset here",
         )
     path = locate(source, data_dir)
     if options.get("stream"):  # too large to cache: the files are the data
@@ -149,7 +151,11 @@ def checked(ds: Dataset, where: str | None = None) -> Dataset:
         raise VisionbenchError(f"splits of different image shapes: {sorted(shapes)}", where=where)
     for split, s in ds.splits.items():
         labels = np.asarray(s.labels)
-        if len(labels) != len(s.images) or labels.min() < 0 or labels.max() >= len(ds.classes):
+        # class indices (N,), or multi-hot rows (N, C) of 0 and 1
+        top = 1 if labels.ndim == 2 else len(ds.classes) - 1
+        if labels.ndim == 2 and labels.shape[1] != len(ds.classes):
+            top = -1
+        if len(labels) != len(s.images) or labels.min() < 0 or labels.max() > top:
             raise VisionbenchError(
                 f"the {split} labels do not match its images and {len(ds.classes)} classes", where=where
             )

@@ -5,10 +5,43 @@ from __future__ import annotations
 import numpy as np
 
 
+def is_multilabel(labels: np.ndarray) -> bool:
+    """Multi-label targets are multi-hot (N, C) rows; single-label ones class indices (N,)."""
+    return np.ndim(labels) == 2
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """One stratum per image: its class, or for multi-hot rows its rarest label (-1: none) --
+    a cheap stand-in for iterative stratification (Sechidis et al., 2011) that still puts each
+    rare label in every split it can."""
+    labels = np.asarray(labels)
+    if not is_multilabel(labels):
+        return labels
+    counts = labels.sum(0)
+    rarity = np.where(labels > 0, counts[None, :], np.iinfo(np.int64).max)
+    return np.where(labels.any(1), rarity.argmin(1), -1)
+
+
+def class_members(labels: np.ndarray, c: int) -> np.ndarray:
+    """Whether each image is of class `c` (multi-label: has it among its labels)."""
+    labels = np.asarray(labels)
+    return labels[:, c] > 0 if is_multilabel(labels) else labels == c
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Images per class; a multi-label image counts once for each of its labels."""
+    labels = np.asarray(labels)
+    if is_multilabel(labels):
+        return labels.sum(0).astype(np.int64)
+    return np.bincount(labels, minlength=num_classes)
+
+
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) sorted indices; each class gives round(fraction * its count), at least 1."""
+    """(kept, held-out) sorted indices; each class gives round(fraction * its count), at least 1
+    (multi-label rows: by their rarest label, `strata`)."""
     if fraction <= 0:
         return np.arange(len(labels)), np.arange(0)
+    labels = strata(labels)
     rng = np.random.default_rng(seed)
     held = []
     for c in np.unique(labels):
@@ -24,7 +57,7 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """About `n` sorted positions into `labels`, drawn at random (seeded) from every class in
     proportion to its size, at least one each: the class mix of the whole, even where the data
     is stored sorted by class (its first `n` would then be one class). All of them if n >= len."""
-    labels = np.asarray(labels)
+    labels = strata(labels)
     if n >= len(labels):
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)

@@ -36,11 +36,13 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     accumulate: int = 1,
     teacher=None,
+    multilabel: bool = False,
 ) -> dict:
     """One pass over the loader from `start_batch`. Returns sums (loss, correct, seen), the next
     batch index, and whether a stop was asked for; loss and accuracy stay on the device until
     the end, so nothing synchronises a GPU inside a step. Targets may be soft (Mixup/CutMix):
-    accuracy then counts the class with the largest share."""
+    accuracy then counts the class with the largest share; `multilabel` (multi-hot targets):
+    the images whose every label is right at probability 0.5 (exact match)."""
     loss_fn = loss_fn or create_loss("ce", label_smoothing)
     model.train()
     device = loader.device
@@ -58,7 +60,7 @@ def train_one_epoch(
         if ema is not None:
             ema.update(model)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum()
+        correct += is_right(logits.detach(), y, multilabel).sum()
         seen += len(y)
         if on_step is not None:
             on_step(batch, loss)
@@ -119,6 +121,14 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler=None, clip=None) -> 
         scaler.update()
     else:
         optimizer.step()
+
+
+def is_right(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Whether each image is predicted right: the argmax class (of a soft target, its largest
+    share); for multi-hot targets, every label's sigmoid on the right side of 0.5 (logit 0)."""
+    if multilabel:
+        return ((logits > 0) == (y > 0.5)).all(1)
+    return logits.argmax(1) == (y if y.ndim == 1 else y.argmax(1))
 
 
 PARTIAL_SUMS = ("loss_sum", "correct", "seen", "seconds")
@@ -187,10 +197,14 @@ def predict(
 
 
 def evaluate(model: nn.Module, loader: TensorLoader, amp_dtype: torch.dtype | None = None) -> dict:
+    """Loss and accuracy over the loader: cross-entropy and top-1, or for multi-hot targets
+    (N, C) the mean BCE and the exact-match share."""
     logits, targets = predict(model, loader, amp_dtype)
+    multilabel = targets.ndim == 2
+    loss = F.binary_cross_entropy_with_logits if multilabel else F.cross_entropy
     return {
-        "loss": F.cross_entropy(logits, targets).item(),
-        "acc": (logits.argmax(1) == targets).float().mean().item(),
+        "loss": loss(logits, targets).item(),
+        "acc": is_right(logits, targets, multilabel).float().mean().item(),
         "logits": logits,
         "targets": targets,
     }
