@@ -59,7 +59,7 @@ def recompute_bn_stats(
         model.train(was_training)
         for m, (momentum, mean, var, count) in zip(norms, saved):
             m.momentum = momentum
-            if False:  # held fixed (or never reached): its statistics as they were
+            if id(m) not in updated:  # held fixed (or never reached): its statistics as they were
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(count)
