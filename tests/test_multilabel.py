@@ -91,6 +91,7 @@ def test_task_is_a_short_key_on_the_command_line():
     assert resolve_config([], ["task=single"]).data.task == "single"
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_a_csv_of_label_sets_trains_multilabel_says_so_and_records_map(trained):
     out, run = trained["output"], trained["run"]
     assert "task: multilabel" in out and "data.task=single" in out  # the choice and its key
@@ -103,6 +104,7 @@ def test_a_csv_of_label_sets_trains_multilabel_says_so_and_records_map(trained):
     assert sorted(thresholds) == sorted(ATTRIBUTES)
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_the_network_learns_the_attributes_well_above_chance(trained):
     """mAP of a random ranking is each label's prevalence (~0.4 here)."""
     summary = json.loads((trained["run"] / "summary.json").read_text())
@@ -111,6 +113,7 @@ def test_the_network_learns_the_attributes_well_above_chance(trained):
     assert summary["map"] > prevalence + 0.3, (summary["map"], prevalence)
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_eval_writes_map_f1_exact_match_and_per_class_ap(in_trained):
     res = invoke("eval", str(in_trained["run"]))
     assert res.exit_code == 0, res.output
@@ -140,6 +143,7 @@ def predicted(in_trained, tmp_path, *extra) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_predict_writes_each_label_set_with_every_probability(in_trained, tmp_path):
     rows = predicted(in_trained, tmp_path)
     thresholds = json.loads((in_trained["run"] / "thresholds.json").read_text())["thresholds"]
@@ -151,6 +155,7 @@ def test_predict_writes_each_label_set_with_every_probability(in_trained, tmp_pa
         assert chosen == {c for c, p in probs.items() if p >= thresholds[c]}
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_predict_uses_the_tuned_thresholds(in_trained, tmp_path):
     path = in_trained["run"] / "thresholds.json"
     saved = path.read_text()
@@ -165,6 +170,7 @@ def test_predict_uses_the_tuned_thresholds(in_trained, tmp_path):
         path.write_text(saved)
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_a_soft_ensemble_averages_per_label_and_a_hard_vote_is_refused(in_trained):
     run = str(in_trained["run"])
     res = runner.invoke(app, ["ensemble", run, run])
@@ -177,6 +183,7 @@ def test_a_soft_ensemble_averages_per_label_and_a_hard_vote_is_refused(in_traine
     assert [m["map"] for m in rep["members"]] == pytest.approx([metrics["map"]] * 2, abs=1e-6)
 
 
+@pytest.mark.slow  # the module's trained run: over 2 s on 2 cores
 def test_single_label_settings_and_losses_are_refused_for_multilabel_data(in_trained, tmp_path):
     base = ["train", "--data", f"csv:{in_trained['labels']}", "--runs-dir", str(tmp_path), *TRAIN]
     for setting, named in (("data.sampler=balanced", "data.sampler"), ("train.loss=ce", "train.loss")):

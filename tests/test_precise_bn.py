@@ -3,6 +3,7 @@ running averages - measured through hooks on the network, not recomputed the mod
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -61,6 +62,7 @@ def test_a_batchnorm_held_fixed_keeps_its_statistics():
     assert not torch.allclose(model[4].running_mean, torch.zeros(8))  # the live one was recomputed
 
 
+@pytest.mark.slow  # a training run: over 2 s on 2 cores
 def test_a_run_with_precise_bn_saves_and_validates_the_recomputed_statistics(tmp_path, tiny_overrides):
     from visionbench.commands.train import train
     from visionbench.config import resolve_config
