@@ -247,6 +247,7 @@ def test_animated_gif_and_multipage_tiff_give_their_first_frame():
         assert arr[0, 0].argmax() == 0 and arr[0, 0, 0] > 200, fmt  # red: the first frame
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 @pytest.mark.parametrize("resize", ["crop", "stretch"])
 def test_tiny_image_is_resized_up_to_the_dataset_size(tmp_path, resize):
     files = {f"train/{c}/{i}.png": png(colour, size=16) for c, colour in COLOURS.items() for i in range(3)}

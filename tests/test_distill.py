@@ -98,6 +98,7 @@ def trained_images(run) -> int:
     return run.read_json("run.json")["data_report"]["splits"]["train"]
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_cached_teacher_runs_once_an_image_and_teaches_the_same_weights(
     monkeypatch, capsys, teacher_images
 ):
@@ -184,6 +185,7 @@ def test_an_ensemble_teacher_gives_the_calibrated_soft_vote_of_predict(monkeypat
     assert np.allclose(teacher.probs(x).numpy(), voted, atol=1e-5)
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_a_cached_teacher_teaches_a_head_trained_on_cached_frozen_features(capsys):
     """Unaugmented, neither the teacher nor the frozen layers need the images each step: the
     head trains on the frozen layers' cached output and the teacher's cached targets, and ends

@@ -81,6 +81,7 @@ def test_resumed_staged_run_equals_uninterrupted(tmp_path, monkeypatch, tiny_ove
     assert [r["lr"] for r in full.metrics()] == [r["lr"] for r in resumed.metrics()]
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_frozen_stage_leaves_the_backbone_as_loaded(tiny_overrides):
     base = train(resolve_config([], tiny_overrides + ["name=base", "train.epochs=1"]), quiet=True)
     cfg = resolve_config(

@@ -107,6 +107,7 @@ def test_augmentation_without_views_runs_the_frozen_layers_and_says_why(one_thre
     assert not (tmp_path / "runs" / "strict").exists()  # said before any run folder
 
 
+@pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
 def test_balanced_sampler_trains_on_cached_features_as_through_the_frozen_layers(one_thread):
     # the features are cached in image order; the sampler draws some images twice, others never
     balanced = HEAD_THEN_ALL + ["train.epochs=1", "data.sampler=balanced"]
