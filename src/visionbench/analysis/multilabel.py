@@ -48,14 +48,14 @@ def ranked_counts(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray,
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the step precision-recall curve (scikit-learn's average_precision_score):
-    sum over cuts of precision x the recall it adds; None for a class with no positive."""
+    """Area under the step precision-recall curve (scikit-learn's average_precision_score);
+    None for a class with no positive (scikit-learn would warn and give 0)."""
+    from sklearn.metrics import average_precision_score  # only where a multi-label run is scored
+
     positive = np.asarray(positive) > 0.5
     if not positive.any():
         return None
-    _, tp, n = ranked_counts(np.asarray(scores), positive)
-    recall_gain = np.diff(np.r_[0, tp]) / positive.sum()
-    return float((tp / n * recall_gain).sum())
+    return float(average_precision_score(positive, np.asarray(scores)))
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
