@@ -3,6 +3,8 @@ running averages - measured through hooks on the network, not recomputed the mod
 
 from __future__ import annotations
 
+from itertools import repeat
+
 import pytest
 import torch
 import torch.nn as nn
@@ -49,6 +51,22 @@ def test_statistics_are_the_mean_over_the_images_through_the_final_weights():
         var = per_batch.transpose(1, 2).flatten(2).var(2).mean(0)  # unbiased, per batch, averaged
         torch.testing.assert_close(running_mean, mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(running_var, var, rtol=1e-4, atol=1e-5)
+
+
+def test_under_accumulation_it_forwards_micro_batches_and_averages_them():
+    """train.accumulate: a batch too big for memory in one piece is forwarded in `parts`, as
+    training normalised it; the statistics are the mean over those micro-batches."""
+    model, data = net(), batches(n=2, size=16)
+    sizes = []
+    model[0].register_forward_pre_hook(lambda m, inp: sizes.append(len(inp[0])))
+    recompute_bn_stats(model, iter(data), images=32, parts=4)
+    assert sizes == [4] * 8
+    stats = model[1].running_mean.clone()
+    micro = [(x, y) for x, _ in data for x, y in zip(x.chunk(4), repeat(None))]
+    model.train()
+    first = inputs_of(model[1], model, micro)
+    mean = first.view(8, 4, *first.shape[1:]).mean((1, 3, 4)).mean(0)
+    torch.testing.assert_close(stats, mean, rtol=1e-4, atol=1e-5)
 
 
 def test_a_batchnorm_held_fixed_keeps_its_statistics():

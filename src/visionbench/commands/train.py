@@ -228,7 +228,9 @@ def train_epochs(
             bar.finish()
             if cfg.train.precise_bn:  # before validation: every figure and saved weight has them
                 batches = inputs.train.epoch(state.epoch)
-                recompute_bn_stats(inputs.val_model, batches, cfg.train.precise_bn, amp, ranks.average)
+                recompute_bn_stats(
+                    inputs.val_model, batches, cfg.train.precise_bn, amp, ranks.average, cfg.train.accumulate
+                )
             row = end_epoch(run, state, sums, scored, inputs, amp)
             tracker.epoch(row)
             state.epoch += 1

@@ -21,12 +21,14 @@ def recompute_bn_stats(
     images: int,
     amp_dtype: torch.dtype | None = None,
     average: Callable[[list[torch.Tensor]], None] | None = None,
+    parts: int = 1,
 ) -> int:
     """Set the running statistics of `model`'s trained BatchNorms to their mean over the first
     `images` images of `batches` (an iterator of (x, y) training batches); the number of images
     used. A BatchNorm held fixed (a frozen stage keeps it in eval mode) keeps its statistics;
     `average` (distributed runs) averages the statistics over the ranks in place. The model's
-    mode and each BatchNorm's momentum are as before."""
+    mode and each BatchNorm's momentum are as before. `parts` (train.accumulate): each batch is
+    forwarded as that many micro-batches, the size training normalised and the memory allows."""
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not norms or images <= 0:
         return 0
@@ -48,8 +50,9 @@ def recompute_bn_stats(
     model.train()
     try:
         for x, _ in batches:
-            with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                model(x)
+            for xs in x.chunk(parts) if parts > 1 else (x,):
+                with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    model(xs)
             seen += len(x)
             if seen >= images:
                 break
