@@ -287,6 +287,7 @@ def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
     res = CliRunner().invoke(app, ["data", "info", f"folder:{root}", "--json"], catch_exceptions=False)
     info = json.loads(res.stdout)
     assert info["originals"] | {"size_chosen_for": None} == {
+        "formats": {"PNG": 6, "JPEG": 2},
         "modes": {"RGB": 4, "L": 2, "CMYK": 2},
         "sizes": {"12x9": 6, "30x20": 2},
         "size_chosen_for": None,
@@ -294,7 +295,9 @@ def test_data_info_says_what_the_files_were_and_where_the_cache_is(tmp_path):
     assert "varied sizes (12x9, 30x20)" in info["originals"]["size_chosen_for"]
     assert info["cache"]["folder"].startswith(str(tmp_path)) and info["cache"]["mib"] > 0
     text = CliRunner().invoke(app, ["data", "info", f"folder:{root}"], catch_exceptions=False).stdout
-    assert "modes RGB 4, L 2, CMYK 2; sizes 12x9 6, 30x20 2" in text and "cache: " in text
+    assert (
+        "formats PNG 6, JPEG 2; modes RGB 4, L 2, CMYK 2; sizes 12x9 6, 30x20 2" in text and "cache: " in text
+    )
 
 
 def test_report_and_channel_stats_are_remembered_beside_the_cache(monkeypatch):
@@ -527,3 +530,22 @@ def test_a_fifo_a_label_csv_lists_is_skipped_with_the_reason_never_waited_on(tmp
     with writer_after(tmp_path / "images" / "pipe.png"):
         ds = load_dataset(f"csv:{path}", None)
     assert ds.skipped == [{"file": "images/pipe.png", "reason": "not a regular file (a FIFO): not read"}]
+
+
+@pytest.mark.parametrize("fmt, lossy", [("JPEG", True), ("PNG", False)])
+def test_a_cifar10_image_folder_copy_is_said_to_be_one_and_lossy_when_it_is(tmp_path, fmt, lossy):
+    """A figure on a copy of CIFAR-10 is not a figure on CIFAR-10: a JPEG copy scores lower
+    (a write-up's number was made on the official images), so the data report says so."""
+    from PIL import Image
+
+    from visionbench.data.official import CIFAR10_CLASSES, read_cifar10
+
+    root = tmp_path / "cifar10"
+    for split in ("train", "test"):
+        for i, cls in enumerate(CIFAR10_CLASSES):
+            (root / split / cls).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (20 * i, 0, 0)).save(root / split / cls / f"0.{fmt.lower()}", fmt)
+    notes = read_cifar10(root).notes
+    assert len(notes) == 1 and "not the official distribution (cifar-10-python.tar.gz)" in notes[0]
+    assert f"20 {fmt}" in notes[0]
+    assert ("lossy" in notes[0]) is lossy

@@ -165,3 +165,26 @@ def test_the_report_reads_runs_and_ensembles_into_verdicts():
     assert [r[1] for r in rows] == [HOLDS, HOLDS, UNTESTABLE]
     assert "vote 92.00 vs m64 86.00" in rows[0][3] and "at the end 80.00" in rows[1][3]
     assert "60.00" in rows[1][3] and "our pretraining" in rows[2][2]
+
+
+def test_the_beside_table_says_what_data_each_figure_was_made_on():
+    """A figure on a lossy copy of the write-up's dataset is not set beside its figure unsaid:
+    the data report's notes (data/official.py copy_note) reach the run's row."""
+    from types import SimpleNamespace
+
+    from visionbench.analysis.study_report import beside_rows
+
+    run = SimpleNamespace(
+        id="r1", key="simple_cnn", values={}, note="", differences=[], writeup={"top1": 66.71, "setting": "s"}
+    )
+    note = "an image-folder copy (60,000 JPEG), not the official distribution (cifar-10-python.tar.gz): lossy"
+    rec = SimpleNamespace(
+        id="r1",
+        summary={"test_acc": 0.65, "epochs": 20},
+        config={"data.name": "cifar10"},
+        meta={"data_report": {"notes": [note]}},
+    )
+    header, (row,) = beside_rows([run], [rec])
+    assert note in row[header.index("notes")] and row[header.index("gap")] == "-1.71 points"
+    rec.meta = {"data_report": "damaged"}  # a damaged run.json still gives a row
+    assert beside_rows([run], [rec])[1][0][header.index("notes")] == "20 epochs, cifar10"

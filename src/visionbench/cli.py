@@ -777,7 +777,9 @@ def data_info(name: str, data_dir: DataDir = None, as_json: AsJson = False):
     if ds.originals.get("modes"):
         listed = lambda d: ", ".join(f"{k} {v:,}" for k, v in d.items())
         out.print(
-            f"files as stored: modes {listed(ds.originals['modes'])}; sizes {listed(ds.originals['sizes'])}"
+            "files as stored: "
+            + (f"formats {listed(ds.originals['formats'])}; " if ds.originals.get("formats") else "")
+            + f"modes {listed(ds.originals['modes'])}; sizes {listed(ds.originals['sizes'])}"
         )
     out.print(
         f"cache: {escape(cached['folder'])} ({cached['mib']:,.1f} MiB)"

@@ -9,7 +9,7 @@ import csv
 import tempfile
 from pathlib import Path
 
-from .compare import read_runs, reference_block
+from .compare import dict_or_empty, read_runs, reference_block
 from .findings import Cell, evaluate
 from .report import Figure, render_html, report_context, split_refs
 
@@ -40,6 +40,8 @@ def beside_rows(runs, records) -> tuple[list[str], list[list[str]]]:
                 if rec
                 else "not run",
                 *(rec.summary.get("warnings") or [] if rec else []),  # e.g. training diverged
+                # what the data read is (data/official.py copy_note): e.g. a lossy JPEG copy
+                *(dict_or_empty(rec.meta.get("data_report")).get("notes") or [] if rec else []),
             )
             if n
         )

@@ -88,7 +88,7 @@ def flat(cfg: RunConfig) -> dict:
 
 
 def describe_data(cfg: RunConfig) -> str:
-    """e.g. 'cifar10, 50,000 train / 10,000 test images' or 'cifar10, 500 a class (5,000 train) ...'."""
+    """e.g. 'cifar10, 50,000 train (10% held out for validation) / 10,000 test images'."""
     name, d = cfg.data.name, cfg.data
     train, test, classes, _, _ = OFFICIAL.get(name, (None, None, None, None, None))
     if classes and d.classes:
@@ -97,7 +97,8 @@ def describe_data(cfg: RunConfig) -> str:
     n_test = d.test_per_class * classes if d.test_per_class and classes else test
     if n_train is None:
         return name
-    return f"{name}, {n_train:,} train / {n_test:,} test images"
+    held = f" ({d.val_fraction:.0%} held out for validation)" if d.val_fraction else ""
+    return f"{name}, {n_train:,} train{held} / {n_test:,} test images"
 
 
 def describe(key: str, value, cfg: RunConfig) -> str:

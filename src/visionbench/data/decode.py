@@ -132,7 +132,7 @@ def decode(blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop"
 def decode_with_origin(
     blob: bytes | str, size: tuple[int, int] | None, resize: str = "crop"
 ) -> tuple[np.ndarray | str, str | None]:
-    """`decode`, plus what the file was: "MODE WxH" as stored (e.g. "CMYK 640x480").
+    """`decode`, plus what the file was: "FORMAT MODE WxH" as stored (e.g. "JPEG CMYK 640x480").
     Animated GIFs and multi-page TIFFs give their first frame (PIL opens on it)."""
     if isinstance(blob, str):
         return blob, None
@@ -142,7 +142,7 @@ def decode_with_origin(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(blob)) as img:
                 img.load()  # truncated files fail here, not later
-                origin = f"{img.mode} {img.width}x{img.height}"
+                origin = f"{img.format or '?'} {img.mode} {img.width}x{img.height}"
                 img = to_rgb(img)
                 if size is not None:
                     img = fit_size(img, size, resize)
@@ -268,16 +268,23 @@ def _decode_chunk(args: tuple[list[bytes], tuple[int, int] | None, str]) -> list
 
 
 def summarize_origins(origins: list[str | None], top: int = 5) -> dict[str, dict[str, int]]:
-    """How many files had each mode and each size, the `top` most common sizes by name."""
+    """How many files had each format, each mode and each size, the `top` most common sizes by
+    name."""
+    formats: dict[str, int] = {}
     modes: dict[str, int] = {}
     sizes: dict[str, int] = {}
     for o in filter(None, origins):
-        mode, wh = o.split(" ")
+        fmt, mode, wh = o.split(" ")
+        formats[fmt] = formats.get(fmt, 0) + 1
         modes[mode] = modes.get(mode, 0) + 1
         sizes[wh] = sizes.get(wh, 0) + 1
     common = sorted(sizes.items(), key=lambda kv: -kv[1])
     shown = dict(common[:top]) | ({"other": sum(n for _, n in common[top:])} if len(common) > top else {})
-    return {"modes": dict(sorted(modes.items(), key=lambda kv: -kv[1])), "sizes": shown}
+    return {
+        "formats": dict(sorted(formats.items(), key=lambda kv: -kv[1])),
+        "modes": dict(sorted(modes.items(), key=lambda kv: -kv[1])),
+        "sizes": shown,
+    }
 
 
 _PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("decode_progress", default=None)

@@ -223,6 +223,22 @@ def require_files(found: dict, wanted, what: str, path: Path, fix: str) -> None:
         raise VisionbenchError(f"missing {what} files: {', '.join(missing)}", where=str(path), fix=fix)
 
 
+LOSSY = {"JPEG", "WEBP", "MPO"}  # PIL's names of formats that are (usually) lossy
+
+
+def copy_note(ds: Dataset, official: str) -> str:
+    """What a dataset read from an image-folder copy is, said beside every figure made on it
+    (data info, the run's data report, a study's report): e.g. CIFAR-10 saved as JPEG scores
+    lower than the official lossless images, and a write-up's figure was made on those."""
+    formats = ds.originals.get("formats") or {}
+    lossy = {f: n for f, n in formats.items() if f in LOSSY}
+    what = ", ".join(f"{n:,} {f}" for f, n in formats.items()) or "image files"
+    note = f"an image-folder copy ({what}), not the official distribution ({official})"
+    if lossy:
+        note += ": lossy files, so accuracy can be lower than on the official images"
+    return note
+
+
 def read_cifar10(path: Path) -> Dataset:
     official = (
         path.name in ("cifar-10-batches-py", "cifar-10-python.tar.gz") or (path / "data_batch_1").exists()
@@ -232,6 +248,7 @@ def read_cifar10(path: Path) -> Dataset:
         ds = read_folder("cifar10", path)
         if ds.classes != CIFAR10_CLASSES:
             raise VisionbenchError(f"expected the 10 CIFAR-10 classes, found {ds.classes}", where=str(path))
+        ds.notes.append(copy_note(ds, "cifar-10-python.tar.gz"))
         return ds
     wanted = [f for files in CIFAR10_BATCHES.values() for f in files]
     skipped: list[dict] = []
