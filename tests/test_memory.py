@@ -25,22 +25,34 @@ def test_saved_bytes_count_each_activation_once_and_leave_the_model_as_it_was(on
     # conv saves its 1x8x8 input (256 B an image), ReLU its 4x8x8 output (1,024 B), which the
     # linear layer saves again as a view: counted once; the weights are not activations
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10))
-    assert memory.saved_bytes_per_image(model, (1, 8, 8), torch.device("cpu")) == 256 + 1024
+    assert memory.saved_bytes(model, (1, 8, 8), torch.device("cpu")) == (256 + 1024, 0)
 
     bn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
     bn[1].eval()  # a frozen BatchNorm in a training model
     before = {k: v.clone() for k, v in bn.state_dict().items()}
     rng = torch.get_rng_state()
-    assert memory.saved_bytes_per_image(bn, (1, 8, 8), torch.device("cpu")) > 0
+    assert memory.saved_bytes(bn, (1, 8, 8), torch.device("cpu"))[0] > 0
     assert bn.training and not bn[1].training  # each module's mode is restored ...
     assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())  # ... and its running stats
     assert torch.equal(rng, torch.get_rng_state())  # the run's random stream is not consumed
 
 
+def test_weight_copies_autocast_keeps_count_once_a_step_not_once_an_image(one_thread):
+    """Under bf16 autocast each weight is cast once a forward and the copy saved for backward:
+    2 MB for this layer, whatever the batch. Counted per image (as it was) it made ResNet-50 at
+    28 px need 23.3 MiB an image, where a step's peak RSS showed under 4."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 1024), nn.ReLU(), nn.Linear(1024, 1024))
+    per_image, per_step = memory.saved_bytes(model, (1, 8, 8), torch.device("cpu"), torch.bfloat16)
+    # an image: its input as cast for the first layer (64 bf16 values) and the first layer's
+    # bf16 output after ReLU (1,024 values, kept by ReLU and by the second layer: counted once)
+    assert per_image == 64 * 2 + 1024 * 2
+    assert per_step >= 1024 * 1024 * 2  # the second layer's bf16 weight, once
+
+
 @pytest.fixture
 def small_machine(monkeypatch):
     """1 MiB of activations an image and 40 MiB free: batches of up to 25 fit."""
-    monkeypatch.setattr(memory, "saved_bytes_per_image", lambda *a, **k: MiB)
+    monkeypatch.setattr(memory, "saved_bytes", lambda *a, **k: (MiB, 0))
     monkeypatch.setattr(memory, "device_free", lambda device: 40 * MiB)
 
 
@@ -105,7 +117,7 @@ def test_an_eval_batch_too_large_is_brought_down_chosen_or_set_and_a_rerun_still
     """1 MiB an image in evaluation (x1.5 margin) and 100 MiB free beside a tiny training state:
     1,024 cannot be evaluated at once, 32 can - the run says so and records it; a sweep or study
     asking again for the default 1,024 finds the same run (the batch changes no result)."""
-    monkeypatch.setattr(memory, "saved_bytes_per_image", lambda *a, **k: 1024)
+    monkeypatch.setattr(memory, "saved_bytes", lambda *a, **k: (1024, 0))
     monkeypatch.setattr(memory, "inference_bytes_per_image", lambda *a, **k: MiB)
     monkeypatch.setattr(memory, "device_free", lambda device: 100 * MiB)
     run = train(resolve_config([], tiny_overrides + QUICK + ["name=evalfit"]))
