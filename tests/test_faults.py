@@ -107,13 +107,14 @@ def test_periodic_checkpoints_do_not_change_the_result(tiny_overrides):
 
 
 @pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
-def test_eight_concurrent_runs_in_one_folder_are_all_listed_and_whole(tmp_path, tiny_overrides):
-    # no names: all eight pick the same <time>-<data>-<model> id and must each claim their own
+def test_four_concurrent_runs_in_one_folder_are_all_listed_and_whole(tmp_path, tiny_overrides):
+    # no names: all four pick the same <time>-<data>-<model> id and must each claim their own
+    # (twice the 2 cores; eight took 32 s of the suite's 8 minutes for the same race)
     cmd = CLI + ["train", "--quiet", *tiny_overrides, "train.epochs=1", "train.threads=1"]
-    procs = [subprocess.Popen(cmd) for _ in range(8)]
-    assert [p.wait(timeout=300) for p in procs] == [0] * 8
+    procs = [subprocess.Popen(cmd) for _ in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 4
     rows = list_runs(tmp_path / "runs")
-    assert len(rows) == len({r["id"] for r in rows}) == 8
+    assert len(rows) == len({r["id"] for r in rows}) == 4
     for r in rows:
         run = Run.open(r["id"])
         assert r["status"] == "finished" and r["test_acc"] > 0.3
@@ -121,7 +122,7 @@ def test_eight_concurrent_runs_in_one_folder_are_all_listed_and_whole(tmp_path, 
         assert json.loads((run.path / "run.json").read_text())["status"] == "finished"
         assert run.load_weights("last").keys() == run.load_weights("best").keys()
     listed = CliRunner().invoke(app, ["runs", "--json"])
-    assert len(json.loads(listed.stdout)) == 8
+    assert len(json.loads(listed.stdout)) == 4
 
 
 def test_run_name_with_sql_is_refused_with_a_clear_error(tmp_path, tiny_overrides):
