@@ -21,7 +21,9 @@ import numpy as np
 from ..errors import VisionbenchError
 
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-CACHE_VERSION = 3  # bump when the decoded bytes or what is kept of the files change (2: float TIFFs scaled; 3: file formats kept)
+# bump when the decoded bytes, or what is kept of the files, change (2: float TIFFs scaled;
+# 3: file formats kept)
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -45,9 +47,8 @@ class Dataset:
     skipped: list[dict] = field(default_factory=list)  # [{"file": ..., "reason": ...}]
     notes: list[str] = field(default_factory=list)  # e.g. how a test split was carved
     class_names: list[str] = field(default_factory=list)  # readable names when classes are ids (wnids)
-    originals: dict = field(
-        default_factory=dict
-    )  # files as stored: {"formats": {...}, "modes": {...}, "sizes": {...}}
+    # files as stored: {"formats": {...}, "modes": {...}, "sizes": {...}}
+    originals: dict = field(default_factory=dict)
     cache: str = ""  # the array cache folder it was loaded from (not saved)
 
     @property
