@@ -91,6 +91,7 @@ def one_run(
 
     from visionbench.commands.train import train
     from visionbench.engine.device import amp_dtype, pick_device
+    from visionbench.engine.schedules import progressive_sides
 
     cfg = fast_config(seed, data_dir, overrides, name)
     autocast = amp_dtype(cfg.train.amp, pick_device(cfg.train.device))
@@ -99,7 +100,11 @@ def one_run(
     run = train(cfg, runs_dir=runs_dir, quiet=True)
     rows, summary = run.metrics(), run.read_json("summary.json")
     images = sum(r["images_per_s"] * r["seconds"] for r in rows)
-    flops = train_flops_per_image(cfg) * images / sum(r["seconds"] for r in rows)
+    sides = progressive_sides(cfg.train.epochs, cfg.model.input_size or 32, cfg.train.progressive)
+    at = lambda side: cfg.model_copy(update={"model": cfg.model.model_copy(update={"input_size": side})})
+    per_side = {side: train_flops_per_image(at(side)) for side in set(sides)}  # train.progressive
+    trained = sum(per_side[side] * r["images_per_s"] * r["seconds"] for side, r in zip(sides, rows))
+    flops = trained / sum(r["seconds"] for r in rows)
     Path(out).write_text(
         json.dumps(
             {

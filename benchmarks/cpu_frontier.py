@@ -22,8 +22,8 @@ test, resized on the device for the whole run), `train.lookahead`. Epoch variant
 recipe's warmup at 23% of the run. The batch-512 variant follows the recipe's lr rule (its lr
 is per 1024 examples of the mean loss: lr = 1.5 x batch / 1024; weight decay is per unit lr,
 so unchanged).
-Not supported yet: progressive resizing (a lower resolution in the early epochs only) - the
-product has no per-epoch input size (`model.input_size` holds for the whole run).
+Progressive resizing (`train.progressive`: the early epochs at a lower side, growing to 32 px)
+is counted epoch by epoch at the side each epoch trains at.
 
     python benchmarks/cpu_frontier.py --data-dir ../shared/data [--seeds 0 1] [--variants v2,w48]
         [--json frontier.json] [--markdown frontier.md] [--quick]
@@ -63,6 +63,11 @@ def epochs(n: int) -> list[str]:
     return [f"train.epochs={n}", f"sched.warmup_epochs={0.23 * n:g}"]
 
 
+def progressive(scale: float, **keys: float) -> list[str]:
+    """train.progressive: the early epochs at `scale` x 32 px (hold 50%, finetune 20% unless given)."""
+    return [f"train.progressive.scale={scale}", *(f"train.progressive.{k}={v}" for k, v in keys.items())]
+
+
 # name -> (what changes, overrides of the fast recipe v2)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "v2": ("fast v2: widths 64/256/256, 10 epochs, batch 1024, flip-translate TTA (6 views)", []),
@@ -82,6 +87,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "w48-e7-flip": ("widths 48/192/192, 7 epochs, TTA flip", [widths(48, 192, 192), *epochs(7), "train.tta=flip"]),
     "w48-160-e8": ("widths 48/160/160, 8 epochs", [widths(48, 160, 160), *epochs(8)]),
     "w64-192-e6-flip": ("widths 64/192/192, 6 epochs, TTA flip", [widths(64, 192, 192), *epochs(6), "train.tta=flip"]),
+    # progressive resizing (train.progressive): the early epochs at a lower side
+    "p50-e8": ("8 epochs, progressive 16 px -> 32 (16 x5, 24, 28, 32)", [*epochs(8), *progressive(0.5)]),
+    "p50-h6-flip": ("progressive 16 px -> 32, held 60% (16 x7, 24, 32 x2), TTA flip", [*progressive(0.5, hold=0.6), "train.tta=flip"]),
+    "p75-e6": ("6 epochs, progressive 24 px -> 32 (24 x4, 28, 32)", [*epochs(6), *progressive(0.75)]),
+    "w64-192-p50-e12": ("widths 64/192/192, 12 epochs, progressive 16 px -> 32", [widths(64, 192, 192), *epochs(12), *progressive(0.5)]),
+    "w48-p50-e14": ("widths 48/192/192, 14 epochs, progressive 16 px -> 32", [widths(48, 192, 192), *epochs(14), *progressive(0.5)]),
 }  # fmt: skip
 
 # the tiny slice of --quick, after the variant's own overrides (its epochs and test set too)
@@ -119,14 +130,28 @@ def flops_per_image(model: str) -> tuple[float, float]:
     return train_flops_per_image(cfg), train_flops_per_image(cfg, backward=False)
 
 
+def epoch_flops(cfg) -> list[float]:
+    """Forward + backward FLOPs of one training image in each epoch of `cfg`: at the side it
+    trains at (train.progressive: smaller in the early epochs)."""
+    from visionbench.config import RunConfig
+    from visionbench.engine.schedules import progressive_sides
+
+    full = cfg.model.input_size or 32
+    sides = progressive_sides(cfg.train.epochs, full, cfg.train.progressive)
+    at = lambda side: RunConfig(model=cfg.model.model_copy(update={"input_size": side})).model_dump_json()
+    return [flops_per_image(at(side))[0] for side in sides]
+
+
 def run_pflop(cfg, train_images: float, test_images: int, whiten_from: int) -> float:
-    """PFLOP of a run of `cfg` that trains `train_images` and tests `test_images` with its TTA."""
+    """PFLOP of a run of `cfg` that trains `train_images` (as many each epoch) and tests
+    `test_images` with its TTA, at the full side."""
     from visionbench.config import RunConfig
     from visionbench.engine.tta import tta_views
 
     views = max(1, len(tta_views(cfg.train.tta)))
-    train, test = flops_per_image(RunConfig(model=cfg.model).model_dump_json())
-    flops = train * train_images + test * test_images * views
+    per_epoch = epoch_flops(cfg)
+    test = flops_per_image(RunConfig(model=cfg.model).model_dump_json())[1]
+    flops = sum(per_epoch) * train_images / len(per_epoch) + test * test_images * views
     return (flops + whitening_flops(cfg, whiten_from)) / 1e15
 
 

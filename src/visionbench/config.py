@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import VisionbenchError, did_you_mean, unknown_name
 
@@ -217,6 +225,25 @@ def class_weight_setting(value: str | list[float]) -> str | list[float]:
     return value
 
 
+class ProgressiveConfig(Section):
+    """Progressive resizing, on MosaicML Composer's schedule but per epoch (engine/schedules.py
+    progressive_sides): the first `hold` of the epochs train on images at `scale` x the network's
+    input side, which then grows linearly to the full side, reached for the last `finetune` of
+    them; sides are multiples of `step` px. Validation, the test and all after training run at
+    the full side."""
+
+    scale: Annotated[float, Number, Field(gt=0, le=1)] = 1.0  # 1: off; e.g. 0.5 (16 of 32 px)
+    hold: Probability = 0.5
+    finetune: Probability = 0.2
+    step: Count = 4
+
+    @model_validator(mode="after")
+    def _fits(self) -> ProgressiveConfig:
+        if self.hold + self.finetune > 1:
+            raise ValueError(f"hold + finetune is {self.hold + self.finetune:g}: more than the whole run")
+        return self
+
+
 class TrainConfig(Section):
     epochs: Count = 10
     batch_size: Count | None = None  # None: 128, or less when the train split is small (>= 8 steps an epoch)
@@ -242,6 +269,7 @@ class TrainConfig(Section):
     # epoch's final weights (engine/precise_bn.py): short runs' eval-mode figures then match their
     # weights (0: off, BatchNorm's own running averages)
     precise_bn: NonNegative = 0
+    progressive: ProgressiveConfig = ProgressiveConfig()  # lower resolution in the early epochs
     tta: Annotated[str, registered("tta")] = "none"  # engine/tta.py: views averaged in the final test
     # temperature scaling fitted on the validation split after training (analysis/calibration.py):
     # eval, predict and soft votes report calibrated probabilities; the argmax never changes

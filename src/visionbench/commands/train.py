@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -46,11 +47,13 @@ from ..engine.losses import create_loss
 from ..engine.memory import fit_batch
 from ..engine.optim import create_optimizer, create_scheduler
 from ..engine.precise_bn import recompute_bn_stats
+from ..engine.schedules import progressive_sides
 from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..engine.tta import tta_views
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
 from ..models.build import auto_settings, build_model, init_from_training_images
+from ..models.registry import train_at_side
 from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
 from ..runs.lock import refuse_if_owned
@@ -211,6 +214,8 @@ def train_epochs(
     step["loss_fn"] = create_loss(cfg.train.loss, cfg.train.label_smoothing, data.loss_weights)
     if early_stop_due(run.metrics(), cfg.train.early_stop):  # resumed after an early stop: none left
         return
+    if sides := epoch_sides(cfg, data):  # progressive resizing
+        console.print(f"progressive resizing (train.progressive): epochs train at {runs_of(sides)} px")
     with stop_on_signals() as stop, EpochBar(console) as bar:
         pause = CheckpointTimer(stop, cfg.train.checkpoint_steps, cfg.train.checkpoint_minutes, ranks.any)
         while state.epoch < cfg.train.epochs:
@@ -220,9 +225,10 @@ def train_epochs(
             step["on_step"] = pause.counting(
                 bar.start(state.epoch, cfg.train.epochs, inputs.train, state.batch)
             )
-            sums = train_epoch_in_pieces(
-                inputs.model, inputs.train, state, pause, checkpoint, ranks.sum, **step
-            )
+            with train_at_side(inputs.model, sides[state.epoch] if sides else None):
+                sums = train_epoch_in_pieces(
+                    inputs.model, inputs.train, state, pause, checkpoint, ranks.sum, **step
+                )
             if state.batch:  # stopped mid-epoch, checkpointed
                 raise interrupted(run, stop)
             bar.finish()
@@ -245,6 +251,21 @@ def train_epochs(
             if early_stop_due(rows, cfg.train.early_stop):
                 console.print(f"early stop: no better accuracy for {cfg.train.early_stop} epochs")
                 break
+
+
+def epoch_sides(cfg: RunConfig, data: Prepared) -> list[int] | None:
+    """The side training images have in each epoch under train.progressive, else None."""
+    if cfg.train.progressive.scale >= 1:
+        return None
+    return progressive_sides(
+        cfg.train.epochs, cfg.model.input_size or data.dataset.shape[1], cfg.train.progressive
+    )
+
+
+def runs_of(sides: list[int]) -> str:
+    """[16, 16, 20, 32, 32] -> '16 x2, 20, 32 x2'."""
+    runs = [(s, len(list(g))) for s, g in groupby(sides)]
+    return ", ".join(f"{s} x{n}" if n > 1 else str(s) for s, n in runs)
 
 
 def load_data(cfg: RunConfig, ranks: distributed.Ranks, console: Console) -> tuple[RunConfig, Prepared]:

@@ -86,6 +86,8 @@ def run_reason(cfg: RunConfig, world: int, model: nn.Module) -> str | None:
         return "train.teacher's networks read the augmented images of every batch"
     if cfg.train.ema or cfg.train.lookahead:
         return f"train.{'ema' if cfg.train.ema else 'lookahead'} averages the whole model's weights"
+    if cfg.train.progressive.scale < 1:
+        return "train.progressive trains the early epochs on smaller images"
     if hasattr(model, "start_epoch"):
         return f"{cfg.model.name} changes which of its layers train from epoch to epoch"
     if mixed:

@@ -45,3 +45,26 @@ SCHEDULES: dict[str, Factor] = {
     "plateau": after_warmup(lambda *_: 1.0),  # Schedule.report scales it down on each plateau
     "constant": after_warmup(lambda *_: 1.0),
 }
+
+
+def progressive_side(epoch: int, epochs: int, side: int, cfg: Any) -> int:
+    """The side training images have in 0-based `epoch` of `epochs` under progressive resizing
+    (`cfg`: the run's train.progressive): `scale` x the full `side` for the first `hold` of the
+    epochs, then growing linearly to `side`, reached for the last `finetune` of them; a multiple
+    of `step` px (at least one step), never above `side`. A function of the epoch alone, so a
+    resumed run trains every epoch at the size it would have."""
+    if cfg.scale >= 1:
+        return side
+    t, ramp = epoch / epochs, 1 - cfg.hold - cfg.finetune
+    if t < cfg.hold:
+        scale = cfg.scale
+    elif t >= 1 - cfg.finetune - 1e-9 or ramp <= 0:
+        scale = 1.0
+    else:
+        scale = cfg.scale + (1 - cfg.scale) * (t - cfg.hold) / ramp
+    return min(side, max(cfg.step, round(side * scale / cfg.step) * cfg.step))
+
+
+def progressive_sides(epochs: int, side: int, cfg: Any) -> list[int]:
+    """The side of every epoch of a run (progressive_side), e.g. [16]*6 + [20, 28, 32, 32]."""
+    return [progressive_side(e, epochs, side, cfg) for e in range(epochs)]

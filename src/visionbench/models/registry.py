@@ -4,7 +4,8 @@ torchvision classification model (imported on first use) and timm's (`timm:` pre
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -106,12 +107,30 @@ def head_name(model: nn.Module) -> str:
 
 def resize_inputs(model: nn.Module, size: int) -> None:
     """Resize every input batch to size x size on its device before the model sees it (a
-    forward pre-hook: one batched interpolate, no per-image Python, state dict unchanged)."""
+    forward pre-hook: one batched interpolate, no per-image Python, state dict unchanged); while
+    the model's `train_side` is set (progressive resizing: train_at_side), to that side instead."""
+    model.train_side = None
 
-    def hook(_, args):
-        return (resized(args[0], size), *args[1:])
+    def hook(module, args):
+        return (resized(args[0], module.train_side or size), *args[1:])
 
     model.register_forward_pre_hook(hook)
+
+
+@contextmanager
+def train_at_side(model: nn.Module, side: int | None) -> Iterator[None]:
+    """Within, the batches `model` (or the model inside its DDP or torch.compile wrapper) is fed
+    are resized to side x side (None: as built). The model must have been built with
+    resize_inputs, as build_model does when train.progressive is on."""
+    while type(model).__name__ in ("DistributedDataParallel", "OptimizedModule"):
+        model = getattr(model, "module", None) or model._orig_mod
+    if "train_side" not in model.__dict__:
+        raise RuntimeError(f"{type(model).__name__} was built without resize_inputs")
+    model.train_side = side
+    try:
+        yield
+    finally:
+        model.train_side = None
 
 
 def resized(x: torch.Tensor, size: int) -> torch.Tensor:
