@@ -87,6 +87,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "w48-e7-flip": ("widths 48/192/192, 7 epochs, TTA flip", [widths(48, 192, 192), *epochs(7), "train.tta=flip"]),
     "w48-160-e8": ("widths 48/160/160, 8 epochs", [widths(48, 160, 160), *epochs(8)]),
     "w64-192-e6-flip": ("widths 64/192/192, 6 epochs, TTA flip", [widths(64, 192, 192), *epochs(6), "train.tta=flip"]),
+    "e4-flip": ("4 epochs, TTA flip", [*epochs(4), "train.tta=flip"]),
+    "w48-e7-flip-b512": ("widths 48/192/192, 7 epochs, TTA flip, batch 512, lr 0.75", [widths(48, 192, 192), *epochs(7), "train.tta=flip", "train.batch_size=512", "optim.lr=0.75"]),
     # progressive resizing (train.progressive): the early epochs at a lower side
     "p50-e8": ("8 epochs, progressive 16 px -> 32 (16 x5, 24, 28, 32)", [*epochs(8), *progressive(0.5)]),
     "p50-h6-flip": ("progressive 16 px -> 32, held 60% (16 x7, 24, 32 x2), TTA flip", [*progressive(0.5, hold=0.6), "train.tta=flip"]),

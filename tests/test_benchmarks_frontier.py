@@ -71,3 +71,12 @@ def test_the_bar_needs_two_seeds_the_accuracy_and_the_pflop():
     assert not cpu_frontier.meets_bar([row | {"seeds": [0]}])
     assert not cpu_frontier.meets_bar([row | {"pflop_plan": 0.2}])
     assert not cpu_frontier.meets_bar([row | {"acc_mean": 0.9}])
+
+
+def test_progressive_runs_are_counted_at_each_epochs_side():
+    cfg = cpu_frontier.variant_config("p50-e8", "/nowhere", quick=False)
+    per_epoch = cpu_frontier.epoch_flops(cfg)
+    full = train_flops_per_image(cpu_frontier.variant_config("e8", "/nowhere", quick=False))
+    assert len(per_epoch) == 8 and per_epoch[-1] == pytest.approx(full)
+    assert per_epoch[0] < 0.3 * full  # 16 of 32 px: about a quarter
+    assert per_epoch == sorted(per_epoch)

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from visionbench.config import OptimConfig, SchedConfig
+from visionbench.config import OptimConfig, ProgressiveConfig, SchedConfig, resolve_config
 from visionbench.engine.optim import create_optimizer, create_scheduler
 from visionbench.engine.optimizers import OPTIMIZERS, Lamb, Lars, Lion, Yogi
+from visionbench.engine.schedules import progressive_sides
+from visionbench.errors import VisionbenchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -295,3 +297,26 @@ def test_a_batch_larger_than_the_training_set_scales_the_lr_by_the_images_it_hol
     assert notes[1] == "optim.lr=1.01: 0.1 scaled to batch 1295; set optim.lr=X to choose"
     cfg, notes = auto_settings(resolve_config([], []), 5, (1, 8, 8))  # 5 images: halved to the floor of 2
     assert cfg.train.batch_size == 2 and cfg.optim.lr == pytest.approx(0.1 * 2 / 128)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "side", "keys"),
+    [(10, 32, {"scale": 0.5}), (8, 32, {"scale": 0.5}), (12, 224, {"scale": 0.5, "hold": 0.3, "step": 32})],
+)
+def test_progressive_sides_hold_the_small_side_then_grow_to_the_full_one(epochs, side, keys):
+    cfg = ProgressiveConfig(**keys)
+    sides = progressive_sides(epochs, side, cfg)
+    for e, s in enumerate(sides):  # by where each epoch starts in the run
+        if e / epochs < cfg.hold:
+            assert abs(s - side * cfg.scale) <= cfg.step / 2, sides  # the first `hold` small
+        if e / epochs >= 1 - cfg.finetune:
+            assert s == side, sides  # the last `finetune` at the full side
+    assert sides == sorted(sides) and all(s % cfg.step == 0 for s in sides)
+    assert len(set(sides)) > 2  # growing in between, not a jump
+    assert progressive_sides(epochs, side, ProgressiveConfig()) == [side] * epochs  # scale 1: off
+
+
+def test_progressive_hold_and_finetune_cannot_exceed_the_run():
+    with pytest.raises(VisionbenchError, match="hold \\+ finetune is 1.2.*sum to 1 or less"):
+        resolve_config([], ["train.progressive.hold=0.9", "train.progressive.finetune=0.3"])
+    resolve_config([], ["train.progressive.hold=0.7", "train.progressive.finetune=0.3"])  # the fix

@@ -11,6 +11,7 @@ from conftest import interrupt_at
 
 import visionbench.commands.train as train_module
 import visionbench.engine.checkpoint as checkpoint_module
+import visionbench.models.registry as registry
 from visionbench.commands.train import Interrupted, diverging, train
 from visionbench.config import resolve_config
 from visionbench.engine.checkpoint import load_checkpoint
@@ -38,17 +39,27 @@ AUGMENTED = [
 
 # class-balanced draws (with replacement) and a weighted loss
 BALANCED = ["data.sampler=balanced", "train.class_weights=balanced", "train.precise_bn=300"]
+# progressive resizing: epoch 1 at 8 px, epoch 2 at the full 16
+PROGRESSIVE = ["model.input_size=16", "train.progressive.scale=0.5", "train.progressive.finetune=0.5"]
 
 
 @pytest.mark.parametrize(
     "stop_step, extra, bf16",
-    [(20, [], "0"), (26, [], "0"), (26, AUGMENTED, "0"), (20, [], "1"), (26, BALANCED, "0")],
+    [
+        (20, [], "0"),
+        (26, [], "0"),
+        (26, AUGMENTED, "0"),
+        (20, [], "1"),
+        (26, BALANCED, "0"),
+        (26, PROGRESSIVE, "0"),
+    ],
     ids=[
         "end-of-epoch-1",
         "mid-epoch-2",
         "mid-epoch-2-augmented-ema",
         "end-of-epoch-1-bf16-autocast",
         "mid-epoch-2-balanced-precise-bn",
+        "mid-epoch-2-progressive",
     ],
 )
 @pytest.mark.slow  # over 2 s on 2 cores: CI runs it, the quick tier does not
@@ -381,3 +392,25 @@ def test_a_signal_after_the_summary_is_written_leaves_the_run_finished(monkeypat
     monkeypatch.setattr(train_module, "finish", finish_then_signal)
     run = train(resolve_config([], tiny_overrides + ["name=done"]), quiet=True)
     assert run.finished and run.read_json("run.json")["status"] == "finished"
+
+
+def test_progressive_resizing_trains_early_epochs_smaller_and_scores_at_full_size(
+    monkeypatch, tiny_overrides
+):
+    seen, real = [[]], registry.resized
+    monkeypatch.setattr(
+        registry, "resized", lambda x, size: seen[-1].append((torch.is_grad_enabled(), size)) or real(x, size)
+    )
+    extra = [
+        "train.epochs=4",
+        "model.input_size=16",
+        "train.progressive.scale=0.5",
+        "train.progressive.finetune=0.25",
+    ]
+    cfg = resolve_config([], tiny_overrides + extra)
+    run = train(cfg, quiet=True, on_epoch=lambda row: seen.append([]))
+    trained = [min(side for grad, side in epoch if grad) for epoch in seen[:4]]
+    assert trained == [8, 8, 8, 16]  # held at half the side, then the full side for the last quarter
+    scored = {side for epoch in seen for grad, side in epoch if not grad}
+    assert scored == {16}  # validation, calibration and the test at the full side
+    assert run.read_json("summary.json")["test_acc"] > 0.5

@@ -240,7 +240,10 @@ class ProgressiveConfig(Section):
     @model_validator(mode="after")
     def _fits(self) -> ProgressiveConfig:
         if self.hold + self.finetune > 1:
-            raise ValueError(f"hold + finetune is {self.hold + self.finetune:g}: more than the whole run")
+            raise ValueError(
+                f"hold + finetune is {self.hold + self.finetune:g}, more than the whole run: "
+                "lower either, so that they sum to 1 or less"
+            )
         return self
 
 
