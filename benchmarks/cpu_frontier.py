@@ -95,6 +95,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "p75-e6": ("6 epochs, progressive 24 px -> 32 (24 x4, 28, 32)", [*epochs(6), *progressive(0.75)]),
     "w64-192-p50-e12": ("widths 64/192/192, 12 epochs, progressive 16 px -> 32", [widths(64, 192, 192), *epochs(12), *progressive(0.5)]),
     "w48-p50-e14": ("widths 48/192/192, 14 epochs, progressive 16 px -> 32", [widths(48, 192, 192), *epochs(14), *progressive(0.5)]),
+    "w48-p50-e16": ("widths 48/192/192, 16 epochs, progressive 16 px -> 32", [widths(48, 192, 192), *epochs(16), *progressive(0.5)]),
+    "w48-p50-e16-h6": ("widths 48/192/192, 16 epochs, progressive 16 px -> 32, held 60%", [widths(48, 192, 192), *epochs(16), *progressive(0.5, hold=0.6)]),
+    "w48-160-p50-e18": ("widths 48/160/160, 18 epochs, progressive 16 px -> 32", [widths(48, 160, 160), *epochs(18), *progressive(0.5)]),
+    "w32-p50-e24": ("widths 32/128/128, 24 epochs, progressive 16 px -> 32", [widths(32, 128, 128), *epochs(24), *progressive(0.5)]),
 }  # fmt: skip
 
 # the tiny slice of --quick, after the variant's own overrides (its epochs and test set too)
