@@ -122,6 +122,9 @@ def train_at_side(model: nn.Module, side: int | None) -> Iterator[None]:
     """Within, the batches `model` (or the model inside its DDP or torch.compile wrapper) is fed
     are resized to side x side (None: as built). The model must have been built with
     resize_inputs, as build_model does when train.progressive is on."""
+    if side is None:
+        yield
+        return
     while type(model).__name__ in ("DistributedDataParallel", "OptimizedModule"):
         model = getattr(model, "module", None) or model._orig_mod
     if "train_side" not in model.__dict__:
