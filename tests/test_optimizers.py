@@ -312,6 +312,7 @@ def test_progressive_sides_hold_the_small_side_then_grow_to_the_full_one(epochs,
         if e / epochs >= 1 - cfg.finetune:
             assert s == side, sides  # the last `finetune` at the full side
     assert sides == sorted(sides) and all(s % cfg.step == 0 for s in sides)
+    assert progressive_sides(2, side, cfg)[-1] == side  # the last epoch at the side it is tested at
     assert len(set(sides)) > 2  # growing in between, not a jump
     assert progressive_sides(epochs, side, ProgressiveConfig()) == [side] * epochs  # scale 1: off
 

@@ -411,6 +411,20 @@ def test_progressive_resizing_trains_early_epochs_smaller_and_scores_at_full_siz
     run = train(cfg, quiet=True, on_epoch=lambda row: seen.append([]))
     trained = [min(side for grad, side in epoch if grad) for epoch in seen[:4]]
     assert trained == [8, 8, 8, 16]  # held at half the side, then the full side for the last quarter
-    scored = {side for epoch in seen for grad, side in epoch if not grad}
+    first_step = seen[0].index((True, 8))  # before it: the checks of the sides and the memory
+    scored = {side for grad, side in seen[0][first_step:] + sum(seen[1:], []) if not grad}
     assert scored == {16}  # validation, calibration and the test at the full side
     assert run.read_json("summary.json")["test_acc"] > 0.5
+
+
+def test_a_progressive_side_the_model_cannot_take_is_said_before_any_folder_with_a_scale_that_runs(
+    tmp_path, tiny_overrides
+):
+    fastnet = ["model.name=fastnet", "model.kwargs={widths: [8, 16, 16]}", "model.input_size=16", "name=p"]
+    cfg = resolve_config([], tiny_overrides + fastnet + ["train.progressive.scale=0.5"])
+    with pytest.raises(VisionbenchError, match="first epochs at 8 px, and fastnet needs at least 9 px") as e:
+        train(cfg, quiet=True)
+    assert not (tmp_path / "runs" / "p").exists()
+    fix = e.value.fix.split()[1]  # "set train.progressive.scale=0.75 or more (12 of 16 px)"
+    assert fix == "train.progressive.scale=0.75"
+    assert train(resolve_config([], tiny_overrides + fastnet + [fix]), quiet=True).finished  # the fix works

@@ -229,8 +229,8 @@ class ProgressiveConfig(Section):
     """Progressive resizing, on MosaicML Composer's schedule but per epoch (engine/schedules.py
     progressive_sides): the first `hold` of the epochs train on images at `scale` x the network's
     input side, which then grows linearly to the full side, reached for the last `finetune` of
-    them; sides are multiples of `step` px. Validation, the test and all after training run at
-    the full side."""
+    them (and always for the last epoch); sides are multiples of `step` px. Validation, the test
+    and all after training run at the full side."""
 
     scale: Annotated[float, Number, Field(gt=0, le=1)] = 1.0  # 1: off; e.g. 0.5 (16 of 32 px)
     hold: Probability = 0.5

@@ -52,7 +52,7 @@ from ..engine.stopping import StopFlag, early_stop_due, stop_on_signals
 from ..engine.tta import tta_views
 from ..errors import VisionbenchError
 from ..models import count_params, head_name
-from ..models.build import auto_settings, build_model, init_from_training_images
+from ..models.build import auto_settings, build_model, init_from_training_images, smallest_input, too_small
 from ..models.registry import train_at_side
 from ..models.weights import check_fit, describe, load_state, read_state_file
 from ..runs import Run, RunView, check_writable, default_run_id, environment, runs_root
@@ -105,6 +105,7 @@ def train(
         check_teacher(resumed, teacher)  # the teacher it started with, or an error
     say = lambda m: console.print(escape(m))
     cfg = fit_batch(cfg, asked, data, model, ranks, say, bool(resumed), teacher)  # or an error
+    check_sides(cfg, data, model, ranks.device)  # progressive resizing's smallest side runs, or an error
     weights_report = None if resumed else initial_weights(model, cfg, root, data)
     state = training_state(cfg, model, data)  # optimizer and schedule errors, too
     if not resumed and (warning := state.freezing.unreached()):
@@ -260,6 +261,31 @@ def epoch_sides(cfg: RunConfig, data: Prepared) -> list[int] | None:
     return progressive_sides(
         cfg.train.epochs, cfg.model.input_size or data.dataset.shape[1], cfg.train.progressive
     )
+
+
+def check_sides(cfg: RunConfig, data: Prepared, model: nn.Module, device: torch.device) -> None:
+    """train.progressive's smallest side, run once (2 blank images, no gradients): a side the
+    model cannot take is an error naming the scale that runs, before any folder is made."""
+    if not (sides := epoch_sides(cfg, data)):
+        return
+    full, p = cfg.model.input_size or data.dataset.shape[1], cfg.train.progressive
+    try:
+        with torch.no_grad(), train_at_side(model, min(sides)):
+            model.eval()(torch.zeros(2, *data.dataset.shape, device=device))
+    except RuntimeError as e:
+        if not too_small(e):
+            raise
+        smallest = smallest_input(cfg, data.dataset) or full
+        side = -(-smallest // p.step) * p.step  # the smallest multiple of the step that runs
+        raise VisionbenchError(
+            f"train.progressive.scale={p.scale:g} trains the first epochs at {min(sides)} px, and "
+            f"{cfg.model.name} needs at least {smallest} px",
+            fix=f"set train.progressive.scale={side / full:g} or more ({side} of {full} px)"
+            if side < full
+            else "set train.progressive.scale=1 (off): the model needs the full side",
+        ) from None
+    finally:
+        model.train()
 
 
 def runs_of(sides: list[int]) -> str:

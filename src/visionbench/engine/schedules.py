@@ -51,9 +51,10 @@ def progressive_side(epoch: int, epochs: int, side: int, cfg: Any) -> int:
     """The side training images have in 0-based `epoch` of `epochs` under progressive resizing
     (`cfg`: the run's train.progressive): `scale` x the full `side` for the first `hold` of the
     epochs, then growing linearly to `side`, reached for the last `finetune` of them; a multiple
-    of `step` px (at least one step), never above `side`. A function of the epoch alone, so a
-    resumed run trains every epoch at the size it would have."""
-    if cfg.scale >= 1:
+    of `step` px (at least one step), never above `side`. The last epoch is always at `side`,
+    the side the model is validated and tested at, however few the epochs. A function of the
+    epoch alone, so a resumed run trains every epoch at the size it would have."""
+    if cfg.scale >= 1 or epoch == epochs - 1:
         return side
     t, ramp = epoch / epochs, 1 - cfg.hold - cfg.finetune
     if t < cfg.hold:
