@@ -28,6 +28,7 @@ is counted epoch by epoch at the side each epoch trains at.
     python benchmarks/cpu_frontier.py --data-dir ../shared/data [--seeds 0 1] [--variants v2,w48]
         [--json frontier.json] [--markdown frontier.md] [--quick]
 
+`--table-only`: train nothing; the table of the runs already in --json (the seeds each has).
 `--quick`: each variant on a tiny slice (50 training images a class, 20 test images a class,
 1 epoch; one seed unless --seeds is given) to check the code paths in a few minutes; its `plan`
 column is still the full run's. Rows already in the --json file (same --quick) are kept and not
@@ -227,6 +228,9 @@ def main() -> None:
         "--data-dir", default=os.environ.get("VISIONBENCH_DATA", str(ROOT.parent / "shared" / "data"))
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--table-only", action="store_true", help="train nothing: the table of the runs in --json"
+    )
     ap.add_argument("--json", default=None, help="default: frontier[-quick].json")
     ap.add_argument("--markdown", default=None, help="default: frontier[-quick].md")
     ap.add_argument(
@@ -253,8 +257,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             for seed in seeds:
-                if (name, seed) in have:
-                    print(f"{name} seed {seed}: kept from {json_path}", flush=True)
+                if (name, seed) in have or args.table_only:
+                    print(
+                        f"{name} seed {seed}: {'kept from ' + str(json_path) if (name, seed) in have else 'not run'}",
+                        flush=True,
+                    )
                     continue
                 out = f"{tmp}/{name}-{seed}.json"
                 cmd = [__file__, "--data-dir", data_dir, "--one-run", name, str(seed), tmp, out]
@@ -266,14 +273,11 @@ def main() -> None:
                     f"({r['images_per_s']:.0f} img/s, {r['dtype']}, MFU {r['mfu']:.1%})",
                     flush=True,
                 )
-    rows = [
-        summarise(
-            n, [r for r in done["runs"] if r["variant"] == n and r["seed"] in seeds], data_dir, args.quick
-        )
-        for n in names
-    ]
-    done["rows"] = rows
-    json_path.write_text(json.dumps(done, indent=1))
+    ran = {n: [r for r in done["runs"] if r["variant"] == n and r["seed"] in seeds] for n in names}
+    rows = [summarise(n, runs, data_dir, args.quick) for n, runs in ran.items() if runs]
+    if not args.table_only:  # which reads the file only: another call may be writing it
+        done["rows"] = rows
+        json_path.write_text(json.dumps(done, indent=1))
     header = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{time.strftime('%Y-%m-%d')}; `python benchmarks/cpu_frontier.py {' '.join(sys.argv[1:])}`"
@@ -281,7 +285,7 @@ def main() -> None:
     )
     table = markdown(rows, header)
     md_path.write_text(table + "\n")
-    print(f"\n{table}\n\nwritten: {json_path}, {md_path}")
+    print(f"\n{table}\n\nwritten: {md_path}" + ("" if args.table_only else f", {json_path}"))
     best = meets_bar(rows)
     print(
         "at the bar (>= 90.5%, >= 2 seeds, <= 0.15 PFLOP): "
