@@ -21,6 +21,7 @@ Last line: `accuracy X% in Y min, MFU Z%` (means over the seeds).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -68,6 +69,28 @@ def train_flops_per_image(cfg, backward: bool = True) -> float:
     return counter.get_total_flops() / len(x)
 
 
+@functools.cache
+def flops_per_image(model: str) -> tuple[float, float]:
+    """(forward + backward, forward) FLOPs of one image through the model of the config `model`
+    (its JSON), counted once per model and size."""
+    from visionbench.config import RunConfig
+
+    cfg = RunConfig.model_validate_json(model)
+    return train_flops_per_image(cfg), train_flops_per_image(cfg, backward=False)
+
+
+def epoch_flops(cfg) -> list[float]:
+    """Forward + backward FLOPs of one training image in each epoch of `cfg`: at the side it
+    trains at (train.progressive: smaller in the early epochs)."""
+    from visionbench.config import RunConfig
+    from visionbench.engine.schedules import progressive_sides
+
+    full = cfg.model.input_size or 32
+    sides = progressive_sides(cfg.train.epochs, full, cfg.train.progressive)
+    at = lambda side: RunConfig(model=cfg.model.model_copy(update={"input_size": side})).model_dump_json()
+    return [flops_per_image(at(side))[0] for side in sides]
+
+
 def fast_config(seed: int, data_dir: str, overrides: list[str] = (), name: str = "fast"):
     """The `fast` recipe on the CIFAR-10 JPEG copy at `data_dir`, with `overrides` (key=value)."""
     from visionbench.config import resolve_config
@@ -91,7 +114,6 @@ def one_run(
 
     from visionbench.commands.train import train
     from visionbench.engine.device import amp_dtype, pick_device
-    from visionbench.engine.schedules import progressive_sides
 
     cfg = fast_config(seed, data_dir, overrides, name)
     autocast = amp_dtype(cfg.train.amp, pick_device(cfg.train.device))
@@ -100,10 +122,8 @@ def one_run(
     run = train(cfg, runs_dir=runs_dir, quiet=True)
     rows, summary = run.metrics(), run.read_json("summary.json")
     images = sum(r["images_per_s"] * r["seconds"] for r in rows)
-    sides = progressive_sides(cfg.train.epochs, cfg.model.input_size or 32, cfg.train.progressive)
-    at = lambda side: cfg.model_copy(update={"model": cfg.model.model_copy(update={"input_size": side})})
-    per_side = {side: train_flops_per_image(at(side)) for side in set(sides)}  # train.progressive
-    trained = sum(per_side[side] * r["images_per_s"] * r["seconds"] for side, r in zip(sides, rows))
+    per_epoch = epoch_flops(cfg)  # at each epoch's side (train.progressive)
+    trained = sum(f * r["images_per_s"] * r["seconds"] for f, r in zip(per_epoch, rows))
     flops = trained / sum(r["seconds"] for r in rows)
     Path(out).write_text(
         json.dumps(

@@ -39,7 +39,6 @@ bar (>= 90.5% mean over >= 2 seeds, <= 0.15 PFLOP), cheapest first.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -49,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cpu_cifar10 import ROOT, fast_config, one_run, timed_child, train_flops_per_image
+from cpu_cifar10 import ROOT, epoch_flops, fast_config, flops_per_image, one_run, timed_child
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 BAR_ACC, BAR_PFLOP = 0.905, 0.15
@@ -125,28 +124,6 @@ def whitening_flops(cfg, n_train: int) -> float:
         return 0.0
     side, dim = (cfg.model.input_size or 32) - WHITEN_SIZE + 1, 3 * WHITEN_SIZE**2
     return min(WHITEN_IMAGES, n_train) * side**2 * 2 * dim**2
-
-
-@functools.cache
-def flops_per_image(model: str) -> tuple[float, float]:
-    """(forward + backward, forward) FLOPs of one image through the model of the config `model`
-    (its JSON), counted once per model and size."""
-    from visionbench.config import RunConfig
-
-    cfg = RunConfig.model_validate_json(model)
-    return train_flops_per_image(cfg), train_flops_per_image(cfg, backward=False)
-
-
-def epoch_flops(cfg) -> list[float]:
-    """Forward + backward FLOPs of one training image in each epoch of `cfg`: at the side it
-    trains at (train.progressive: smaller in the early epochs)."""
-    from visionbench.config import RunConfig
-    from visionbench.engine.schedules import progressive_sides
-
-    full = cfg.model.input_size or 32
-    sides = progressive_sides(cfg.train.epochs, full, cfg.train.progressive)
-    at = lambda side: RunConfig(model=cfg.model.model_copy(update={"input_size": side})).model_dump_json()
-    return [flops_per_image(at(side))[0] for side in sides]
 
 
 def run_pflop(cfg, train_images: float, test_images: int, whiten_from: int) -> float:

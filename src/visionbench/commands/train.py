@@ -268,7 +268,7 @@ def check_sides(cfg: RunConfig, data: Prepared, model: nn.Module, device: torch.
     model cannot take is an error naming the scale that runs, before any folder is made."""
     if not (sides := epoch_sides(cfg, data)):
         return
-    full, p = cfg.model.input_size or data.dataset.shape[1], cfg.train.progressive
+    full, p = sides[-1], cfg.train.progressive  # the last epoch trains at the full side
     try:
         with torch.no_grad(), train_at_side(model, min(sides)):
             model.eval()(torch.zeros(2, *data.dataset.shape, device=device))
